@@ -1,0 +1,165 @@
+"""``GetBillClient``: one aiohttp session, one request pipeline, the resources on top."""
+
+from __future__ import annotations
+
+import ipaddress
+import warnings
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from ._auth import ClientCredentials, OAuthTokenSource, TokenSource, token_source
+from ._budget import Budget, BudgetStatus, LocalBudget, RateLimit
+from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
+from ._pipeline import CallStats, Pipeline, RetryPolicy
+from .errors import ConfigurationError
+from .resources.followups import Followups
+
+__all__ = ["GetBillClient"]
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(name: str, url: str, allow_insecure: bool) -> str:
+    parsed = URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError(f"{name} must be an http(s) URL with a host, got {url!r}")
+    if parsed.scheme == "http" and not allow_insecure and not _is_loopback(parsed.host):
+        raise ConfigurationError(
+            f"{name} must use https (plain http is allowed for loopback hosts, or with "
+            f"allow_insecure=True), got {url!r}"
+        )
+    return url
+
+
+class GetBillClient:
+    """An asyncio client for GetBill's external API.
+
+        async with GetBillClient(token="...") as client:
+            async for f in client.followups.iterate(status="delivered"):
+                ...
+
+    ``token``: a bearer string or ``ClientCredentials``; with neither, ``GETBILL_TOKEN`` or
+    ``GETBILL_CLIENT_ID`` + ``GETBILL_CLIENT_SECRET`` from the environment. ``rate_limit``: a
+    ``RateLimit`` (a ``LocalBudget`` is built from it) or any ``Budget``, such as one shared
+    by several clients. ``session``: an aiohttp session to use (and not close); otherwise the
+    client owns one, closed by ``close()`` or leaving ``async with``.
+    """
+
+    def __init__(
+        self,
+        token: str | ClientCredentials | None = None,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        rate_limit: RateLimit | Budget | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        session: aiohttp.ClientSession | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure: bool = False,
+        connections: int = 32,
+    ) -> None:
+        self.base_url = _check_url("base_url", base_url, allow_insecure).rstrip("/")
+        self._auth: TokenSource = token_source(token, timeout=timeout)
+        if isinstance(self._auth, OAuthTokenSource):
+            _check_url("token_url", self._auth.credentials.token_url, allow_insecure)
+        if rate_limit is None or isinstance(rate_limit, RateLimit):
+            self.budget: Budget = LocalBudget(rate_limit)
+        elif isinstance(rate_limit, Budget):
+            self.budget = rate_limit
+        else:
+            raise ConfigurationError(
+                f"rate_limit must be a RateLimit or a Budget, got {type(rate_limit).__name__}"
+            )
+        self.retry = retry or RetryPolicy()
+        if not timeout > 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.timeout = float(timeout)
+        self.max_response_bytes = max_response_bytes
+        self._connections = connections
+        self._session = session
+        self._owns_session = session is None
+        self._pipe: Pipeline | None = None
+        self._closed = False
+        self.followups = Followups(self)
+
+    def _pipeline(self) -> Pipeline:
+        pipe = self._pipe
+        if pipe is not None:
+            return pipe
+        if self._closed:
+            raise ConfigurationError("the client is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections)
+            )
+        # aiohttp silently resends GET/PUT once when a kept-alive connection drops; the
+        # budget would not see that second request, so the pipeline's retries do it instead.
+        if hasattr(self._session, "_retry_connection"):
+            self._session._retry_connection = False
+        pipe = self._pipe = Pipeline(
+            session=self._session,
+            base_url=self.base_url,
+            auth=self._auth,
+            budget=self.budget,
+            retry=self.retry,
+            timeout=self.timeout,
+            max_response_bytes=self.max_response_bytes,
+        )
+        return pipe
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The aiohttp session (created on the first request when the client owns it)."""
+        return self._session
+
+    @property
+    def stats(self) -> CallStats:
+        """Requests, retries and budget waits of this client so far."""
+        return self._pipeline().stats if self._pipe or not self._closed else CallStats()
+
+    async def budget_status(self) -> BudgetStatus:
+        """Reads and writes: used in the current window, remaining, when the next slot opens."""
+        return await self.budget.status()
+
+    async def close(self) -> None:
+        """Close the session if the client owns it. Safe to call twice."""
+        self._closed = True
+        self._pipe = None
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def __aenter__(self) -> GetBillClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        session = getattr(self, "_session", None)
+        if getattr(self, "_owns_session", False) and session is not None and not session.closed:
+            _warn(
+                f"unclosed {self!r}: use 'async with GetBillClient(...)' or await close()",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+
+    def __repr__(self) -> str:
+        return f"GetBillClient(base_url={self.base_url!r}, budget={self.budget!r})"

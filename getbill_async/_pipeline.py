@@ -1,0 +1,393 @@
+"""The one request path: budget → auth → send → classify → retry → decode.
+
+Resources say *what* to ask (method, path, params, body, decoder); only this module knows
+*how*. Retry decisions are small pure functions, so they are easy to read and to test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import aiohttp
+import backoff
+import msgspec
+from yarl import URL
+
+from ._auth import TokenSource
+from ._budget import Budget, Kind, Outcome
+from ._constants import LOGGER_NAME, USER_AGENT
+from ._redact import redact
+from .errors import (
+    AmbiguousWriteError,
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    DecodeError,
+    GetBillError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    ValidationError,
+)
+from .models import _ErrorEnvelope
+
+__all__ = ["CallStats", "Pipeline", "RetryPolicy"]
+
+T = TypeVar("T")
+log = logging.getLogger(LOGGER_NAME)
+_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the pipeline retries: exponential backoff with full jitter.
+
+    ``max_tries`` bounds the tries of one call (1: never retry); ``max_time`` bounds its
+    seconds, budget waits included (``None``: no bound but ``max_tries``); the n-th wait is
+    drawn from ``[0, min(cap, base * 2**n)]``. ``reconcile``: after an ambiguous create that
+    carries a ``call_id``, look for it among the debt's followups before trying again.
+    """
+
+    max_tries: int = 8
+    max_time: float | None = None
+    base: float = 0.25
+    cap: float = 20.0
+    reconcile: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_tries < 1:
+            raise ValueError(f"RetryPolicy.max_tries must be >= 1, got {self.max_tries!r}")
+        if self.max_time is not None and self.max_time <= 0:
+            raise ValueError(f"RetryPolicy.max_time must be > 0 or None, got {self.max_time!r}")
+
+
+@dataclass
+class CallStats:
+    """Counters of requests sent, retries and budget waits (per walk, or for a whole client)."""
+
+    requests: int = 0
+    retries: int = 0
+    budget_waits: int = 0
+    budget_wait_seconds: float = 0.0
+
+    def add(self, other: CallStats) -> None:
+        self.requests += other.requests
+        self.retries += other.retries
+        self.budget_waits += other.budget_waits
+        self.budget_wait_seconds += other.budget_wait_seconds
+
+
+class _Retry(Exception):
+    """Internal: a failure worth another try; ``error`` is what the caller sees at the end."""
+
+    def __init__(self, error: GetBillError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a resource asks for. ``fields`` (writes) travel into ``AmbiguousWriteError``."""
+
+    method: str
+    path: str  # already escaped, relative to base_url
+    params: Mapping[str, str] | None = None
+    body: bytes | None = None
+    fields: Mapping[str, Any] | None = None
+
+    @property
+    def kind(self) -> Kind:
+        return "read" if self.method == "GET" else "write"
+
+    def describe(self) -> str:
+        page = self.params.get("page") if self.params else None
+        return f"{self.method} {self.path}" + (f" page {page}" if page else "")
+
+
+def error_for_status(
+    status: int, body: bytes, request: Request, headers: Mapping[str, str]
+) -> APIError:
+    """The exception for an error answer, from the documented envelope where there is one."""
+    try:
+        env = _error_decoder.decode(body)
+        message, code, details = env.message or f"HTTP {status}", env.code, env.details
+    except msgspec.DecodeError:
+        message, code, details = f"HTTP {status}, body starts {body[:80]!r}", None, None
+    kw: dict[str, Any] = dict(
+        status=status, code=code, details=details, method=request.method, path=request.path
+    )
+    if status == 401:
+        return AuthenticationError(message, **kw)
+    if status == 403:
+        return PermissionDeniedError(message, **kw)
+    if status == 404:
+        return NotFoundError(message, **kw)
+    if status in (400, 422):
+        return ValidationError(message, **kw)
+    if status == 429:
+        return RateLimitError(message, retry_after=retry_after_seconds(details, headers), **kw)
+    if status >= 500:
+        return ServerError(message, **kw)
+    return APIError(message, **kw)
+
+
+def retry_after_seconds(
+    details: Mapping[str, Any] | None, headers: Mapping[str, str], now: float | None = None
+) -> float | None:
+    """A 429's wait: ``details.retry_after``, else ``Retry-After``, else ``X-RateLimit-Reset``."""
+    value = (details or {}).get("retry_after")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    for name in ("Retry-After", "X-RateLimit-Reset"):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            number = float(raw)
+        except ValueError:
+            continue
+        if name == "X-RateLimit-Reset":
+            number -= now if now is not None else time.time()
+        if number >= 0:
+            return number
+    return None
+
+
+def should_retry(kind: Kind, status: int | None, sent: bool) -> bool:
+    """Whether a failed try may be repeated without risking a second write.
+
+    ``status`` None: no answer (``sent`` says whether the request may have left).
+    """
+    if status == 429:
+        return True  # refused before acting, for reads and writes alike
+    if kind == "read":
+        return status is None or status in RETRYABLE_STATUSES
+    return status is None and not sent
+
+
+class Pipeline:
+    """Sends every request of one client. Not public: resources call ``request``."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        auth: TokenSource,
+        budget: Budget,
+        retry: RetryPolicy,
+        timeout: float,
+        max_response_bytes: int,
+    ) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth
+        self.budget = budget
+        self.retry = retry
+        self.max_response_bytes = max_response_bytes
+        self.stats = CallStats()
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._header_cache: tuple[str, dict[str, str], dict[str, str]] | None = None
+        self._with_retries = backoff.on_exception(
+            backoff.expo,
+            _Retry,
+            max_tries=retry.max_tries,
+            max_time=retry.max_time,
+            jitter=backoff.full_jitter,
+            on_backoff=self._on_backoff,
+            logger=None,
+            factor=retry.base,
+            max_value=retry.cap,
+        )(self._attempt)
+
+    async def request(
+        self, request: Request, decoder: msgspec.json.Decoder[T], stats: CallStats | None = None
+    ) -> T:
+        """Send ``request`` with budget, auth and retries; the decoded answer."""
+        counters = (self.stats,) if stats is None else (self.stats, stats)
+        try:
+            try:
+                return await self._with_retries(request, decoder, counters)
+            except AuthenticationError:
+                if not self.auth.can_refresh:
+                    raise
+                # One refresh per call: a token revoked or expired early gets a second chance.
+                await self.auth.refresh(self.session, self._current_token())
+                return await self._with_retries(request, decoder, counters)
+        except _Retry as gave_up:
+            raise gave_up.error from None
+
+    def _current_token(self) -> str:
+        return self._header_cache[0] if self._header_cache else ""
+
+    def _headers(self, token: str, has_body: bool) -> dict[str, str]:
+        cache = self._header_cache
+        if cache is None or cache[0] != token:
+            base = {
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+            cache = (token, base, {**base, "Content-Type": "application/json"})
+            self._header_cache = cache
+        return cache[2] if has_body else cache[1]
+
+    def _on_backoff(self, details: Any) -> None:
+        for stats in details["args"][2]:
+            stats.retries += 1
+        request: Request = details["args"][0]
+        error = details.get("exception")
+        log.debug(
+            "retrying %s (try %d) in %.3fs after: %s",
+            request.describe(),
+            details["tries"] + 1,
+            details["wait"],
+            error.error if isinstance(error, _Retry) else error,
+        )
+
+    async def _attempt(
+        self,
+        request: Request,
+        decoder: msgspec.json.Decoder[T],
+        counters: tuple[CallStats, ...],
+    ) -> T:
+        kind = request.kind
+        slot = await self.budget.acquire(kind)
+        for stats in counters:
+            stats.requests += 1
+            if slot.waited > 0:
+                stats.budget_waits += 1
+                stats.budget_wait_seconds += slot.waited
+        outcome = Outcome(sent=False)
+        try:
+            token = await self.auth.token(self.session)
+            url = self.base_url + request.path
+            if request.params:
+                url += "?" + urlencode(request.params)
+            outcome = Outcome(sent=True)
+            try:
+                async with self.session.request(
+                    request.method,
+                    URL(url, encoded=True),
+                    data=request.body,
+                    headers=self._headers(token, request.body is not None),
+                    timeout=self._timeout,
+                ) as resp:
+                    status = resp.status
+                    headers = resp.headers
+                    body = await self._read(resp, request)
+            except aiohttp.ClientConnectorError as exc:
+                # The connection never opened: nothing reached the server.
+                outcome = Outcome(sent=False)
+                raise self._no_answer(
+                    request, APIConnectionError(self._say(exc, request)), False
+                ) from None
+            except asyncio.TimeoutError:
+                raise self._no_answer(
+                    request, APITimeoutError(f"{request.describe()}: no answer in time"), True
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise self._no_answer(
+                    request, APIConnectionError(self._say(exc, request)), True
+                ) from None
+            error = (
+                None if 200 <= status < 300 else error_for_status(status, body, request, headers)
+            )
+            outcome = Outcome(
+                status=status,
+                headers=headers,
+                retry_after=error.retry_after if isinstance(error, RateLimitError) else None,
+                sent=True,
+            )
+        finally:
+            await self.budget.release(slot, outcome)
+        if error is not None:
+            self._log(request, status)
+            if should_retry(kind, status, True):
+                raise _Retry(error)
+            if kind == "write" and status >= 500:
+                raise self._ambiguous(request, error)
+            raise error
+        self._log(request, status)
+        return self._decode(request, status, headers, body, decoder)
+
+    def _decode(
+        self,
+        request: Request,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        decoder: msgspec.json.Decoder[T],
+    ) -> T:
+        content_type = headers.get("Content-Type", "")
+        try:
+            if "json" not in content_type:
+                raise DecodeError(
+                    f"{request.describe()}: expected JSON, got {content_type or 'no content type'}",
+                    status=status,
+                    body=body,
+                )
+            try:
+                return decoder.decode(body)
+            except msgspec.DecodeError as exc:
+                raise DecodeError(
+                    f"{request.describe()}: answer is not the documented JSON ({exc})",
+                    status=status,
+                    body=body,
+                ) from None
+        except DecodeError as exc:
+            if request.kind == "read":
+                raise _Retry(exc) from None
+            raise self._ambiguous(request, exc) from None
+
+    async def _read(self, resp: aiohttp.ClientResponse, request: Request) -> bytes:
+        cap = self.max_response_bytes
+        length = resp.content_length
+        if length is not None and length <= cap:
+            return await resp.read()
+        chunks: list[bytes] = []
+        size = 0
+        if length is None:
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > cap:
+                    break
+                chunks.append(chunk)
+        if length is not None or size > cap:
+            raise DecodeError(
+                f"{request.describe()}: answer larger than max_response_bytes={cap}",
+                status=resp.status,
+            )
+        return b"".join(chunks)
+
+    def _no_answer(self, request: Request, error: APIConnectionError, sent: bool) -> Exception:
+        if should_retry(request.kind, None, sent):
+            return _Retry(error)
+        return self._ambiguous(request, error)
+
+    def _ambiguous(self, request: Request, cause: GetBillError) -> AmbiguousWriteError:
+        return AmbiguousWriteError(
+            str(cause),
+            method=request.method,
+            path=request.path,
+            fields=request.fields or {},
+            cause=cause,
+        )
+
+    def _say(self, exc: BaseException, request: Request) -> str:
+        return (
+            f"{request.describe()}: {redact(str(exc) or type(exc).__name__, *self.auth.secrets())}"
+        )
+
+    def _log(self, request: Request, status: int) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s -> %d", request.describe(), status)

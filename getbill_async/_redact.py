@@ -1,0 +1,27 @@
+"""Keep secrets out of text: presigned-URL signatures, tokens, client secrets."""
+
+from __future__ import annotations
+
+import re
+
+# Query parameters that make a URL a credential. The path stays readable; only the values go.
+_SECRET_PARAMS = re.compile(
+    r"(?i)((?:x-amz-signature|x-amz-credential|x-amz-security-token|signature|sig|"
+    r"access_token|token|client_secret|key)=)[^&#\s\"']+"
+)
+REDACTED = "[REDACTED]"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the values of signing parameters replaced by ``[REDACTED]``."""
+    if "=" not in url:
+        return url
+    return _SECRET_PARAMS.sub(lambda m: m.group(1) + REDACTED, url)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with every given secret and every URL signature replaced."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    return redact_url(text)

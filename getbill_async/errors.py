@@ -1,0 +1,204 @@
+"""The SDK's one exception tree.
+
+```
+GetBillError
+ ├── ConfigurationError          no credentials, a bad base URL: nothing was sent
+ ├── APIError                    the server answered with an error status
+ │    ├── AuthenticationError    401
+ │    ├── PermissionDeniedError  403 (a missing scope)
+ │    ├── NotFoundError          404
+ │    ├── ValidationError        400 / 422, or raised before sending (status None)
+ │    ├── RateLimitError         429
+ │    └── ServerError            5xx
+ ├── APIConnectionError          no usable answer: refused, reset, dropped
+ │    └── APITimeoutError        no answer within the timeout
+ ├── DecodeError                 an answer that is not the documented JSON
+ ├── AmbiguousWriteError         a write that may or may not have happened
+ ├── BudgetExhaustedError        the rate budget would make a request wait too long
+ └── BudgetUnavailableError      a shared budget's store cannot be reached
+```
+
+No message or repr here ever contains a token, a client secret or a presigned URL's signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AmbiguousWriteError",
+    "AuthenticationError",
+    "BudgetExhaustedError",
+    "BudgetUnavailableError",
+    "ConfigurationError",
+    "DecodeError",
+    "GetBillError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "ValidationError",
+]
+
+
+class GetBillError(Exception):
+    """Base of every error the SDK raises."""
+
+
+class ConfigurationError(GetBillError):
+    """The client is set up wrong (no credentials, an insecure base URL...)."""
+
+
+class APIError(GetBillError):
+    """The API answered with an error status.
+
+    ``status`` is the HTTP status (``None`` for a check made before sending), ``code`` the
+    envelope's ``code``, ``details`` its per-field messages, ``method`` and ``path`` what was
+    being done.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        details: Mapping[str, Any] | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.message = message
+        self.status = status
+        self.code = code
+        self.details: dict[str, Any] = dict(details or {})
+        self.method = method
+        self.path = path
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f"{self.method} {self.path}: " if self.method and self.path else ""
+        status = f"{self.status} " if self.status is not None else ""
+        text = f"{where}{status}{self.message}"
+        if self.details:
+            parts = []
+            for field, value in self.details.items():
+                if isinstance(value, (list, tuple)):
+                    value = "; ".join(str(v) for v in value)
+                parts.append(f"{field}: {value}")
+            text += " (" + ", ".join(parts) + ")"
+        return text
+
+
+class AuthenticationError(APIError):
+    """401: the token is missing, invalid or expired (after one refresh)."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the token lacks a scope."""
+
+
+class NotFoundError(APIError):
+    """404: no such followup or debt."""
+
+
+class ValidationError(APIError):
+    """400/422 from the server, or bad input caught before any request was sent.
+
+    ``field`` names the offending field (the first one when the server lists several) and
+    ``allowed`` the values it accepts, where there is such a list.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        allowed: tuple[str, ...] | None = None,
+        status: int | None = None,
+        code: int | None = None,
+        details: Mapping[str, Any] | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        if field is None and details:
+            field = next(iter(details))
+        self.field = field
+        self.allowed = allowed
+        super().__init__(
+            message, status=status, code=code, details=details, method=method, path=path
+        )
+
+
+class RateLimitError(APIError):
+    """429: over the server's budget; ``retry_after`` is the server's wait in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class ServerError(APIError):
+    """5xx: the server failed."""
+
+
+class APIConnectionError(GetBillError):
+    """No usable answer: the connection was refused, reset or dropped."""
+
+
+class APITimeoutError(APIConnectionError):
+    """No answer within the client's timeout."""
+
+
+class DecodeError(GetBillError):
+    """An answer that is not the documented JSON (truncated, HTML from a proxy...)."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: bytes = b"") -> None:
+        self.status = status
+        self.body_start = body[:120]
+        super().__init__(f"{message} (status {status}, body starts {self.body_start!r})")
+
+
+class AmbiguousWriteError(GetBillError):
+    """A create or update failed after it was sent: it may or may not have happened.
+
+    ``fields`` are the request's fields, so the caller can check and decide; ``cause`` is the
+    failure that made it ambiguous.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        path: str,
+        fields: Mapping[str, Any],
+        cause: BaseException | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.fields = dict(fields)
+        self.cause = cause
+        super().__init__(
+            f"{method} {path}: {message}; the write may have happened "
+            f"(fields: {', '.join(sorted(self.fields)) or 'none'})"
+        )
+
+
+class BudgetExhaustedError(GetBillError):
+    """The rate budget has no slot within ``max_wait``; ``retry_in`` says when one opens."""
+
+    def __init__(self, kind: str, retry_in: float, max_wait: float) -> None:
+        self.kind = kind
+        self.retry_in = retry_in
+        self.max_wait = max_wait
+        super().__init__(
+            f"{kind} budget exhausted: next slot in {retry_in:.1f}s, over max_wait {max_wait:g}s"
+        )
+
+
+class BudgetUnavailableError(GetBillError):
+    """A shared budget's store (Redis) cannot be reached."""

@@ -1,0 +1,1 @@
+"""What to ask the API: one module per resource."""

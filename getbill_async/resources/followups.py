@@ -1,0 +1,232 @@
+"""``client.followups``: list, walk, get, create and update followups."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import msgspec
+
+from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT, LOGGER_NAME
+from .._pagination import ItemWalk, PageWalk
+from .._pipeline import CallStats, Request
+from .._validate import build_create, build_update, check_id, list_params, page_params
+from ..errors import AmbiguousWriteError, GetBillError
+from ..models import (
+    Followup,
+    FollowupCreate,
+    FollowupStatus,
+    FollowupType,
+    FollowupUpdate,
+    Page,
+    _ItemEnvelope,
+)
+
+if TYPE_CHECKING:
+    from .._client import GetBillClient
+
+__all__ = ["Followups"]
+
+log = logging.getLogger(LOGGER_NAME)
+_page_decoder = msgspec.json.Decoder(Page[Followup])
+_item_decoder = msgspec.json.Decoder(_ItemEnvelope[Followup])
+_encoder = msgspec.json.Encoder()
+
+
+def _id_of(followup: Followup) -> str:
+    return followup.id
+
+
+def _path_id(field: str, value: object) -> str:
+    return quote(check_id(field, value), safe="")
+
+
+class Followups:
+    """The followups endpoints. Every method checks its input before anything is sent."""
+
+    def __init__(self, client: GetBillClient) -> None:
+        self._client = client
+
+    async def list(
+        self,
+        *,
+        page: int = 1,
+        limit: int = 20,
+        status: FollowupStatus | str | None = None,
+        type: FollowupType | str | None = None,
+        date_from: date | str | None = None,
+        date_to: date | str | None = None,
+        debt_id: str | None = None,
+        stats: CallStats | None = None,
+    ) -> Page[Followup]:
+        """One page of ``GET /followups`` (newest first), filtered."""
+        params = list_params(
+            page=page,
+            limit=limit,
+            status=status,
+            type=type,
+            date_from=date_from,
+            date_to=date_to,
+            debt_id=debt_id,
+        )
+        return await self._client._pipeline().request(
+            Request("GET", "/followups", params=params), _page_decoder, stats
+        )
+
+    def pages(
+        self,
+        *,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        start_page: int = 1,
+        status: FollowupStatus | str | None = None,
+        type: FollowupType | str | None = None,
+        date_from: date | str | None = None,
+        date_to: date | str | None = None,
+        debt_id: str | None = None,
+    ) -> PageWalk[Followup]:
+        """Every page of ``GET /followups`` in order, fetching ``concurrency`` ahead.
+
+        ``async for page in client.followups.pages(status="delivered"): ...``; the walk's
+        ``stats`` tell what happened (pages, duplicates skipped, whether ``total`` moved).
+        """
+        params = list_params(
+            page=start_page,
+            limit=limit,
+            status=status,
+            type=type,
+            date_from=date_from,
+            date_to=date_to,
+            debt_id=debt_id,
+        )
+        return self._walk("/followups", params, start_page, concurrency)
+
+    def iterate(
+        self,
+        *,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        start_page: int = 1,
+        status: FollowupStatus | str | None = None,
+        type: FollowupType | str | None = None,
+        date_from: date | str | None = None,
+        date_to: date | str | None = None,
+        debt_id: str | None = None,
+    ) -> ItemWalk[Followup]:
+        """Every followup of every page, in order, each once: ``async for f in ...``."""
+        return ItemWalk(
+            self.pages(
+                limit=limit,
+                concurrency=concurrency,
+                start_page=start_page,
+                status=status,
+                type=type,
+                date_from=date_from,
+                date_to=date_to,
+                debt_id=debt_id,
+            )
+        )
+
+    async def list_for_debt(
+        self, debt_id: str, *, page: int = 1, limit: int = 20
+    ) -> Page[Followup]:
+        """One page of ``GET /followups/debt/{debt_id}``."""
+        path = f"/followups/debt/{_path_id('debt_id', debt_id)}"
+        return await self._client._pipeline().request(
+            Request("GET", path, params=page_params(page, limit)), _page_decoder
+        )
+
+    def iterate_for_debt(
+        self,
+        debt_id: str,
+        *,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> ItemWalk[Followup]:
+        """Every followup of one debt (``GET /followups/debt/{debt_id}``), in order."""
+        path = f"/followups/debt/{_path_id('debt_id', debt_id)}"
+        return ItemWalk(self._walk(path, page_params(1, limit), 1, concurrency))
+
+    def _walk(
+        self, path: str, params: dict[str, str], start_page: int, concurrency: int
+    ) -> PageWalk[Followup]:
+        pipeline = self._client._pipeline
+
+        async def fetch(number: int, stats: CallStats) -> Page[Followup]:
+            request = Request("GET", path, params={**params, "page": str(number)})
+            return await pipeline().request(request, _page_decoder, stats)
+
+        return PageWalk(fetch, _id_of, start_page=start_page, concurrency=concurrency)
+
+    async def get(self, followup_id: str) -> Followup:
+        """``GET /followups/{id}``; ``NotFoundError`` when there is none."""
+        path = f"/followups/{_path_id('followup_id', followup_id)}"
+        answer = await self._client._pipeline().request(Request("GET", path), _item_decoder)
+        return answer.data
+
+    async def create(self, item: FollowupCreate | None = None, /, **fields: Any) -> Followup:
+        """``POST /followups``: log a call, email, SMS... against a debt.
+
+        ``create(FollowupCreate(...))`` or ``create(debt_id=..., type=..., ...)``. When the
+        outcome is unknown (a 5xx, a timeout or a reset after sending) and the followup has a
+        ``call_id``, the debt's followups are searched for it: the one found is returned, and
+        the create is sent again only if it is absent. Without a ``call_id`` such a failure
+        raises ``AmbiguousWriteError`` instead of risking a duplicate.
+        """
+        body = build_create(item, fields)
+        request = Request(
+            "POST",
+            "/followups",
+            body=_encoder.encode(body),
+            fields=msgspec.structs.asdict(body),
+        )
+        client = self._client
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                answer = await client._pipeline().request(request, _item_decoder)
+                return answer.data
+            except AmbiguousWriteError as exc:
+                if body.call_id is None or not client.retry.reconcile:
+                    raise
+                found = await self._reconcile(body, exc)
+                if found is not None:
+                    return found
+                if tries >= client.retry.max_tries:
+                    raise
+                log.debug("create with call_id not found after an ambiguous failure: resending")
+
+    async def _reconcile(self, body: FollowupCreate, exc: AmbiguousWriteError) -> Followup | None:
+        """The followup with ``body.call_id`` among the debt's, or None when absent."""
+        log.debug("reconciling an ambiguous create by call_id %s", body.call_id)
+        try:
+            async with self.iterate_for_debt(body.debt_id) as walk:
+                async for followup in walk:
+                    if followup.call_id == body.call_id:
+                        log.debug("call_id %s found: the create had happened", body.call_id)
+                        return followup
+        except GetBillError as lookup_failed:
+            raise AmbiguousWriteError(
+                f"{exc.cause}; looking it up by call_id failed too ({lookup_failed})",
+                method=exc.method,
+                path=exc.path,
+                fields=exc.fields,
+                cause=exc.cause,
+            ) from lookup_failed
+        return None
+
+    async def update(
+        self, followup_id: str, item: FollowupUpdate | None = None, /, **fields: Any
+    ) -> Followup:
+        """``PUT /followups/{id}`` with only the given fields (``debt_id`` cannot change).
+
+        An unknown outcome raises ``AmbiguousWriteError``: an update is not retried blindly.
+        """
+        path = f"/followups/{_path_id('followup_id', followup_id)}"
+        body = build_update(item, fields)
+        request = Request("PUT", path, body=_encoder.encode(body), fields=body.given())
+        answer = await self._client._pipeline().request(request, _item_decoder)
+        return answer.data

@@ -1,0 +1,204 @@
+"""The sliding-window ledger, on a fake clock: no test here sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from getbill_async import BudgetExhaustedError, LocalBudget, Outcome, RateLimit, Slot
+from tests.helpers import FakeClock, max_in_window, settle
+
+OK = Outcome(status=200)
+
+
+def make(reads: int = 3, writes: int = 2, window: float = 10.0, **kw: object) -> tuple[
+    LocalBudget, FakeClock
+]:
+    clock = FakeClock()
+    return LocalBudget(RateLimit(reads=reads, writes=writes, window=window, **kw), clock=clock), clock  # type: ignore[arg-type]
+
+
+async def test_admits_up_to_limit_then_waits_a_window_from_the_answer() -> None:
+    budget, clock = make(reads=3)
+    slots = [await budget.acquire("read") for _ in range(3)]
+    for slot in slots:
+        await budget.release(slot, OK)
+    waiter = asyncio.ensure_future(budget.acquire("read"))
+    await settle()
+    assert not waiter.done()
+    await clock.advance(9.9)
+    assert not waiter.done()
+    await clock.advance(0.1)
+    slot = await asyncio.wait_for(waiter, 1)
+    assert slot.waited == pytest.approx(10.0)
+
+
+async def test_slot_counts_from_the_answer_not_the_send() -> None:
+    budget, clock = make(reads=1)
+    slot = await budget.acquire("read")
+    await clock.advance(5.0)  # a slow answer: the request may have reached the server just now
+    await budget.release(slot, OK)
+    waiter = asyncio.ensure_future(budget.acquire("read"))
+    await clock.advance(9.0)
+    assert not waiter.done()
+    await clock.advance(1.0)
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_in_flight_requests_hold_slots() -> None:
+    budget, clock = make(reads=2)
+    first = await budget.acquire("read")
+    await budget.acquire("read")
+    waiter = asyncio.ensure_future(budget.acquire("read"))
+    await clock.advance(100.0)
+    assert not waiter.done(), "two in flight: a third would be over the limit"
+    await budget.release(first, OK)
+    await clock.advance(9.0)
+    assert not waiter.done()
+    await clock.advance(1.0)
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_reads_and_writes_are_counted_apart() -> None:
+    budget, _ = make(reads=1, writes=1)
+    await budget.release(await budget.acquire("read"), OK)
+    write = await asyncio.wait_for(budget.acquire("write"), 1)
+    assert write.kind == "write"
+    status = budget.snapshot()
+    assert (status.reads.used, status.reads.remaining) == (1, 0)
+    assert (status.writes.in_flight, status.writes.remaining) == (1, 0)
+    assert status.reads.next_slot_in == pytest.approx(10.0)
+
+
+async def test_never_over_limit_in_any_window_under_random_latency() -> None:
+    import random
+
+    rng = random.Random(3)
+    budget, clock = make(reads=5, window=10.0)
+    sent: list[float] = []
+    answered: list[float] = []
+
+    async def one() -> None:
+        slot = await budget.acquire("read")
+        sent.append(clock.now())
+        await clock.sleep(rng.uniform(0, 4))
+        answered.append(clock.now())
+        await budget.release(slot, OK)
+
+    tasks = [asyncio.ensure_future(one()) for _ in range(40)]
+    for _ in range(2000):
+        await clock.advance(0.05)
+        if all(t.done() for t in tasks):
+            break
+    assert all(t.done() for t in tasks)
+    # The server sees each arrival somewhere between send and answer: both extremes stay within.
+    assert max_in_window(sent, 10.0) <= 5
+    assert max_in_window(answered, 10.0) <= 5
+
+
+async def test_waiters_are_served_first_come_first_served() -> None:
+    budget, clock = make(reads=1)
+    await budget.release(await budget.acquire("read"), OK)
+    order: list[int] = []
+
+    async def take(i: int) -> None:
+        slot = await budget.acquire("read")
+        order.append(i)
+        await budget.release(slot, OK)
+
+    tasks = []
+    for i in range(5):
+        tasks.append(asyncio.ensure_future(take(i)))
+        await settle(2)
+    for _ in range(60):
+        await clock.advance(1.0)
+    await asyncio.wait_for(asyncio.gather(*tasks), 1)
+    assert order == [0, 1, 2, 3, 4]
+
+
+async def test_server_headers_reveal_requests_from_elsewhere() -> None:
+    budget, clock = make(reads=10)
+    slot = await budget.acquire("read")
+    # The server counts 8 used: 7 came from another program sharing the OAuth client.
+    headers = {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "2", "X-RateLimit-Window": "10"}
+    await budget.release(slot, Outcome(status=200, headers=headers))
+    assert budget.snapshot().reads.remaining == 2
+    await clock.advance(9.99)
+    assert budget.snapshot().reads.remaining == 2, "unseen slots free a window after now"
+    await clock.advance(0.02)
+    assert budget.snapshot().reads.remaining == 10
+
+
+async def test_server_limit_and_window_tighten_the_ledger() -> None:
+    budget, _ = make(reads=10, window=10.0)
+    headers = {"X-RateLimit-Limit": "4", "X-RateLimit-Remaining": "3", "X-RateLimit-Window": "20"}
+    await budget.release(await budget.acquire("read"), Outcome(status=200, headers=headers))
+    status = budget.snapshot().reads
+    assert (status.limit, status.window, status.remaining) == (4, 20.0, 3)
+
+
+async def test_a_429_pauses_the_class_for_every_task() -> None:
+    budget, clock = make(reads=100, writes=100)
+    slot = await budget.acquire("read")
+    await budget.release(slot, Outcome(status=429, retry_after=2.5))
+    waiters = [asyncio.ensure_future(budget.acquire("read")) for _ in range(3)]
+    write = await asyncio.wait_for(budget.acquire("write"), 1)  # writes are not paused
+    assert write.kind == "write"
+    await clock.advance(2.4)
+    assert not any(w.done() for w in waiters)
+    assert budget.snapshot().reads.blocked_for == pytest.approx(0.1)
+    await clock.advance(0.1)
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)
+
+
+async def test_max_wait_raises_at_once_with_when_the_next_slot_opens() -> None:
+    budget, clock = make(reads=1, max_wait=5.0)
+    await budget.release(await budget.acquire("read"), OK)
+    await clock.advance(2.0)
+    with pytest.raises(BudgetExhaustedError, match=r"read budget exhausted: next slot in 8.0s"):
+        await budget.acquire("read")
+    await clock.advance(3.0)  # now 5 s away: within max_wait, so it waits
+    waiter = asyncio.ensure_future(budget.acquire("read"))
+    await clock.advance(5.0)
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_a_request_never_sent_gives_its_slot_back() -> None:
+    budget, _ = make(reads=1)
+    slot = await budget.acquire("read")
+    await budget.release(slot, Outcome(sent=False))
+    assert budget.snapshot().reads.remaining == 1
+    await asyncio.wait_for(budget.acquire("read"), 1)
+
+
+async def test_cancelled_waiter_leaves_the_queue() -> None:
+    budget, clock = make(reads=1)
+    await budget.release(await budget.acquire("read"), OK)
+    first = asyncio.ensure_future(budget.acquire("read"))
+    await settle()
+    second = asyncio.ensure_future(budget.acquire("read"))
+    await settle()
+    first.cancel()
+    await clock.advance(10.0)
+    assert isinstance(await asyncio.wait_for(second, 1), Slot)
+
+
+async def test_pace_spreads_requests_evenly() -> None:
+    budget = LocalBudget(RateLimit(reads=10, window=1.0, pace=True))
+    loop = asyncio.get_running_loop()
+    times = []
+    for _ in range(4):
+        await budget.acquire("read")
+        times.append(loop.time())
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.08  # one per window/limit = 0.1 s, give or take the loop's clock
+
+
+def test_rate_limit_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="RateLimit.reads must be an integer >= 1, got 0"):
+        RateLimit(reads=0)
+    with pytest.raises(ValueError, match="RateLimit.window must be > 0 seconds"):
+        RateLimit(window=0)
+    with pytest.raises(ValueError, match="max_wait must be >= 0"):
+        RateLimit(max_wait=-1)
