@@ -1,0 +1,228 @@
+"""`Sandbox`: the stand-in API served on loopback, and what tests and benchmarks ask of it."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from ._app import API_PREFIX, build_app, followup_filter
+from ._data import ALL_SCOPES
+from ._faults import FaultDraw, FaultPlan
+from ._ratelimit import Clock, RateLimiter
+from ._state import OAuthClient, SandboxStats, State, TokenGrant, check_scopes
+from ._store import Store
+from ._validate import Details
+
+__all__ = ["DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET", "STATIC_CLIENT", "Sandbox"]
+
+DEFAULT_CLIENT_ID = "sandbox-client"
+DEFAULT_CLIENT_SECRET = "sandbox-secret"
+STATIC_CLIENT = "static"  # the OAuth client the static token belongs to
+
+
+class Sandbox:
+    """GetBill's external API, served by aiohttp.web on loopback from seeded data.
+
+        async with Sandbox(followups=1_000, reads=40, window=4.0) as sb:
+            async with aiohttp.ClientSession() as http:
+                headers = {"Authorization": f"Bearer {sb.token}"}
+                async with http.get(f"{sb.base_url}/followups", headers=headers) as resp:
+                    page = await resp.json()
+
+    Rate limits are per OAuth client and per class (reads are GET, writes POST/PUT). `clock`
+    drives windows and token expiry (monotonic seconds); tests may pass a fake one.
+    """
+
+    def __init__(
+        self,
+        *,
+        followups: int = 25_000,
+        seed: int = 1,
+        reads: int = 1000,
+        writes: int = 500,
+        window: float = 3600.0,
+        latency: float = 0.0,
+        faults: FaultPlan | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token_lifetime: int = 3600,
+        max_page_limit: int = 100,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if latency < 0 or token_lifetime < 0 or max_page_limit < 1:
+            raise ValueError("latency and token_lifetime must be >= 0, max_page_limit >= 1")
+        self._store = Store(followups, seed)
+        self._state = State(
+            store=self._store,
+            limiter=RateLimiter(reads=reads, writes=writes, window=window, clock=clock),
+            faults=FaultDraw(faults) if faults is not None else None,
+            latency=latency,
+            token_lifetime=token_lifetime,
+            max_page_limit=max_page_limit,
+            clock=clock,
+        )
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.token = "sbx_" + hashlib.sha256(f"static-token:{seed}".encode()).hexdigest()[:40]
+        self.add_token(self.token, scopes=ALL_SCOPES, client=STATIC_CLIENT)
+        self.add_client(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, scopes=ALL_SCOPES)
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("sandbox already started")
+        self._state.stopping = False
+        runner = web.AppRunner(build_app(self._state), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._port = runner.addresses[0][1]
+        self._runner = runner
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            self._state.stopping = True  # ends "slow" faults early
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # addresses and credentials -----------------------------------------------------------
+
+    @property
+    def root_url(self) -> str:
+        if self._runner is None:
+            raise RuntimeError("sandbox not started")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url + API_PREFIX
+
+    @property
+    def token_url(self) -> str:
+        return self.root_url + "/token"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def clients(self) -> dict[str, OAuthClient]:
+        """The OAuth clients that may use POST /token, by client id (a copy)."""
+        return dict(self._state.clients)
+
+    @property
+    def client_id(self) -> str:
+        return DEFAULT_CLIENT_ID
+
+    @property
+    def client_secret(self) -> str:
+        return DEFAULT_CLIENT_SECRET
+
+    def add_token(
+        self,
+        token: str,
+        *,
+        scopes: Iterable[str] = ALL_SCOPES,
+        client: str = STATIC_CLIENT,
+        expires_in: float | None = None,
+    ) -> None:
+        """Accept `token` as a bearer token of OAuth client `client` (own rate windows)."""
+        expires_at = None if expires_in is None else self._state.clock() + expires_in
+        grant = TokenGrant(client, frozenset(check_scopes(scopes)), expires_at)
+        self._state.tokens[token] = grant
+
+    def add_client(
+        self, client_id: str, client_secret: str, *, scopes: Iterable[str] = ALL_SCOPES
+    ) -> None:
+        self._state.clients[client_id] = OAuthClient(client_id, client_secret, check_scopes(scopes))
+
+    # observation -------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> SandboxStats:
+        return self._state.stats
+
+    def arrivals(self, client: str = STATIC_CLIENT, cls: str = "read") -> list[float]:
+        """Clock times of the requests admitted in that client's window, oldest first."""
+        if cls not in ("read", "write"):
+            raise ValueError("cls must be 'read' or 'write'")
+        return self._state.limiter.window(client, cls).arrivals()
+
+    def created_per_call_id(self) -> dict[str, int]:
+        """How many creates were committed per call_id (creates without call_id not counted)."""
+        return dict(self._store.created_per_call_id)
+
+    # data --------------------------------------------------------------------------------
+
+    def followup_ids(
+        self,
+        *,
+        status: str | None = None,
+        type: str | None = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+        debt_id: str | None = None,
+    ) -> list[str]:
+        """Ids in exactly the order GET /followups answers them for these filters."""
+        given = {"status": status, "type": type, "date_from": date_from, "date_to": date_to}
+        query: dict[str, str] = {k: v for k, v in given.items() if v is not None}
+        if debt_id is not None:
+            query["debt_id"] = debt_id
+        details: Details = {}
+        flt = followup_filter(self._state, query, details)
+        if details:
+            raise ValueError(f"bad filter: {details}")
+        rows = self._store.matching(flt)
+        encode = self._store.followup_id
+        return [encode(row) for row in reversed(rows)]
+
+    def followup(self, followup_id: str) -> dict[str, Any] | None:
+        """A copy of the stored JSON object of one followup, or None."""
+        row = self._store.followup_row(followup_id)
+        return None if row is None else dict(self._store.record(row))
+
+    def debt_ids(self) -> list[str]:
+        """Every debt id, in the order GET /debts answers them (newest first)."""
+        return [self._store.debt_id(row) for row in reversed(range(self._store.debts))]
+
+    def debt(self, debt_id: str) -> dict[str, Any] | None:
+        row = self._store.debt_row(debt_id)
+        return None if row is None else self._store.debt(row)
+
+    def insert_followups(self, n: int, debt_id: str | None = None) -> list[str]:
+        """Add `n` followups without HTTP (new data arriving); they come first in list order.
+
+        Returns their ids, newest first.
+        """
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        debt_row = None
+        if debt_id is not None:
+            debt_row = self._store.debt_row(debt_id)
+            if debt_row is None:
+                raise ValueError(f"unknown debt_id {debt_id!r}")
+        return self._store.insert(n, debt_row)
