@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Generic, TypeVar
@@ -72,6 +72,7 @@ class PageWalk(Generic[T]):
         *,
         start_page: int = 1,
         concurrency: int,
+        known_ids: Iterable[str] = (),
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             from ._validate import fail
@@ -82,6 +83,7 @@ class PageWalk(Generic[T]):
         self._start = start_page
         self._concurrency = concurrency
         self.stats = WalkStats()
+        self._known = set(known_ids)  # ids already handed out (a resumed export's last pages)
         self._gen: AsyncGenerator[Page[T], None] | None = None
 
     def __aiter__(self) -> AsyncIterator[Page[T]]:
@@ -109,7 +111,7 @@ class PageWalk(Generic[T]):
 
     async def _walk(self) -> AsyncGenerator[Page[T], None]:
         stats, fetch, ahead = self.stats, self._fetch, self._concurrency - 1
-        recent: deque[set[str]] = deque(maxlen=self._concurrency + 2)
+        recent: deque[set[str]] = deque([self._known], maxlen=self._concurrency + 2)
         ahead_tasks: dict[int, asyncio.Task[Page[T]]] = {}
         number = self._start
         page = await fetch(number, stats.calls)

@@ -20,7 +20,10 @@ from getbill_async.sandbox import Sandbox
 
 def creds(sandbox: Sandbox, **kw: object) -> ClientCredentials:
     return ClientCredentials(
-        "sandbox-client", "sandbox-secret", token_url=sandbox.token_url, **kw  # type: ignore[arg-type]
+        "sandbox-client",
+        "sandbox-secret",
+        token_url=sandbox.token_url,
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -71,8 +74,12 @@ async def revoking_server() -> AsyncIterator[tuple[str, dict[str, int]]]:
         counts["api"] += 1
         if request.headers.get("Authorization") != "Bearer t2":
             return web.json_response(
-                {"error": True, "message": "Authentication credentials are missing or invalid",
-                 "code": 401}, status=401,
+                {
+                    "error": True,
+                    "message": "Authentication credentials are missing or invalid",
+                    "code": 401,
+                },
+                status=401,
             )
         data = {"id": "f1", "debt_id": "d1", "status": "sent", "type": "sms"}
         return web.json_response({"error": False, "message": "Success", "data": data})

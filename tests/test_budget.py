@@ -12,11 +12,12 @@ from tests.helpers import FakeClock, max_in_window, settle
 OK = Outcome(status=200)
 
 
-def make(reads: int = 3, writes: int = 2, window: float = 10.0, **kw: object) -> tuple[
-    LocalBudget, FakeClock
-]:
+def make(
+    reads: int = 3, writes: int = 2, window: float = 10.0, max_wait: float | None = None
+) -> tuple[LocalBudget, FakeClock]:
     clock = FakeClock()
-    return LocalBudget(RateLimit(reads=reads, writes=writes, window=window, **kw), clock=clock), clock  # type: ignore[arg-type]
+    rate = RateLimit(reads=reads, writes=writes, window=window, max_wait=max_wait)
+    return LocalBudget(rate, clock=clock), clock
 
 
 async def test_admits_up_to_limit_then_waits_a_window_from_the_answer() -> None:
@@ -191,7 +192,7 @@ async def test_pace_spreads_requests_evenly() -> None:
     for _ in range(4):
         await budget.acquire("read")
         times.append(loop.time())
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert min(gaps) >= 0.08  # one per window/limit = 0.1 s, give or take the loop's clock
 
 

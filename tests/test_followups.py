@@ -46,9 +46,7 @@ async def test_default_page_size_is_the_documented_20(client: GetBillClient) -> 
         {"date_from": date(2024, 3, 1), "date_to": "2024-03-31"},
     ],
 )
-async def test_filters(
-    client: GetBillClient, sandbox: Sandbox, filters: dict[str, object]
-) -> None:
+async def test_filters(client: GetBillClient, sandbox: Sandbox, filters: dict[str, object]) -> None:
     expected = sandbox.followup_ids(
         **{k: (str(v) if not isinstance(v, date) else v.isoformat()) for k, v in filters.items()}
     )
@@ -64,9 +62,7 @@ async def test_filters(
             assert f.type == filters["type"]
 
 
-async def test_debt_id_filter_and_by_debt_endpoint(
-    client: GetBillClient, sandbox: Sandbox
-) -> None:
+async def test_debt_id_filter_and_by_debt_endpoint(client: GetBillClient, sandbox: Sandbox) -> None:
     debt_id = sandbox.debt_ids()[3]
     expected = sandbox.followup_ids(debt_id=debt_id)
     listed = await client.followups.list(debt_id=debt_id, limit=100)

@@ -87,8 +87,10 @@ def test_unknown_values_and_keys_decode() -> None:
 
 
 def test_wrong_types_fail_with_the_path() -> None:
-    body = b'{"data": [{"id": 5, "debt_id": "d", "status": "sent", "type": "sms"}],' \
+    body = (
+        b'{"data": [{"id": 5, "debt_id": "d", "status": "sent", "type": "sms"}],'
         b' "pagination": {"total": 1, "page": 1, "limit": 20, "pages": 1}}'
+    )
     with pytest.raises(msgspec.ValidationError, match=r"\$\.data\[0\]\.id"):
         _page_decoder.decode(body)
 

@@ -105,11 +105,17 @@ CASES: list[tuple[str, Call, str]] = [
         lambda c: c.followups.update("abc", status="closed"),
         r"status: invalid value 'closed'",
     ),
-    ("followup_id", lambda c: c.followups.update("", notes="x"), r"followup_id: must be a non-empty"),
+    (
+        "followup_id",
+        lambda c: c.followups.update("", notes="x"),
+        r"followup_id: must be a non-empty",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("field", "call", "message"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("field", "call", "message"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
 async def test_refused_before_sending(
     client: GetBillClient, sandbox: Sandbox, field: str, call: Call, message: str
 ) -> None:

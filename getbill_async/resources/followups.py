@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import msgspec
@@ -12,8 +14,11 @@ import msgspec
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT, LOGGER_NAME
 from .._pagination import ItemWalk, PageWalk
 from .._pipeline import CallStats, Request
+from .._progress import Progress
 from .._validate import build_create, build_update, check_id, list_params, page_params
+from ..bulk import CreateResult, create_many
 from ..errors import AmbiguousWriteError, GetBillError
+from ..export import ExportReport, export_followups
 from ..models import (
     Followup,
     FollowupCreate,
@@ -86,11 +91,13 @@ class Followups:
         date_from: date | str | None = None,
         date_to: date | str | None = None,
         debt_id: str | None = None,
+        known_ids: Iterable[str] = (),
     ) -> PageWalk[Followup]:
         """Every page of ``GET /followups`` in order, fetching ``concurrency`` ahead.
 
         ``async for page in client.followups.pages(status="delivered"): ...``; the walk's
         ``stats`` tell what happened (pages, duplicates skipped, whether ``total`` moved).
+        ``known_ids``: ids already seen (a resumed walk's last pages), skipped if met again.
         """
         params = list_params(
             page=start_page,
@@ -101,7 +108,7 @@ class Followups:
             date_to=date_to,
             debt_id=debt_id,
         )
-        return self._walk("/followups", params, start_page, concurrency)
+        return self._walk("/followups", params, start_page, concurrency, known_ids)
 
     def iterate(
         self,
@@ -150,7 +157,12 @@ class Followups:
         return ItemWalk(self._walk(path, page_params(1, limit), 1, concurrency))
 
     def _walk(
-        self, path: str, params: dict[str, str], start_page: int, concurrency: int
+        self,
+        path: str,
+        params: dict[str, str],
+        start_page: int,
+        concurrency: int,
+        known_ids: Iterable[str] = (),
     ) -> PageWalk[Followup]:
         pipeline = self._client._pipeline
 
@@ -158,7 +170,36 @@ class Followups:
             request = Request("GET", path, params={**params, "page": str(number)})
             return await pipeline().request(request, _page_decoder, stats)
 
-        return PageWalk(fetch, _id_of, start_page=start_page, concurrency=concurrency)
+        return PageWalk(
+            fetch, _id_of, start_page=start_page, concurrency=concurrency, known_ids=known_ids
+        )
+
+    async def export(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        format: Literal["jsonl", "csv"] = "jsonl",
+        resume: bool = False,
+        restart: bool = False,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        progress: Progress | None = None,
+        **filters: Any,
+    ) -> ExportReport:
+        """Export every followup matching ``filters`` to a JSONL or CSV file, resumably.
+
+        See ``getbill_async.export``: the file is written atomically, a checkpoint beside it
+        lets ``resume=True`` continue after a crash with no duplicate and no gap.
+        """
+        return await export_followups(
+            self._client,
+            path,
+            format=format,
+            resume=resume,
+            restart=restart,
+            concurrency=concurrency,
+            progress=progress,
+            **filters,
+        )
 
     async def get(self, followup_id: str) -> Followup:
         """``GET /followups/{id}``; ``NotFoundError`` when there is none."""
@@ -217,6 +258,18 @@ class Followups:
                 cause=exc.cause,
             ) from lookup_failed
         return None
+
+    def create_many(
+        self,
+        items: Iterable[FollowupCreate | Mapping[str, Any]]
+        | AsyncIterable[FollowupCreate | Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+    ) -> AsyncIterator[CreateResult]:
+        """Create many followups, ``concurrency`` at a time; yield a ``CreateResult`` per
+        input as each completes (its ``index`` says which). Bad input or a failed create is
+        a result with an ``error``, not an exception: the others go on."""
+        return create_many(self.create, items, concurrency=concurrency)
 
     async def update(
         self, followup_id: str, item: FollowupUpdate | None = None, /, **fields: Any

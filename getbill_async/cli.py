@@ -1,0 +1,172 @@
+"""The ``getbill`` command: ``sandbox``, ``export``, ``log`` and ``demo``.
+
+Credentials come from the environment (``GETBILL_TOKEN``, or ``GETBILL_CLIENT_ID`` +
+``GETBILL_CLIENT_SECRET``), never from the command line, where other users of the machine
+could read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Literal
+
+from . import __version__
+from ._budget import Budget, RateLimit
+from ._client import GetBillClient
+from ._constants import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, LOGGER_NAME
+from ._progress import make_progress
+from .errors import GetBillError
+from .export import ExportReport, export_followups
+from .models import FollowupStatus, FollowupType
+
+__all__ = ["main"]
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--base-url",
+        default=os.environ.get("GETBILL_BASE_URL", DEFAULT_BASE_URL),
+        help="API base URL (env GETBILL_BASE_URL; default %(default)s)",
+    )
+    group.add_argument("--reads", type=int, default=1000, help="reads per window (1000)")
+    group.add_argument("--writes", type=int, default=500, help="writes per window (500)")
+    group.add_argument("--window", type=float, default=3600.0, help="window seconds (3600)")
+    group.add_argument("--redis", metavar="URL", help="share the budget through Redis")
+    group.add_argument(
+        "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight"
+    )
+    group.add_argument("--no-progress", action="store_true", help="no progress output")
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _budget(args: argparse.Namespace) -> RateLimit | Budget:
+    rate = RateLimit(reads=args.reads, writes=args.writes, window=args.window)
+    if not args.redis:
+        return rate
+    from ._redis_budget import budget_from_url
+
+    return budget_from_url(args.redis, rate)
+
+
+def make_client(args: argparse.Namespace, token: str | None = None) -> GetBillClient:
+    return GetBillClient(token, base_url=args.base_url, rate_limit=_budget(args))
+
+
+def _export_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output file (e.g. followups.jsonl)")
+    parser.add_argument("--format", choices=("jsonl", "csv"), help="default: from --out's suffix")
+    parser.add_argument("--status", choices=FollowupStatus.values())
+    parser.add_argument("--type", choices=FollowupType.values())
+    parser.add_argument("--date-from", metavar="YYYY-MM-DD")
+    parser.add_argument("--date-to", metavar="YYYY-MM-DD")
+    parser.add_argument("--debt-id")
+    parser.add_argument("--resume", action="store_true", help="go on from the checkpoint")
+    parser.add_argument("--restart", action="store_true", help="discard an unfinished export")
+    _client_options(parser)
+
+
+def describe_export(report: ExportReport) -> str:
+    text = (
+        f"exported {report.items:,} followups ({report.pages} pages) to {report.path} "
+        f"in {report.elapsed:.1f}s: {report.requests} requests, {report.retries} retries, "
+        f"{report.budget_waits} budget waits, {report.duplicates_skipped} duplicates skipped"
+    )
+    if report.resumed_from_page:
+        text += f"; resumed after page {report.resumed_from_page}"
+    if report.total_changed:
+        text += (
+            f"; note: the total moved from {report.total_at_start} to {report.total_at_end} "
+            "during the export: run an incremental pass (--date-from) to catch up"
+        )
+    return text
+
+
+async def run_export(args: argparse.Namespace, client: GetBillClient) -> int:
+    fmt: Literal["jsonl", "csv"] = args.format or ("csv" if args.out.endswith(".csv") else "jsonl")
+    filters = {
+        k: v
+        for k, v in {
+            "status": args.status,
+            "type": args.type,
+            "date_from": args.date_from,
+            "date_to": args.date_to,
+            "debt_id": args.debt_id,
+        }.items()
+        if v is not None
+    }
+    report = await export_followups(
+        client,
+        args.out,
+        format=fmt,
+        resume=args.resume,
+        restart=args.restart,
+        concurrency=args.concurrency,
+        progress=make_progress("export", enabled=not args.no_progress),
+        **filters,
+    )
+    print(describe_export(report))
+    return 0
+
+
+async def _with_client(args: argparse.Namespace) -> int:
+    async with make_client(args) as client:
+        if args.command == "export":
+            return await run_export(args, client)
+        from ._cli_log import run_log
+
+        return await run_log(args, client)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="getbill", description="GetBill's API from the shell")
+    parser.add_argument("--version", action="version", version=f"getbill-async {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    from .sandbox._cli import add_arguments as sandbox_arguments
+
+    sandbox_arguments(commands.add_parser("sandbox", help="serve the embedded sandbox API"))
+    _export_parser(commands.add_parser("export", help="export followups to JSONL or CSV"))
+
+    from ._cli_log import add_arguments as log_arguments
+
+    log = commands.add_parser("log", help="create followups from a CSV or JSONL file")
+    log_arguments(log)
+    _client_options(log)
+
+    from ._demo import add_arguments as demo_arguments
+
+    demo_arguments(commands.add_parser("demo", help="export and log against a local sandbox"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        logging.basicConfig(level=logging.WARNING)
+        logging.getLogger(LOGGER_NAME).setLevel(logging.DEBUG)
+    if args.command == "sandbox":
+        from .sandbox._cli import run
+
+        return run(args)
+    if args.command == "demo":
+        from ._demo import run_demo
+
+        return asyncio.run(run_demo(args))
+    try:
+        return asyncio.run(_with_client(args))
+    except GetBillError as exc:
+        print(f"getbill {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"getbill {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
