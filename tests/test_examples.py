@@ -1,0 +1,84 @@
+"""Every example runs, against the sandbox, as a user would run it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from getbill_async.sandbox import Sandbox
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+async def run(sb: Sandbox, cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GETBILL_TOKEN": sb.token, "GETBILL_BASE_URL": sb.base_url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+@pytest.mark.timeout(60)
+async def test_export_example(sandbox: Sandbox, tmp_path: Path) -> None:
+    out = await run(sandbox, tmp_path, str(EXAMPLES / "export.py"), "d.csv")
+    expected = len(sandbox.followup_ids(status="delivered"))
+    assert f"{expected} followups -> d.csv" in out
+    assert len((tmp_path / "d.csv").read_text().splitlines()) == expected + 1
+
+
+@pytest.mark.timeout(60)
+async def test_daily_sync_example_fetches_each_day_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    script = str(EXAMPLES / "daily_sync.py")
+    june = sandbox.followup_ids(date_from="2024-06-01", date_to="2024-06-15")
+    july = sandbox.followup_ids(date_from="2024-06-16", date_to="2024-06-30")
+    out = await run(
+        sandbox, tmp_path, script, "s.jsonl", "--since", "2024-06-01", "--until", "2024-06-15"
+    )
+    assert f"synced {len(june)} followups" in out
+    out = await run(
+        sandbox, tmp_path, script, "s.jsonl", "--since", "2024-06-01", "--until", "2024-06-30"
+    )
+    assert f"synced {len(july)} followups dated 2024-06-16 .. 2024-06-30" in out
+    out = await run(sandbox, tmp_path, script, "s.jsonl", "--until", "2024-06-30")
+    assert "up to date" in out
+    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == len(june) + len(july)
+
+
+@pytest.mark.timeout(60)
+async def test_queue_logging_example(sandbox: Sandbox, tmp_path: Path) -> None:
+    out = await run(sandbox, tmp_path, str(EXAMPLES / "queue_logging.py"), "--calls", "30")
+    assert "logged 30 calls, 0 failed" in out
+    assert len(sandbox.created_per_call_id()) == 30
+
+
+@pytest.mark.timeout(120)
+async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "getbill_async.cli",
+        "demo",
+        "--latency",
+        "0",
+        "--calls",
+        str(EXAMPLES / "calls.csv"),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, out.decode() + err.decode()
+    assert "demo: done" in out.decode() and "created 40" in out.decode()
+    assert b"export: 25,000/25,000 items" in err  # the plain progress line off a terminal
+    assert len((tmp_path / "followups.jsonl").read_bytes().splitlines()) == 25_000
