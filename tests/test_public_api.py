@@ -1,0 +1,57 @@
+"""The public surface: every exported name exists, and the error tree is as documented."""
+
+from __future__ import annotations
+
+import inspect
+
+import getbill_async
+from getbill_async import errors, models
+
+
+def test_all_names_exist() -> None:
+    for name in getbill_async.__all__:
+        assert getattr(getbill_async, name) is not None, name
+
+
+def test_every_public_error_and_model_is_exported() -> None:
+    for module in (errors, models):
+        for name, value in vars(module).items():
+            if inspect.isclass(value) and value.__module__ == module.__name__:
+                if not name.startswith("_"):
+                    assert name in getbill_async.__all__, name
+
+
+def test_error_tree() -> None:
+    e = errors
+    for cls in (
+        e.AuthenticationError,
+        e.PermissionDeniedError,
+        e.NotFoundError,
+        e.ValidationError,
+        e.RateLimitError,
+        e.ServerError,
+    ):
+        assert issubclass(cls, e.APIError)
+    assert issubclass(e.APITimeoutError, e.APIConnectionError)
+    for cls in (
+        e.APIError,
+        e.APIConnectionError,
+        e.DecodeError,
+        e.AmbiguousWriteError,
+        e.BudgetExhaustedError,
+        e.BudgetUnavailableError,
+        e.ConfigurationError,
+    ):
+        assert issubclass(cls, e.GetBillError)
+
+
+def test_api_error_message_names_what_was_being_done() -> None:
+    err = errors.ValidationError(
+        "Validation failed",
+        status=400,
+        details={"status": ["must be one of ..."]},
+        method="POST",
+        path="/followups",
+    )
+    assert str(err) == "POST /followups: 400 Validation failed (status: must be one of ...)"
+    assert err.field == "status"
