@@ -141,3 +141,44 @@ async def test_cli_killed_mid_export_resumes_to_exactly_the_servers_ids(tmp_path
         assert resumed.returncode == 0, stderr.decode()
         assert b"resumed after page" in stdout
         assert jsonl_ids(out) == sb.followup_ids()
+
+
+def test_eta_knows_when_the_budget_is_the_bottleneck() -> None:
+    from getbill_async._progress import eta_seconds
+
+    spent = ClassStatus(
+        limit=1000,
+        window=3600.0,
+        used=1000,
+        in_flight=0,
+        remaining=0,
+        next_slot_in=100.0,
+        blocked_for=0.0,
+    )
+    assert eta_seconds(1500, 10.0, spent) == (3700.0, True)
+    roomy = ClassStatus(
+        limit=1000,
+        window=3600.0,
+        used=0,
+        in_flight=0,
+        remaining=1000,
+        next_slot_in=0.0,
+        blocked_for=0.0,
+    )
+    assert eta_seconds(500, 10.0, roomy) == (50.0, False)
+    assert eta_seconds(0, 10.0, roomy) == (0.0, False)
+
+
+def test_progress_lines_off_a_terminal() -> None:
+    import io
+
+    from getbill_async._progress import LineProgress, make_progress
+
+    stream = io.StringIO()
+    progress = make_progress("export", stream=stream)
+    assert isinstance(progress, LineProgress)
+    progress.start(100, 10_000, 0, 0)
+    for page in range(1, 101):
+        progress.update(page, page * 100, None)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and lines[-1].startswith("export: 10,000/10,000 items, page 100/100")
