@@ -52,6 +52,7 @@ class TokenSource:
     """Hands the pipeline a bearer token; ``refresh`` after a 401."""
 
     can_refresh = False
+    token_url: str | None = None
 
     async def token(self, session: aiohttp.ClientSession) -> str:
         raise NotImplementedError
@@ -97,6 +98,7 @@ class OAuthTokenSource(TokenSource):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.credentials = credentials
+        self.token_url = credentials.token_url
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
         self._token: str | None = None

@@ -187,6 +187,7 @@ class Pipeline:
         retry: RetryPolicy,
         timeout: float,
         max_response_bytes: int,
+        stats: CallStats | None = None,
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
@@ -194,7 +195,7 @@ class Pipeline:
         self.budget = budget
         self.retry = retry
         self.max_response_bytes = max_response_bytes
-        self.stats = CallStats()
+        self.stats = stats if stats is not None else CallStats()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._header_cache: tuple[str, dict[str, str], dict[str, str]] | None = None
         self._with_retries = backoff.on_exception(
@@ -217,9 +218,9 @@ class Pipeline:
         try:
             try:
                 return await self._with_retries(request, decoder, counters)
-            except AuthenticationError:
-                if not self.auth.can_refresh:
-                    raise
+            except AuthenticationError as exc:
+                if not self.auth.can_refresh or exc.path == self.auth.token_url:
+                    raise  # a static token, or the token endpoint itself said no
                 # One refresh per call: a token revoked or expired early gets a second chance.
                 await self.auth.refresh(self.session, self._current_token())
                 return await self._with_retries(request, decoder, counters)

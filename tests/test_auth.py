@@ -50,7 +50,7 @@ async def test_bad_client_secret_is_an_authentication_error(sandbox: Sandbox) ->
         with pytest.raises(AuthenticationError, match="token request refused") as info:
             await client.followups.list()
     assert "wrong-secret-123" not in str(info.value) and "wrong-secret-123" not in repr(bad)
-    assert sandbox.stats.requests == 0
+    assert sandbox.stats.requests == 0 and sandbox.stats.token_requests == 1
 
 
 async def test_static_token_401_is_not_retried(sandbox: Sandbox) -> None:
