@@ -33,7 +33,7 @@ def test_error_tree() -> None:
     ):
         assert issubclass(cls, e.APIError)
     assert issubclass(e.APITimeoutError, e.APIConnectionError)
-    for cls in (
+    for base in (
         e.APIError,
         e.APIConnectionError,
         e.DecodeError,
@@ -42,7 +42,7 @@ def test_error_tree() -> None:
         e.BudgetUnavailableError,
         e.ConfigurationError,
     ):
-        assert issubclass(cls, e.GetBillError)
+        assert issubclass(base, e.GetBillError)
 
 
 def test_api_error_message_names_what_was_being_done() -> None:
