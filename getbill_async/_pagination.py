@@ -18,10 +18,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from ._pipeline import CallStats
 from .models import Page
@@ -162,27 +169,32 @@ class PageWalk(Generic[T]):
 
 
 class ItemWalk(Generic[T]):
-    """``async for item in walk``: every item of every page, in order, once."""
+    """``async for item in walk``: every item of every page, in order, once.
+
+    A plain iterator over the page walk, not a second generator: when a caller breaks out
+    and drops the walk, one generator is finalized and its in-flight pages are cancelled.
+    """
 
     def __init__(self, pages: PageWalk[T]) -> None:
         self.pages = pages
-        self._gen: AsyncGenerator[T, None] | None = None
+        self._items: Iterator[T] = iter(())
 
     @property
     def stats(self) -> WalkStats:
         return self.pages.stats
 
-    def __aiter__(self) -> AsyncIterator[T]:
-        if self._gen is None:
-            self._gen = self._items()
-        return self._gen
+    def __aiter__(self) -> ItemWalk[T]:
+        return self
 
     async def __anext__(self) -> T:
-        return await self.__aiter__().__anext__()
+        while True:
+            item = next(self._items, _END)
+            if item is not _END:
+                return cast(T, item)
+            page = await self.pages.__anext__()
+            self._items = iter(page.data)
 
     async def aclose(self) -> None:
-        if self._gen is not None:
-            await self._gen.aclose()
         await self.pages.aclose()
 
     async def __aenter__(self) -> ItemWalk[T]:
@@ -196,10 +208,5 @@ class ItemWalk(Generic[T]):
     ) -> None:
         await self.aclose()
 
-    async def _items(self) -> AsyncGenerator[T, None]:
-        try:
-            async for page in self.pages:
-                for item in page.data:
-                    yield item
-        finally:
-            await self.pages.aclose()
+
+_END = object()

@@ -152,3 +152,31 @@ async def test_items_shifted_by_new_followups_are_not_yielded_twice(sandbox: San
     assert walk.stats.duplicates_skipped == 60
     assert walk.stats.total_at_start == 1000 and walk.stats.total_at_end == 1060
     assert walk.stats.total_changed
+
+
+async def test_dropping_a_walk_after_break_finalizes_cleanly(
+    slow_api: tuple[GetBillClient, PageServer],
+) -> None:
+    import gc
+
+    client, server = slow_api
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+
+        async def first_item() -> str:
+            async for f in client.followups.iterate(limit=10, concurrency=4):
+                return f.id
+            raise AssertionError("empty")
+
+        assert await first_item() == "p1-0"
+        gc.collect()
+        await settle_tasks()
+        gc.collect()
+        await asyncio.sleep(0.05)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == [], reported
+    assert not pending_tasks()
+    assert server.served <= 4
