@@ -21,8 +21,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict getbill_async tests
+	$(BIN)/bandit -q -c pyproject.toml -r getbill_async
+	$(BIN)/python scripts/audit-deps $(BIN)/pip-audit
 
 test: lint
+	scripts/ensure-redis
 	$(BIN)/pytest
 
 clean:

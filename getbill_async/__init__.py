@@ -7,6 +7,8 @@ async with GetBillClient(token="...") as client:
         print(followup.id, followup.summary)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._auth import ClientCredentials
 from ._budget import (
     Budget,
@@ -41,6 +43,7 @@ from .errors import (
 )
 from .models import (
     CallDirection,
+    Debt,
     Followup,
     FollowupCreate,
     FollowupStatus,
@@ -49,6 +52,9 @@ from .models import (
     Page,
     Pagination,
 )
+
+if TYPE_CHECKING:
+    from ._redis_budget import RedisBudget
 
 __version__ = "0.1.0"
 
@@ -68,6 +74,7 @@ __all__ = [
     "ClientCredentials",
     "Clock",
     "ConfigurationError",
+    "Debt",
     "DecodeError",
     "Followup",
     "FollowupCreate",
@@ -87,6 +94,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimit",
     "RateLimitError",
+    "RedisBudget",
     "RetryPolicy",
     "ServerError",
     "Slot",
@@ -94,3 +102,13 @@ __all__ = [
     "WalkStats",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisBudget needs the optional redis extra: import it on first use, so that
+    # `import getbill_async` works without redis-py installed.
+    if name == "RedisBudget":
+        from ._redis_budget import RedisBudget
+
+        return RedisBudget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

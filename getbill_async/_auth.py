@@ -13,7 +13,7 @@ import aiohttp
 import msgspec
 
 from ._constants import DEFAULT_SCOPES, DEFAULT_TOKEN_URL, LOGGER_NAME, TOKEN_REFRESH_MARGIN
-from ._redact import REDACTED, redact
+from ._redact import REDACTED, SecretForm, redact
 from .errors import (
     APIConnectionError,
     APITimeoutError,
@@ -131,18 +131,21 @@ class OAuthTokenSource(TokenSource):
 
     async def _fetch(self, session: aiohttp.ClientSession) -> None:
         creds = self.credentials
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": creds.client_id,
-            "client_secret": creds.client_secret,
-        }
+        form = SecretForm(
+            grant_type="client_credentials",
+            client_id=creds.client_id,
+            client_secret=creds.client_secret,
+        )
         if creds.scopes:
             form["scope"] = " ".join(creds.scopes)
         started = self._clock()
         self.fetches += 1
         log.debug("fetching an OAuth token for client %s", creds.client_id)
         try:
-            async with session.post(creds.token_url, data=form, timeout=self._timeout) as resp:
+            # Not redirected: a 307/308 would carry the client secret to wherever it points.
+            async with session.post(
+                creds.token_url, data=form, timeout=self._timeout, allow_redirects=False
+            ) as resp:
                 body = await resp.read()
                 status = resp.status
         except asyncio.TimeoutError as exc:

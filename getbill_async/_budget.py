@@ -108,6 +108,10 @@ class Slot:
     token: str = ""  # a budget's own handle (the Redis one uses it)
 
 
+# Slots taken without waiting are all alike: shared, not built per request.
+_NO_WAIT: dict[str, Slot] = {"read": Slot("read"), "write": Slot("write")}
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What came back: the status (None: no answer), the headers, a 429's wait.
@@ -151,27 +155,27 @@ def parse_headers(headers: Mapping[str, str] | None) -> tuple[int | None, int | 
     """``(limit, remaining, window)`` from the ``X-RateLimit-*`` headers, where present."""
     if not headers:
         return None, None, None
-
-    def number(name: str) -> float | None:
-        raw = headers.get(name)
-        if raw is None:
-            return None
-        try:
-            value = float(raw)
-        except ValueError:
-            return None
-        return value if math.isfinite(value) and value >= 0 else None
-
     limit, remaining, window = (
-        number("X-RateLimit-Limit"),
-        number("X-RateLimit-Remaining"),
-        number("X-RateLimit-Window"),
+        _header_number(headers, "X-RateLimit-Limit"),
+        _header_number(headers, "X-RateLimit-Remaining"),
+        _header_number(headers, "X-RateLimit-Window"),
     )
     return (
         int(limit) if limit is not None else None,
         int(remaining) if remaining is not None else None,
         window,
     )
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 class _Ledger:
@@ -189,6 +193,7 @@ class _Ledger:
         "_lock",
         "_changed",
         "_pacer",
+        "_queued",
     )
 
     def __init__(self, kind: Kind, rate: RateLimit, clock: Clock) -> None:
@@ -203,6 +208,7 @@ class _Ledger:
         self._lock = asyncio.Lock()  # FIFO: waiters are admitted in arrival order
         self._changed = asyncio.Event()
         self._pacer = AsyncLimiter(1, self.window / self.limit) if rate.pace else None
+        self._queued = 0  # tasks in the slow path: waiting for the lock or holding it
 
     def _expire(self, now: float) -> None:
         frees = self._frees
@@ -223,6 +229,18 @@ class _Ledger:
 
     async def acquire(self) -> float:
         clock = self._clock
+        if not self._queued and self._pacer is None and self.wait_time(clock.now()) == 0.0:
+            # Nobody ahead and a slot free: take it now. Nothing is awaited between the check
+            # and the count, so no other task can come in between.
+            self._in_flight += 1
+            return 0.0
+        self._queued += 1
+        try:
+            return await self._acquire_in_turn(clock)
+        finally:
+            self._queued -= 1
+
+    async def _acquire_in_turn(self, clock: Clock) -> float:
         start = clock.now()
         async with self._lock:
             while True:
@@ -262,8 +280,9 @@ class _Ledger:
             waker.cancel()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._queued:  # only a task in the slow path ever waits for a change
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     def complete(self, outcome: Outcome) -> None:
         now = self._clock.now()
@@ -347,7 +366,7 @@ class LocalBudget:
 
     async def acquire(self, kind: Kind) -> Slot:
         waited = await self._ledgers[kind].acquire()
-        return Slot(kind, waited)
+        return _NO_WAIT[kind] if waited == 0.0 else Slot(kind, waited)
 
     async def release(self, slot: Slot, outcome: Outcome) -> None:
         ledger = self._ledgers[slot.kind]

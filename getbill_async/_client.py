@@ -15,6 +15,7 @@ from ._budget import Budget, BudgetStatus, LocalBudget, RateLimit
 from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
 from ._pipeline import CallStats, Pipeline, RetryPolicy
 from .errors import ConfigurationError
+from .resources.debts import Debts
 from .resources.followups import Followups
 
 __all__ = ["GetBillClient"]
@@ -91,8 +92,10 @@ class GetBillClient:
         self._session = session
         self._owns_session = session is None
         self._pipe: Pipeline | None = None
+        self._stats = CallStats()
         self._closed = False
         self.followups = Followups(self)
+        self.debts = Debts(self)
 
     def _pipeline(self) -> Pipeline:
         pipe = self._pipe
@@ -116,6 +119,7 @@ class GetBillClient:
             retry=self.retry,
             timeout=self.timeout,
             max_response_bytes=self.max_response_bytes,
+            stats=self._stats,
         )
         return pipe
 
@@ -127,7 +131,7 @@ class GetBillClient:
     @property
     def stats(self) -> CallStats:
         """Requests, retries and budget waits of this client so far."""
-        return self._pipeline().stats if self._pipe or not self._closed else CallStats()
+        return self._stats
 
     async def budget_status(self) -> BudgetStatus:
         """Reads and writes: used in the current window, remaining, when the next slot opens."""

@@ -7,12 +7,14 @@ Resources say *what* to ask (method, path, params, body, decoder); only this mod
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 import aiohttp
 import backoff
@@ -22,7 +24,7 @@ from yarl import URL
 from ._auth import TokenSource
 from ._budget import Budget, Kind, Outcome
 from ._constants import LOGGER_NAME, USER_AGENT
-from ._redact import redact
+from ._redact import SecretHeaders, redact, redact_url
 from .errors import (
     AmbiguousWriteError,
     APIConnectionError,
@@ -45,6 +47,19 @@ T = TypeVar("T")
 log = logging.getLogger(LOGGER_NAME)
 _error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The longest pause a 429 may ask for; a larger or non-finite value (a broken proxy, a
+#: ``Retry-After: inf``) would freeze the budget for good, so it is treated as unknown.
+MAX_RETRY_AFTER = 86_400.0
+# Outcomes without an answer are the same every time: shared, not built per request.
+_NOT_SENT = Outcome(sent=False)
+_NO_ANSWER = Outcome(sent=True)
+# Query keys and values repeat (page numbers, limits, statuses): quote each once.
+_quote = functools.lru_cache(maxsize=1024)(quote_plus)
+
+
+def query_string(params: Mapping[str, str]) -> str:
+    """What ``urllib.parse.urlencode(params)`` gives, for string keys and values."""
+    return "&".join([f"{_quote(k)}={_quote(v)}" for k, v in params.items()])
 
 
 @dataclass(frozen=True)
@@ -101,8 +116,9 @@ class Request:
     method: str
     path: str  # already escaped, relative to base_url
     params: Mapping[str, str] | None = None
-    body: bytes | None = None
-    fields: Mapping[str, Any] | None = None
+    # Out of the repr: a body may hold a presigned URL, and requests sit in tracebacks.
+    body: bytes | None = field(default=None, repr=False)
+    fields: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def kind(self) -> Kind:
@@ -117,11 +133,19 @@ def error_for_status(
     status: int, body: bytes, request: Request, headers: Mapping[str, str]
 ) -> APIError:
     """The exception for an error answer, from the documented envelope where there is one."""
+    if 300 <= status < 400:
+        location = redact_url(headers.get("Location", "") or "nowhere")
+        message = (
+            f"redirected to {location}: redirects are not followed, so that credentials never "
+            "leave base_url's host; check base_url"
+        )
+        return APIError(message, status=status, method=request.method, path=request.path)
     try:
         env = _error_decoder.decode(body)
         message, code, details = env.message or f"HTTP {status}", env.code, env.details
-    except msgspec.DecodeError:
-        message, code, details = f"HTTP {status}, body starts {body[:80]!r}", None, None
+    except (msgspec.DecodeError, RecursionError):
+        message = f"HTTP {status}, body starts {redact_url(repr(body[:80]))}"
+        code, details = None, None
     kw: dict[str, Any] = dict(
         status=status, code=code, details=details, method=request.method, path=request.path
     )
@@ -146,7 +170,9 @@ def retry_after_seconds(
     """A 429's wait: ``details.retry_after``, else ``Retry-After``, else ``X-RateLimit-Reset``."""
     value = (details or {}).get("retry_after")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
+        if value <= MAX_RETRY_AFTER:
+            return float(value)
+        value = None  # absurd: look at the headers instead
     for name in ("Retry-After", "X-RateLimit-Reset"):
         raw = headers.get(name)
         if raw is None:
@@ -157,7 +183,7 @@ def retry_after_seconds(
             continue
         if name == "X-RateLimit-Reset":
             number -= now if now is not None else time.time()
-        if number >= 0:
+        if 0 <= number <= MAX_RETRY_AFTER and math.isfinite(number):
             return number
     return None
 
@@ -198,17 +224,52 @@ class Pipeline:
         self.stats = stats if stats is not None else CallStats()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._header_cache: tuple[str, dict[str, str], dict[str, str]] | None = None
-        self._with_retries = backoff.on_exception(
+
+    async def _with_retries(
+        self, request: Request, decoder: msgspec.json.Decoder[T], counters: tuple[CallStats, ...]
+    ) -> T:
+        """The first try bare, then backoff's loop only if it failed.
+
+        Nearly every call succeeds at once, and backoff's bookkeeping (its state, handler
+        lists and async generator) costs more per call than the rest of the pipeline's own
+        work; it is set up on the first failure instead. That failure is replayed as the
+        loop's first try and ``max_time`` is shortened by the time it took, so tries, waits
+        and bounds are what decorating ``_attempt`` itself would give.
+        """
+        started = time.monotonic()
+        try:
+            return await self._attempt(request, decoder, counters)
+        except _Retry as failed:
+            first = failed
+        return await self._retry_loop(first, started)(request, decoder, counters)
+
+    def _retry_loop(
+        self, first: _Retry, started: float
+    ) -> Callable[[Request, msgspec.json.Decoder[T], tuple[CallStats, ...]], Awaitable[T]]:
+        pending = [first]
+
+        async def attempt(
+            request: Request, decoder: msgspec.json.Decoder[T], counters: tuple[CallStats, ...]
+        ) -> T:
+            if pending:
+                raise pending.pop()
+            return await self._attempt(request, decoder, counters)
+
+        policy = self.retry
+        max_time = policy.max_time
+        if max_time is not None:
+            max_time -= time.monotonic() - started
+        return backoff.on_exception(
             backoff.expo,
             _Retry,
-            max_tries=retry.max_tries,
-            max_time=retry.max_time,
+            max_tries=policy.max_tries,
+            max_time=max_time,
             jitter=backoff.full_jitter,
             on_backoff=self._on_backoff,
             logger=None,
-            factor=retry.base,
-            max_value=retry.cap,
-        )(self._attempt)
+            factor=policy.base,
+            max_value=policy.cap,
+        )(attempt)
 
     async def request(
         self, request: Request, decoder: msgspec.json.Decoder[T], stats: CallStats | None = None
@@ -233,12 +294,10 @@ class Pipeline:
     def _headers(self, token: str, has_body: bool) -> dict[str, str]:
         cache = self._header_cache
         if cache is None or cache[0] != token:
-            base = {
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-            }
-            cache = (token, base, {**base, "Content-Type": "application/json"})
+            base = SecretHeaders(Authorization=f"Bearer {token}", Accept="application/json")
+            base["User-Agent"] = USER_AGENT
+            with_body = SecretHeaders(base, **{"Content-Type": "application/json"})
+            cache = (token, base, with_body)
             self._header_cache = cache
         return cache[2] if has_body else cache[1]
 
@@ -268,27 +327,33 @@ class Pipeline:
             if slot.waited > 0:
                 stats.budget_waits += 1
                 stats.budget_wait_seconds += slot.waited
-        outcome = Outcome(sent=False)
+        outcome = _NOT_SENT
         try:
-            token = await self.auth.token(self.session)
+            # No local holds the token: tracebacks shown with their locals stay clean.
+            send_headers = self._headers(
+                await self.auth.token(self.session), request.body is not None
+            )
             url = self.base_url + request.path
             if request.params:
-                url += "?" + urlencode(request.params)
-            outcome = Outcome(sent=True)
+                url += "?" + query_string(request.params)
+            outcome = _NO_ANSWER
             try:
                 async with self.session.request(
                     request.method,
                     URL(url, encoded=True),
                     data=request.body,
-                    headers=self._headers(token, request.body is not None),
+                    headers=send_headers,
                     timeout=self._timeout,
+                    # The API documents no redirect; following one could carry the token
+                    # or a write's body to another host.
+                    allow_redirects=False,
                 ) as resp:
                     status = resp.status
                     headers = resp.headers
                     body = await self._read(resp, request)
             except aiohttp.ClientConnectorError as exc:
                 # The connection never opened: nothing reached the server.
-                outcome = Outcome(sent=False)
+                outcome = _NOT_SENT
                 raise self._no_answer(
                     request, APIConnectionError(self._say(exc, request)), False
                 ) from None
@@ -339,7 +404,7 @@ class Pipeline:
                 )
             try:
                 return decoder.decode(body)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, RecursionError) as exc:
                 raise DecodeError(
                     f"{request.describe()}: answer is not the documented JSON ({exc})",
                     status=status,

@@ -25,3 +25,26 @@ def redact(text: str, *secrets: str | None) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, REDACTED)
     return redact_url(text)
+
+
+class SecretHeaders(dict[str, str]):
+    """Request headers whose repr hides ``Authorization`` (headers sit in tracebacks' locals)."""
+
+    def __repr__(self) -> str:
+        return repr({k: (REDACTED if k == "Authorization" else v) for k, v in self.items()})
+
+
+class SecretForm(dict[str, str]):
+    """A form whose repr hides ``client_secret`` (the OAuth token request's body)."""
+
+    def __repr__(self) -> str:
+        return repr({k: (REDACTED if k == "client_secret" else v) for k, v in self.items()})
+
+
+class SignedURL(str):
+    """A presigned URL whose repr hides its signature (URLs sit in tracebacks' locals)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact_url(str(self)))

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ._redact import redact_url
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -159,7 +161,9 @@ class DecodeError(GetBillError):
     def __init__(self, message: str, *, status: int | None = None, body: bytes = b"") -> None:
         self.status = status
         self.body_start = body[:120]
-        super().__init__(f"{message} (status {status}, body starts {self.body_start!r})")
+        # The start of a body can hold a presigned URL: its signature is not shown.
+        shown = redact_url(repr(self.body_start))
+        super().__init__(f"{message} (status {status}, body starts {shown})")
 
 
 class AmbiguousWriteError(GetBillError):

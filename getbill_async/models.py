@@ -12,7 +12,7 @@ hold. Unknown keys are ignored. Writes are strict: see ``_validate.py``.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -21,6 +21,7 @@ from ._redact import redact_url
 
 __all__ = [
     "CallDirection",
+    "Debt",
     "Followup",
     "FollowupCreate",
     "FollowupStatus",
@@ -193,6 +194,12 @@ class FollowupUpdate(msgspec.Struct, kw_only=True, omit_defaults=True):
         """The fields that will be sent."""
         return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not msgspec.UNSET}
 
+    def __repr__(self) -> str:
+        shown = self.given()
+        if isinstance(shown.get("audio_url"), str):
+            shown["audio_url"] = redact_url(shown["audio_url"])
+        return f"FollowupUpdate({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
 
 # Envelopes: how answers wrap their data. Private: callers get the data.
 class _ItemEnvelope(msgspec.Struct, Generic[T]):
@@ -214,3 +221,26 @@ class _TokenAnswer(msgspec.Struct):
 
     def __repr__(self) -> str:
         return f"_TokenAnswer(token_type={self.token_type!r}, expires_in={self.expires_in!r})"
+
+
+class Debt(msgspec.Struct, kw_only=True, gc=False):
+    """One debt, as ``GET /debts`` and ``GET /debts/{id}`` answer it (read side).
+
+    ``status`` is a plain string: companies add their own statuses, so it is an open set.
+    Every field but ``id`` may be missing or null; keys the docs do not list are ignored.
+    """
+
+    id: str
+    firstname: str | None = None
+    lastname: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    amount: float | None = None
+    currency: str | None = None
+    status: str | None = None
+    invoice_reference: str | None = None
+    due_date: date | None = None
+    followups_count: int | None = None
+    payment_link: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None

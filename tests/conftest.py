@@ -7,6 +7,8 @@ import pytest
 from getbill_async import GetBillClient, RateLimit, RetryPolicy
 from getbill_async.sandbox import Sandbox
 
+pytest_plugins = ["tests.redis_fixtures"]
+
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:

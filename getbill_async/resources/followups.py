@@ -6,12 +6,14 @@ import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import msgspec
 
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT, LOGGER_NAME
+from .._media import MediaKind, download_media
 from .._pagination import ItemWalk, PageWalk
 from .._pipeline import CallStats, Request
 from .._progress import Progress
@@ -20,6 +22,7 @@ from ..bulk import CreateResult, create_many
 from ..errors import AmbiguousWriteError, GetBillError
 from ..export import ExportReport, export_followups
 from ..models import (
+    Debt,
     Followup,
     FollowupCreate,
     FollowupStatus,
@@ -283,3 +286,35 @@ class Followups:
         request = Request("PUT", path, body=_encoder.encode(body), fields=body.given())
         answer = await self._client._pipeline().request(request, _item_decoder)
         return answer.data
+
+    async def debt_of(self, followup: Followup | str) -> Debt:
+        """The debt a followup belongs to: ``GET /debts/{debt_id}`` (one more request to
+        ``GET /followups/{id}`` first when given an id rather than a ``Followup``)."""
+        if not isinstance(followup, Followup):
+            followup = await self.get(followup)
+        return await self._client.debts.get(followup.debt_id)
+
+    async def download_media(
+        self,
+        followup: Followup,
+        path: str | os.PathLike[str],
+        *,
+        kind: MediaKind = "audio",
+        chunk_size: int = 1 << 16,
+    ) -> Path:
+        """Stream the followup's ``audio_url`` (or ``pdf_url``) to ``path``, chunk by chunk.
+
+        The URL is presigned and expires: when ``media_urls_expire_at`` has passed, or the
+        storage host answers 403, the followup is fetched again (one ``get``) for fresh URLs.
+        The file is written under a temporary name and renamed when complete. The storage
+        host never sees the API's credentials, and errors show the URL without its signature.
+        """
+        return await download_media(
+            self.get,
+            self._client._pipeline().session,
+            followup,
+            path,
+            kind=kind,
+            chunk_size=chunk_size,
+            timeout=self._client.timeout,
+        )

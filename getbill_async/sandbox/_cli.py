@@ -8,7 +8,7 @@ import signal
 import sys
 
 from ._faults import FaultPlan
-from ._sandbox import Sandbox
+from ._sandbox import DEFAULT_WEBHOOK_SECRET, Sandbox
 
 __all__ = ["add_arguments", "run"]
 
@@ -29,6 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='fault plan, e.g. "500:0.02,reset_after:0.01,slow@12"',
     )
     parser.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws")
+    parser.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        default=None,
+        help="POST signed followup.created/updated events to this URL",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        metavar="SECRET",
+        default=DEFAULT_WEBHOOK_SECRET,
+        help=f"secret that signs the webhooks ({DEFAULT_WEBHOOK_SECRET})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             faults=plan,
             host=args.host,
             port=args.port,
+            webhook_url=args.webhook_url,
+            webhook_secret=args.webhook_secret,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -77,6 +91,8 @@ async def _serve(sandbox: Sandbox, args: argparse.Namespace) -> None:
             print(f"static token:  {sandbox.token}")
             print(f"client id:     {sandbox.client_id}")
             print(f"client secret: {sandbox.client_secret}")
+            if args.webhook_url:
+                print(f"webhooks to:   {args.webhook_url}")
             print("Ctrl-C to stop.", flush=True)
             await stop.wait()
     finally:

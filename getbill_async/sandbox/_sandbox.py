@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -13,16 +13,25 @@ from aiohttp import web
 from ._app import API_PREFIX, build_app, followup_filter
 from ._data import ALL_SCOPES
 from ._faults import FaultDraw, FaultPlan
+from ._media import MediaHost, MediaRequest, media_content
 from ._ratelimit import Clock, RateLimiter
 from ._state import OAuthClient, SandboxStats, State, TokenGrant, check_scopes
 from ._store import Store
 from ._validate import Details
+from ._webhooks import Delivery, WebhookSender
 
-__all__ = ["DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET", "STATIC_CLIENT", "Sandbox"]
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_WEBHOOK_SECRET",
+    "STATIC_CLIENT",
+    "Sandbox",
+]
 
 DEFAULT_CLIENT_ID = "sandbox-client"
 DEFAULT_CLIENT_SECRET = "sandbox-secret"
 STATIC_CLIENT = "static"  # the OAuth client the static token belongs to
+DEFAULT_WEBHOOK_SECRET = "whsec_sandbox"
 
 
 class Sandbox:
@@ -36,6 +45,10 @@ class Sandbox:
 
     Rate limits are per OAuth client and per class (reads are GET, writes POST/PUT). `clock`
     drives windows and token expiry (monotonic seconds); tests may pass a fake one.
+
+    `webhook_url` (or `add_webhook`): POST signed followup.created / followup.updated events
+    there from a background task. `media_host=True`: seeded audio/pdf URLs point at the
+    sandbox's own `/media/...`, presigned for `media_ttl` seconds of `media_clock` (wall time).
     """
 
     def __init__(
@@ -53,6 +66,11 @@ class Sandbox:
         token_lifetime: int = 3600,
         max_page_limit: int = 100,
         clock: Clock = time.monotonic,
+        webhook_url: str | None = None,
+        webhook_secret: str = DEFAULT_WEBHOOK_SECRET,
+        media_host: bool = False,
+        media_ttl: float = 3600.0,
+        media_clock: Callable[[], float] = time.time,
     ) -> None:
         if latency < 0 or token_lifetime < 0 or max_page_limit < 1:
             raise ValueError("latency and token_lifetime must be >= 0, max_page_limit >= 1")
@@ -66,6 +84,11 @@ class Sandbox:
             max_page_limit=max_page_limit,
             clock=clock,
         )
+        self._webhooks = WebhookSender(self._state.stats)
+        self._state.on_event = self._webhooks.emit
+        if webhook_url is not None:
+            self.add_webhook(webhook_url, webhook_secret)
+        self._media = MediaHost(seed, ttl=media_ttl, clock=media_clock) if media_host else None
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -79,7 +102,10 @@ class Sandbox:
         if self._runner is not None:
             raise RuntimeError("sandbox already started")
         self._state.stopping = False
-        runner = web.AppRunner(build_app(self._state), access_log=None, shutdown_timeout=2.0)
+        app = build_app(self._state)
+        if self._media is not None:
+            app.router.add_get("/media/{folder}/{name}", self._media.handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self._host, self._port)
@@ -89,9 +115,14 @@ class Sandbox:
             raise
         self._port = runner.addresses[0][1]
         self._runner = runner
+        if self._media is not None:
+            self._media.bind(self.root_url)
+            self._store.present = self._media.present
+        await self._webhooks.start()
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
+        await self._webhooks.stop()
         if runner is not None:
             self._state.stopping = True  # ends "slow" faults early
             await runner.cleanup()
@@ -159,6 +190,35 @@ class Sandbox:
         self, client_id: str, client_secret: str, *, scopes: Iterable[str] = ALL_SCOPES
     ) -> None:
         self._state.clients[client_id] = OAuthClient(client_id, client_secret, check_scopes(scopes))
+
+    def add_webhook(self, url: str, secret: str = DEFAULT_WEBHOOK_SECRET) -> None:
+        """Also deliver followup events to `url`, signed with `secret`."""
+        self._webhooks.add(url, secret)
+
+    # webhooks and media ------------------------------------------------------------------
+
+    @property
+    def webhook_deliveries(self) -> list[Delivery]:
+        """The webhook deliveries so far (the most recent 10,000), oldest first."""
+        return list(self._webhooks.deliveries)
+
+    async def webhooks_idle(self, timeout: float = 5.0) -> None:
+        """Wait until every webhook queued so far has been delivered (or has failed)."""
+        await self._webhooks.drain(timeout)
+
+    @property
+    def media(self) -> MediaHost | None:
+        """The media host (`media_host=True`): `advance(seconds)` moves its clock on."""
+        return self._media
+
+    @property
+    def media_requests(self) -> list[MediaRequest]:
+        return [] if self._media is None else list(self._media.requests)
+
+    @staticmethod
+    def media_content(folder: str, name: str) -> bytes:
+        """The bytes the media host serves for `/media/{folder}/{name}`."""
+        return media_content(folder, name)
 
     # observation -------------------------------------------------------------------------
 

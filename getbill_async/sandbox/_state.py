@@ -23,6 +23,8 @@ class SandboxStats:
     by_status: dict[int, int] = field(default_factory=dict)
     rate_limited: int = 0  # 429s from a spent budget (not from a "storm429" fault)
     faults_injected: dict[str, int] = field(default_factory=dict)
+    webhooks_delivered: int = 0  # webhook POSTs answered 2xx
+    webhooks_failed: int = 0  # webhook POSTs answered otherwise, or not at all
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,7 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     return result
 
 
-# A hook for webhook delivery (not implemented yet): called with the event type, the object and
+# A hook for webhook delivery (see _webhooks.py): called with the event type, the object and
 # the changed fields after every committed followup change.
 EventHook = Callable[[str, dict[str, Any], dict[str, Any] | None], None]
 

@@ -12,7 +12,7 @@ import random
 from array import array
 from bisect import bisect_left
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -95,6 +95,8 @@ class Store:
         self._cache: OrderedDict[FollowupFilter, array[int]] = OrderedDict()
         self._groups: list[array[int]] | None = None
         self._debt_status_rows: dict[int, array[int]] = {}
+        # Applied to every record served (the optional media host presigns URLs there).
+        self.present: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.cols)
@@ -124,12 +126,12 @@ class Store:
     def record(self, row: int) -> dict[str, Any]:
         """The JSON object of a row; shared, never mutate it."""
         stored = self.overrides.get(row)
-        if stored is not None:
-            return stored
-        cols = self.cols
-        return followup_record(
-            row, cols, self.seed, self.followup_id(row), self.debt_id(cols.debt[row])
-        )
+        if stored is None:
+            cols = self.cols
+            stored = followup_record(
+                row, cols, self.seed, self.followup_id(row), self.debt_id(cols.debt[row])
+            )
+        return stored if self.present is None else self.present(stored)
 
     def list_rows(self, flt: FollowupFilter, page: int, limit: int) -> tuple[list[int], int]:
         """Rows of one page, newest first, and the total matching the filter."""

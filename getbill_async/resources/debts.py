@@ -1,0 +1,95 @@
+"""``client.debts``: read debts, one or page by page (scope ``debts:read``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import msgspec
+
+from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT
+from .._pagination import ItemWalk, PageWalk
+from .._pipeline import CallStats, Request
+from .._validate import check_id, page_params
+from ..models import Debt, Page, _ItemEnvelope
+
+if TYPE_CHECKING:
+    from .._client import GetBillClient
+
+__all__ = ["Debts"]
+
+_page_decoder = msgspec.json.Decoder(Page[Debt])
+_item_decoder = msgspec.json.Decoder(_ItemEnvelope[Debt])
+
+
+def _id_of(debt: Debt) -> str:
+    return debt.id
+
+
+def _params(page: object, limit: object, status: object) -> dict[str, str]:
+    params = page_params(page, limit)
+    if status is not None:
+        # An open set (companies add their own statuses): any non-empty string is sent as is.
+        params["status"] = check_id("status", status)
+    return params
+
+
+class Debts:
+    """The debts endpoints (read side)::
+
+    debt = await client.debts.get(followup.debt_id)
+    async for debt in client.debts.iterate(status="pending"):
+        ...
+    """
+
+    def __init__(self, client: GetBillClient) -> None:
+        self._client = client
+
+    async def get(self, debt_id: str) -> Debt:
+        """``GET /debts/{id}``; ``NotFoundError`` when there is none."""
+        path = f"/debts/{quote(check_id('debt_id', debt_id), safe='')}"
+        answer = await self._client._pipeline().request(Request("GET", path), _item_decoder)
+        return answer.data
+
+    async def list(
+        self,
+        *,
+        page: int = 1,
+        limit: int = 20,
+        status: str | None = None,
+        stats: CallStats | None = None,
+    ) -> Page[Debt]:
+        """One page of ``GET /debts`` (newest first), optionally of one ``status``."""
+        request = Request("GET", "/debts", params=_params(page, limit, status))
+        return await self._client._pipeline().request(request, _page_decoder, stats)
+
+    def pages(
+        self,
+        *,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        start_page: int = 1,
+        status: str | None = None,
+    ) -> PageWalk[Debt]:
+        """Every page of ``GET /debts`` in order, fetching ``concurrency`` ahead."""
+        params = _params(start_page, limit, status)
+        pipeline = self._client._pipeline
+
+        async def fetch(number: int, stats: CallStats) -> Page[Debt]:
+            request = Request("GET", "/debts", params={**params, "page": str(number)})
+            return await pipeline().request(request, _page_decoder, stats)
+
+        return PageWalk(fetch, _id_of, start_page=start_page, concurrency=concurrency)
+
+    def iterate(
+        self,
+        *,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        start_page: int = 1,
+        status: str | None = None,
+    ) -> ItemWalk[Debt]:
+        """Every debt of every page, in order, each once: ``async for debt in ...``."""
+        return ItemWalk(
+            self.pages(limit=limit, concurrency=concurrency, start_page=start_page, status=status)
+        )
