@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import os
 import sys
@@ -39,10 +40,27 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--window", type=float, default=3600.0, help="window seconds (3600)")
     group.add_argument("--redis", metavar="URL", help="share the budget through Redis")
     group.add_argument(
+        "--redis-fallback",
+        action="store_true",
+        help="if Redis is unreachable, go on with a local share of the budget",
+    )
+    group.add_argument(
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight"
     )
     group.add_argument("--no-progress", action="store_true", help="no progress output")
     group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def budget_key() -> str:
+    """The Redis key of this OAuth client's budget: every worker of one client shares it.
+
+    From ``GETBILL_CLIENT_ID``, or a digest of ``GETBILL_TOKEN`` (never the token itself).
+    """
+    client_id = os.environ.get("GETBILL_CLIENT_ID")
+    if client_id:
+        return f"getbill:{client_id}"
+    token = os.environ.get("GETBILL_TOKEN", "")
+    return "getbill:token-" + hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def _budget(args: argparse.Namespace) -> RateLimit | Budget:
@@ -51,7 +69,7 @@ def _budget(args: argparse.Namespace) -> RateLimit | Budget:
         return rate
     from ._redis_budget import budget_from_url
 
-    return budget_from_url(args.redis, rate)
+    return budget_from_url(args.redis, rate, fallback=args.redis_fallback, key=budget_key())
 
 
 def make_client(args: argparse.Namespace, token: str | None = None) -> GetBillClient:
@@ -115,12 +133,18 @@ async def run_export(args: argparse.Namespace, client: GetBillClient) -> int:
 
 
 async def _with_client(args: argparse.Namespace) -> int:
-    async with make_client(args) as client:
-        if args.command == "export":
-            return await run_export(args, client)
-        from ._cli_log import run_log
+    client = make_client(args)
+    try:
+        async with client:
+            if args.command == "export":
+                return await run_export(args, client)
+            from ._cli_log import run_log
 
-        return await run_log(args, client)
+            return await run_log(args, client)
+    finally:
+        closer = getattr(client.budget, "aclose", None)  # a RedisBudget owns a connection
+        if closer is not None:
+            await closer()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -512,3 +512,44 @@ async def test_example_fleet_exports_by_date_range(redis_url: str, tmp_path: Pat
     ids = [json.loads(line)["id"] for p in parts for line in p.read_text().splitlines()]
     assert len(ids) == len(set(ids)) > 1000  # every dated followup once, no slice overlaps
     assert f"{len(ids)} followups in" in text
+
+
+@pytest.mark.timeout(90)
+async def test_cli_export_shares_its_budget_through_redis(redis_url: str, tmp_path: Path) -> None:
+    from getbill_async.cli import budget_key
+
+    async with Sandbox(followups=500, reads=1000, window=3600.0) as sb:
+        env = {
+            **os.environ,
+            "GETBILL_TOKEN": sb.token,
+            "GETBILL_BASE_URL": sb.base_url,
+            "GETBILL_CLIENT_ID": "",
+        }
+        out = tmp_path / "r.jsonl"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "getbill_async.cli",
+            "export",
+            "--out",
+            str(out),
+            "--redis",
+            redis_url,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await proc.communicate()
+        assert proc.returncode == 0, stderr.decode()
+        assert len(out.read_bytes().splitlines()) == 500
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("GETBILL_TOKEN", sb.token)
+            patch.delenv("GETBILL_CLIENT_ID", raising=False)
+            key = budget_key()
+        assert sb.token not in key
+        client = aioredis.from_url(redis_url)
+        try:
+            stored = [k.decode() async for k in client.scan_iter(f"{key}*")]
+        finally:
+            await client.aclose()
+        assert stored, "the export's slots were kept in Redis under the client's key"
