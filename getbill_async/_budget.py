@@ -45,6 +45,10 @@ __all__ = [
 ]
 
 Kind = Literal["read", "write"]
+#: How long freed slots are remembered for comparing with the server's count: longer than any
+#: one request takes from its slot to its answer (timeouts are far shorter). Forgetting one
+#: sooner would only make the ledger count a slot twice for a window: safe, never over.
+_FREED_HORIZON = 900.0
 log = logging.getLogger(LOGGER_NAME)
 
 
@@ -106,10 +110,7 @@ class Slot:
     kind: Kind
     waited: float = 0.0
     token: str = ""  # a budget's own handle (the Redis one uses it)
-
-
-# Slots taken without waiting are all alike: shared, not built per request.
-_NO_WAIT: dict[str, Slot] = {"read": Slot("read"), "write": Slot("write")}
+    taken_at: float = 0.0  # on the budget's clock: the request reached the server after it
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class _Ledger:
         "max_wait",
         "_clock",
         "_frees",
+        "_freed",
         "_in_flight",
         "_blocked_until",
         "_lock",
@@ -203,6 +205,7 @@ class _Ledger:
         self.max_wait = rate.max_wait
         self._clock = clock
         self._frees: deque[float] = deque()  # ascending: answers arrive in time order
+        self._freed: deque[float] = deque()  # recently freed, for comparing with the server
         self._in_flight = 0
         self._blocked_until = 0.0
         self._lock = asyncio.Lock()  # FIFO: waiters are admitted in arrival order
@@ -212,8 +215,13 @@ class _Ledger:
 
     def _expire(self, now: float) -> None:
         frees = self._frees
-        while frees and frees[0] <= now:
-            frees.popleft()
+        if frees and frees[0] <= now:
+            freed = self._freed
+            while frees and frees[0] <= now:
+                freed.append(frees.popleft())
+            horizon = now - _FREED_HORIZON
+            while freed and freed[0] <= horizon:
+                freed.popleft()
 
     def wait_time(self, now: float) -> float | None:
         """Seconds until a slot is free (0: now). ``None``: only an answer can free one,
@@ -284,14 +292,14 @@ class _Ledger:
             self._changed.set()
             self._changed = asyncio.Event()
 
-    def complete(self, outcome: Outcome) -> None:
+    def complete(self, outcome: Outcome, taken_at: float) -> None:
         now = self._clock.now()
         self._in_flight -= 1
         self._take(now, 1)
         if outcome.status == 429:
             self._on_429(now, outcome)
         else:
-            self._believe_server(now, outcome.headers)
+            self._believe_server(now, outcome.headers, taken_at)
         self._notify()
 
     def _take(self, now: float, count: int) -> None:
@@ -300,7 +308,9 @@ class _Ledger:
             free_at = self._frees[-1]  # a grown window: keep the order, err on the safe side
         self._frees.extend([free_at] * count)
 
-    def _believe_server(self, now: float, headers: Mapping[str, str] | None) -> None:
+    def _believe_server(
+        self, now: float, headers: Mapping[str, str] | None, taken_at: float
+    ) -> None:
         limit, remaining, window = parse_headers(headers)
         if limit is not None and 0 < limit < self.limit:
             self.limit = limit  # the plan is smaller than configured
@@ -309,9 +319,16 @@ class _Ledger:
         if remaining is None:
             return
         self._expire(now)
+        # The server counted at this request's arrival, after ``taken_at``: our slots that
+        # freed here since then may still have been in its window, so they count as seen.
+        seen = len(self._frees) + self._in_flight
+        for free_at in reversed(self._freed):
+            if free_at <= taken_at:
+                break
+            seen += 1
         # Slots the server counts and we do not are another program's (or a lost answer's);
         # they may be brand new, so they free a whole window from now, not at X-RateLimit-Reset.
-        unseen = (self.limit - remaining) - (len(self._frees) + self._in_flight)
+        unseen = (self.limit - remaining) - seen
         if unseen > 0:
             log.debug("%s budget: server counts %d more requests than seen here", self.kind, unseen)
             self._take(now, unseen)
@@ -366,12 +383,12 @@ class LocalBudget:
 
     async def acquire(self, kind: Kind) -> Slot:
         waited = await self._ledgers[kind].acquire()
-        return _NO_WAIT[kind] if waited == 0.0 else Slot(kind, waited)
+        return Slot(kind, waited, taken_at=self._clock.now())
 
     async def release(self, slot: Slot, outcome: Outcome) -> None:
         ledger = self._ledgers[slot.kind]
         if outcome.sent:
-            ledger.complete(outcome)
+            ledger.complete(outcome, slot.taken_at)
         else:
             ledger.cancel()
 

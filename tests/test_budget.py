@@ -203,3 +203,17 @@ def test_rate_limit_rejects_nonsense() -> None:
         RateLimit(window=0)
     with pytest.raises(ValueError, match="max_wait must be >= 0"):
         RateLimit(max_wait=-1)
+
+
+async def test_slots_freed_while_a_request_was_out_are_not_taken_for_unseen_ones() -> None:
+    budget, clock = make(reads=3, window=10.0)
+    first = await budget.acquire("read")
+    await clock.advance(1.0)
+    await budget.release(first, OK)  # frees here at +11
+    await clock.advance(9.5)
+    second = await budget.acquire("read")  # sent at +10.5, before the first one freed
+    await clock.advance(1.0)  # answered at +11.5: the first slot has freed here meanwhile
+    # The server, counting at the second's arrival, still had the first in its window.
+    headers = {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "1"}
+    await budget.release(second, Outcome(status=200, headers=headers))
+    assert budget.snapshot().reads.remaining == 2, "no phantom slot for a whole window"
