@@ -220,7 +220,7 @@ def _page(state: State, request: web.Request, details: Details) -> tuple[int, in
 def _followup_list(state: State, flt: FollowupFilter, page: int, limit: int) -> Answer:
     store = state.store
     rows, total = store.list_rows(flt, page, limit)
-    data = [store.record(row) for row in rows]
+    data = [store.record_json(row) for row in rows]
     return 200, {"error": False, "data": data, "pagination": _pagination(total, page, limit)}
 
 

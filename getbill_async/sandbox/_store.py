@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
+
 from ._data import (
     DEBT_STATUSES,
     NO_DAY,
@@ -32,6 +34,7 @@ from ._ids import IdCodec
 __all__ = ["FollowupFilter", "Store", "activity_day"]
 
 _CACHE_SIZE = 128
+_ENCODED_ROWS = 50_000
 _UNKNOWN_DEBT = -1  # a debt_id filter naming no debt matches nothing
 
 
@@ -97,6 +100,9 @@ class Store:
         self._debt_status_rows: dict[int, array[int]] = {}
         # Applied to every record served (the optional media host presigns URLs there).
         self.present: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        # Encoded rows, most recently served last: a page is then mostly a join of bytes, so
+        # the sandbox stays a small share of the benchmarks it serves. Bounded (~40 MB).
+        self._encoded: OrderedDict[int, msgspec.Raw] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.cols)
@@ -132,6 +138,20 @@ class Store:
                 row, cols, self.seed, self.followup_id(row), self.debt_id(cols.debt[row])
             )
         return stored if self.present is None else self.present(stored)
+
+    def record_json(self, row: int) -> msgspec.Raw:
+        """The row's JSON, encoded (cached; a presenting hook is applied fresh each time)."""
+        if self.present is not None:
+            return msgspec.Raw(msgspec.json.encode(self.record(row)))
+        cache = self._encoded
+        raw = cache.get(row)
+        if raw is None:
+            raw = cache[row] = msgspec.Raw(msgspec.json.encode(self.record(row)))
+            if len(cache) > _ENCODED_ROWS:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(row)
+        return raw
 
     def list_rows(self, flt: FollowupFilter, page: int, limit: int) -> tuple[list[int], int]:
         """Rows of one page, newest first, and the total matching the filter."""
@@ -238,6 +258,7 @@ class Store:
         cols = self.cols
         record = dict(self.record(row))
         record.update(changes)
+        self._encoded.pop(row, None)
         if record["type"] == "email":
             record.pop("media_urls_expire_at", None)
         self.overrides[row] = record
