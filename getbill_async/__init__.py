@@ -23,7 +23,8 @@ from ._budget import (
 )
 from ._client import GetBillClient
 from ._pagination import ItemWalk, PageWalk, WalkStats
-from ._pipeline import CallStats, RetryPolicy
+from ._pipeline import CallStats
+from ._retry import RetryPolicy
 from .errors import (
     AmbiguousWriteError,
     APIConnectionError,

@@ -13,7 +13,8 @@ from yarl import URL
 from ._auth import ClientCredentials, OAuthTokenSource, TokenSource, token_source
 from ._budget import Budget, BudgetStatus, LocalBudget, RateLimit
 from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
-from ._pipeline import CallStats, Pipeline, RetryPolicy
+from ._pipeline import CallStats, Pipeline
+from ._retry import RetryPolicy
 from .errors import ConfigurationError
 from .resources.debts import Debts
 from .resources.followups import Followups
