@@ -34,7 +34,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
-from _common import max_in_window, table  # noqa: E402
+from _common import max_in_window, table, write_json  # noqa: E402
 
 from getbill_async import (  # noqa: E402
     Budget,
@@ -143,7 +143,7 @@ async def run_setup(name: str, budget: dict[str, Any], redis_url: str) -> list[o
     ]
 
 
-async def main() -> None:
+async def main(json_path: str | None) -> None:
     setups: list[tuple[str, dict[str, Any]]] = [
         ("shared RedisBudget", {"budget": "redis", "key": f"bench:{uuid.uuid4().hex[:8]}"}),
         ("own LocalBudget each, full limit", {"budget": "local", "limit": LIMIT}),
@@ -158,13 +158,26 @@ async def main() -> None:
     headers = ["budget", "429s", "failed calls", "requests sent", "elapsed s", "vs ideal",
                "max in a window"]  # fmt: skip
     print(table(headers, rows))
+    context = [
+        {"benchmark": "fleet", "metric": f"{row[0]}: elapsed vs ideal",
+         "ratio": float(str(row[5]).rstrip("x")), "goal": None, "better": "lower"}
+        for row in rows[1:]
+    ]  # fmt: skip
+    write_json(json_path, [
+        {"benchmark": "fleet", "metric": "shared RedisBudget: elapsed vs ideal",
+         "ratio": float(str(rows[0][5]).rstrip("x")), "goal": 1.25, "better": "lower"},
+        {"benchmark": "fleet", "metric": "shared RedisBudget: 429s met",
+         "ratio": float(rows[0][1]), "goal": 0.0, "better": "lower"},
+        *context,
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="write the ratios here (see run_all.py)")
     options = parser.parse_args()
     if options.worker:
         print(json.dumps(asyncio.run(work(json.loads(options.worker)))))
     else:
-        asyncio.run(main())
+        asyncio.run(main(options.json))
