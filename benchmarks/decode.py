@@ -23,7 +23,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import aiohttp
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _baselines import bare_page_type, pydantic_page_model  # noqa: E402
 from _common import median, table, write_json  # noqa: E402
 
 from getbill_async.resources.followups import _page_decoder  # noqa: E402
@@ -41,94 +41,10 @@ BARE = "bare msgspec Struct"
 SAMPLE_SECONDS = 0.03  # one timed sample: long enough for the clock, short enough to interleave
 
 
-class BarePagination(msgspec.Struct):
-    total: int
-    page: int
-    limit: int
-    pages: int
-
-
-class BareFollowup(msgspec.Struct):
-    id: str
-    debt_id: str
-    status: str
-    type: str
-    call_date: datetime | None = None
-    scheduled_at: datetime | None = None
-    summary: str | None = None
-    notes: str | None = None
-    call_id: str | None = None
-    audio_url: str | None = None
-    pdf_url: str | None = None
-    duration_ms: int | None = None
-    disconnection_reason: str | None = None
-    direction: str | None = None
-    phone_number_used: str | None = None
-    is_retry: bool | None = None
-    processed_at: datetime | None = None
-    triggered_payment: bool | None = None
-    email_opened: bool | None = None
-    email_open_count: int | None = None
-    email_first_opened_at: datetime | None = None
-    email_clicked: bool | None = None
-    email_click_count: int | None = None
-    media_urls_expire_at: datetime | None = None
-
-
-class BarePage(msgspec.Struct):
-    data: list[BareFollowup]
-    pagination: BarePagination
-
-
-def pydantic_decoder() -> Callable[[bytes], Any] | None:
-    try:
-        from pydantic import BaseModel
-    except ImportError:
-        return None
-
-    class PydFollowup(BaseModel):
-        id: str
-        debt_id: str
-        status: str
-        type: str
-        call_date: datetime | None = None
-        scheduled_at: datetime | None = None
-        summary: str | None = None
-        notes: str | None = None
-        call_id: str | None = None
-        audio_url: str | None = None
-        pdf_url: str | None = None
-        duration_ms: int | None = None
-        disconnection_reason: str | None = None
-        direction: str | None = None
-        phone_number_used: str | None = None
-        is_retry: bool | None = None
-        processed_at: datetime | None = None
-        triggered_payment: bool | None = None
-        email_opened: bool | None = None
-        email_open_count: int | None = None
-        email_first_opened_at: datetime | None = None
-        email_clicked: bool | None = None
-        email_click_count: int | None = None
-        media_urls_expire_at: datetime | None = None
-
-    class PydPagination(BaseModel):
-        total: int
-        page: int
-        limit: int
-        pages: int
-
-    class PydPage(BaseModel):
-        data: list[PydFollowup]
-        pagination: PydPagination
-
-    return PydPage.model_validate_json
-
-
 def decoders() -> dict[str, Callable[[bytes], Any]]:
     found: dict[str, Callable[[bytes], Any]] = {
         SDK: _page_decoder.decode,
-        BARE: msgspec.json.Decoder(BarePage).decode,
+        BARE: msgspec.json.Decoder(bare_page_type()).decode,
         "json.loads (dicts)": json.loads,
     }
     try:
@@ -137,9 +53,9 @@ def decoders() -> dict[str, Callable[[bytes], Any]]:
         found["orjson.loads (dicts)"] = orjson.loads
     except ImportError:
         print("orjson not installed: skipped", file=sys.stderr)
-    pyd = pydantic_decoder()
+    pyd = pydantic_page_model()
     if pyd is not None:
-        found["pydantic v2 model_validate_json"] = pyd
+        found["pydantic v2 model_validate_json"] = pyd.model_validate_json
     else:
         print("pydantic not installed: skipped", file=sys.stderr)
     return found

@@ -14,12 +14,12 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _baselines import pydantic_page_model  # noqa: E402
 from _common import SandboxProcess, median, table, write_json  # noqa: E402
 
 from getbill_async import GetBillClient, RateLimit  # noqa: E402
@@ -55,42 +55,13 @@ async def naive_aiohttp(base_url: str, token: str, pages: int) -> int:
 
 async def naive_httpx_pydantic(base_url: str, token: str, pages: int) -> int:
     import httpx
-    from pydantic import BaseModel
 
-    class Followup(BaseModel):
-        id: str
-        debt_id: str
-        status: str
-        type: str
-        call_date: datetime | None = None
-        scheduled_at: datetime | None = None
-        summary: str | None = None
-        notes: str | None = None
-        call_id: str | None = None
-        audio_url: str | None = None
-        pdf_url: str | None = None
-        duration_ms: int | None = None
-        disconnection_reason: str | None = None
-        direction: str | None = None
-        phone_number_used: str | None = None
-        is_retry: bool | None = None
-        processed_at: datetime | None = None
-        triggered_payment: bool | None = None
-        email_opened: bool | None = None
-        email_open_count: int | None = None
-        email_first_opened_at: datetime | None = None
-        email_clicked: bool | None = None
-        email_click_count: int | None = None
-        media_urls_expire_at: datetime | None = None
-
-    class Page(BaseModel):
-        data: list[Followup]
-
+    page_model = pydantic_page_model()
     count = 0
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
         for page in range(1, pages + 1):
             resp = await http.get(f"{base_url}/followups", params={"page": page, "limit": LIMIT})
-            count += len(Page.model_validate_json(resp.content).data)
+            count += len(page_model.model_validate_json(resp.content).data)
     return count
 
 
