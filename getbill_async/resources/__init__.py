@@ -1,1 +1,38 @@
-"""What to ask the API: one module per resource."""
+"""What to ask the API: one module per resource, and the walk they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
+
+import msgspec
+
+from .._pagination import PageWalk
+from .._pipeline import CallStats, Request
+from ..models import Page
+
+if TYPE_CHECKING:
+    from .._client import GetBillClient
+
+T = TypeVar("T")
+
+
+def walk_pages(
+    client: GetBillClient,
+    path: str,
+    params: dict[str, str],
+    decoder: msgspec.json.Decoder[Page[T]],
+    key: Callable[[T], str],
+    *,
+    start_page: int,
+    concurrency: int,
+    known_ids: Iterable[str] = (),
+) -> PageWalk[T]:
+    """A ``PageWalk`` over a list endpoint: ``params`` (checked) with each page's number."""
+    pipeline = client._pipeline
+
+    async def fetch(number: int, stats: CallStats) -> Page[T]:
+        request = Request("GET", path, params={**params, "page": str(number)})
+        return await pipeline().request(request, decoder, stats)
+
+    return PageWalk(fetch, key, start_page=start_page, concurrency=concurrency, known_ids=known_ids)

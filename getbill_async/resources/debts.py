@@ -12,6 +12,7 @@ from .._pagination import ItemWalk, PageWalk
 from .._pipeline import CallStats, Request
 from .._validate import check_id, page_params
 from ..models import Debt, Page, _ItemEnvelope
+from . import walk_pages
 
 if TYPE_CHECKING:
     from .._client import GetBillClient
@@ -73,13 +74,15 @@ class Debts:
     ) -> PageWalk[Debt]:
         """Every page of ``GET /debts`` in order, fetching ``concurrency`` ahead."""
         params = _params(start_page, limit, status)
-        pipeline = self._client._pipeline
-
-        async def fetch(number: int, stats: CallStats) -> Page[Debt]:
-            request = Request("GET", "/debts", params={**params, "page": str(number)})
-            return await pipeline().request(request, _page_decoder, stats)
-
-        return PageWalk(fetch, _id_of, start_page=start_page, concurrency=concurrency)
+        return walk_pages(
+            self._client,
+            "/debts",
+            params,
+            _page_decoder,
+            _id_of,
+            start_page=start_page,
+            concurrency=concurrency,
+        )
 
     def iterate(
         self,

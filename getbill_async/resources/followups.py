@@ -31,6 +31,7 @@ from ..models import (
     Page,
     _ItemEnvelope,
 )
+from . import walk_pages
 
 if TYPE_CHECKING:
     from .._client import GetBillClient
@@ -167,14 +168,15 @@ class Followups:
         concurrency: int,
         known_ids: Iterable[str] = (),
     ) -> PageWalk[Followup]:
-        pipeline = self._client._pipeline
-
-        async def fetch(number: int, stats: CallStats) -> Page[Followup]:
-            request = Request("GET", path, params={**params, "page": str(number)})
-            return await pipeline().request(request, _page_decoder, stats)
-
-        return PageWalk(
-            fetch, _id_of, start_page=start_page, concurrency=concurrency, known_ids=known_ids
+        return walk_pages(
+            self._client,
+            path,
+            params,
+            _page_decoder,
+            _id_of,
+            start_page=start_page,
+            concurrency=concurrency,
+            known_ids=known_ids,
         )
 
     async def export(
