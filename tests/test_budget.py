@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -217,3 +218,15 @@ async def test_slots_freed_while_a_request_was_out_are_not_taken_for_unseen_ones
     headers = {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "1"}
     await budget.release(second, Outcome(status=200, headers=headers))
     assert budget.snapshot().reads.remaining == 2, "no phantom slot for a whole window"
+
+
+async def test_max_wait_per_call_overrides_the_budget_default() -> None:
+    clock = FakeClock()
+    budget = LocalBudget(RateLimit(reads=1, writes=1, window=10.0), clock=clock)
+    await budget.release(await budget.acquire("read"), OK)
+    with pytest.raises(BudgetExhaustedError, match="read"):
+        await budget.acquire("read", max_wait=1.0)
+    waiter = asyncio.ensure_future(budget.acquire("read", lane="bulk", max_wait=math.inf))
+    await clock.advance(10.0)
+    slot = await asyncio.wait_for(waiter, 1)
+    assert slot.kind == "read"
