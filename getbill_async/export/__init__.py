@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from .._budget import ClassStatus
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT, LOGGER_NAME
 from .._progress import NullProgress, Progress
 from .._validate import fail, list_params
@@ -193,6 +194,8 @@ async def export_followups(
         )
         started_progress = False
         written = checkpoint.items
+        reads: ClassStatus | None = None
+        status_at = -1.0
 
         def commit() -> None:
             mark = sink.flush()
@@ -218,8 +221,9 @@ async def export_followups(
                     written += len(page.data)
                     if sink.due():
                         commit()
-                    status = await client.budget_status()
-                    progress.update(number, written, status.reads)
+                    if time.monotonic() - status_at >= 1.0:  # a Redis budget asks Redis
+                        reads, status_at = (await client.budget_status()).reads, time.monotonic()
+                    progress.update(number, written, reads)
         except BaseException:
             try:
                 commit()  # what was written is kept: a resume goes on after it
