@@ -42,6 +42,7 @@ from .errors import (
     RateLimitError,
     ServerError,
     ValidationError,
+    WriteNotSentError,
 )
 from .models import (
     CallDirection,
@@ -103,6 +104,7 @@ __all__ = [
     "Slot",
     "ValidationError",
     "WalkStats",
+    "WriteNotSentError",
     "__version__",
 ]
 
