@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from . import __version__
 from ._budget import Budget, RateLimit
@@ -23,7 +23,7 @@ from ._client import GetBillClient
 from ._constants import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, LOGGER_NAME
 from ._progress import make_progress
 from .errors import GetBillError
-from .export import ExportReport, export_followups
+from .export import ExportReport, Format, export_followups
 from .models import FollowupStatus, FollowupType
 
 __all__ = ["main"]
@@ -40,6 +40,7 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--writes", type=int, default=500, help="writes per window (500)")
     group.add_argument("--window", type=float, default=3600.0, help="window seconds (3600)")
     group.add_argument("--redis", metavar="URL", help="share the budget through Redis")
+    group.add_argument("--redis-cluster", action="store_true", help="--redis is a cluster node")
     group.add_argument(
         "--redis-fallback",
         action="store_true",
@@ -68,9 +69,18 @@ def _budget(args: argparse.Namespace) -> RateLimit | Budget:
     rate = RateLimit(reads=args.reads, writes=args.writes, window=args.window)
     if not args.redis:
         return rate
+    from ._extras import require
+
+    require("redis", extra="redis", feature="--redis (a budget shared through Redis)")
     from ._redis_budget import budget_from_url
 
-    return budget_from_url(args.redis, rate, fallback=args.redis_fallback, key=budget_key())
+    return budget_from_url(
+        args.redis,
+        rate,
+        fallback=args.redis_fallback,
+        key=budget_key(),
+        cluster=args.redis_cluster,
+    )
 
 
 def make_client(args: argparse.Namespace, token: str | None = None) -> GetBillClient:
@@ -79,7 +89,9 @@ def make_client(args: argparse.Namespace, token: str | None = None) -> GetBillCl
 
 def _export_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output file (e.g. followups.jsonl)")
-    parser.add_argument("--format", choices=("jsonl", "csv"), help="default: from --out's suffix")
+    parser.add_argument(
+        "--format", choices=("jsonl", "csv", "parquet"), help="default: from --out's suffix"
+    )
     parser.add_argument("--status", choices=FollowupStatus.values())
     parser.add_argument("--type", choices=FollowupType.values())
     parser.add_argument("--date-from", metavar="YYYY-MM-DD")
@@ -87,6 +99,17 @@ def _export_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debt-id")
     parser.add_argument("--resume", action="store_true", help="go on from the checkpoint")
     parser.add_argument("--restart", action="store_true", help="discard an unfinished export")
+    parser.add_argument(
+        "--no-formula-guard",
+        action="store_true",
+        help="CSV for programs: keep cells starting with = + - @ as they are (no leading ')",
+    )
+    parser.add_argument(
+        "--commit-seconds",
+        type=float,
+        default=0.5,
+        help="fsync and checkpoint written pages this often (0: every page; default 0.5)",
+    )
     _client_options(parser)
 
 
@@ -106,8 +129,13 @@ def describe_export(report: ExportReport) -> str:
     return text
 
 
+def _format_of(out: str) -> Format:
+    suffix = os.path.splitext(out)[1].lower()
+    return "csv" if suffix == ".csv" else "parquet" if suffix == ".parquet" else "jsonl"
+
+
 async def run_export(args: argparse.Namespace, client: GetBillClient) -> int:
-    fmt: Literal["jsonl", "csv"] = args.format or ("csv" if args.out.endswith(".csv") else "jsonl")
+    fmt: Format = args.format or _format_of(args.out)
     filters = {
         k: v
         for k, v in {
@@ -127,6 +155,8 @@ async def run_export(args: argparse.Namespace, client: GetBillClient) -> int:
         restart=args.restart,
         concurrency=args.concurrency,
         progress=make_progress("export", enabled=not args.no_progress),
+        formula_guard=not args.no_formula_guard,
+        commit_seconds=args.commit_seconds,
         **filters,
     )
     print(describe_export(report))
@@ -164,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     log_arguments(log)
     _client_options(log)
 
+    from ._cli_budget import add_arguments as budget_arguments
+
+    budget_arguments(commands.add_parser("budget", help="the budget left: shared or the server's"))
+
     from ._demo import add_arguments as demo_arguments
 
     demo_arguments(commands.add_parser("demo", help="export and log against a local sandbox"))
@@ -194,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._demo import run_demo
 
         return _run(run_demo(args))
+    if args.command == "budget":
+        from ._cli_budget import run as run_budget
+
+        return run_budget(args)
     try:
         return _run(_with_client(args))
     except GetBillError as exc:

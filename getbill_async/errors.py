@@ -16,7 +16,8 @@ GetBillError
  ├── AmbiguousWriteError         a write that may or may not have happened
  ├── WriteNotSentError           a write stopped before it left: it did not happen
  ├── BudgetExhaustedError        the rate budget would make a request wait too long
- └── BudgetUnavailableError      a shared budget's store cannot be reached
+ ├── BudgetUnavailableError      a shared budget's store cannot be reached
+ └── MissingExtraError           a feature's optional dependency is not installed
 ```
 
 No message or repr here ever contains a token, a client secret or a presigned URL's signature.
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "GetBillError",
+    "MissingExtraError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -216,3 +218,12 @@ class BudgetExhaustedError(GetBillError):
 
 class BudgetUnavailableError(GetBillError):
     """A shared budget's store (Redis) cannot be reached."""
+
+
+class MissingExtraError(GetBillError, ImportError):
+    """A feature was asked for whose optional dependency is not installed.
+
+    The message is one line that names the extra to install, e.g.
+    ``RedisBudget needs redis, which is not installed: pip install 'getbill-async[redis]'``.
+    It is an ``ImportError`` too, so ``except ImportError`` keeps working.
+    """

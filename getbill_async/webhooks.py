@@ -2,49 +2,76 @@
 
 GetBill POSTs ``{"type": "...", "data": {...}, "changes": {...}?}`` to your endpoint with
 ``X-GetBill-Signature``, the hex HMAC-SHA256 of the raw body under your webhook secret, and
-wants a 2xx within 10 seconds. ``WebhookReceiver`` answers at once and runs your callback
-afterwards::
+wants a 2xx within 10 seconds::
 
     from aiohttp import web
-    from getbill_async.webhooks import FollowupCreated, WebhookEvent, webhook_handler
+    from getbill_async.webhooks import (
+        DuplicateFilter, PaymentReceived, WebhookEvent, WebhookReceiver)
 
     async def on_event(event: WebhookEvent) -> None:
-        if isinstance(event, FollowupCreated):
-            print("new followup", event.data.id)
+        if isinstance(event, PaymentReceived):
+            await ledger.record(event.data)        # raise, and the sender gets a 5xx
 
+    receiver = WebhookReceiver(secret, on_event, acknowledge="after",
+                               duplicates=DuplicateFilter(ttl=86_400))
     app = web.Application()
-    receiver = WebhookReceiver(secret, on_event)
     app.router.add_post("/getbill/webhooks", receiver.handler)
     app.on_cleanup.append(receiver.on_cleanup)  # waits for callbacks still running
 
-or, in one line, ``app.router.add_post("/getbill/webhooks", webhook_handler(secret, on_event,
-app=app))``.
+``acknowledge="before"`` (the default) answers 204 at once and runs the callback afterwards:
+quick, but an event whose callback fails, or whose process dies, is gone. ``"after"`` answers
+2xx only when the callback succeeded within ``deadline`` (8 s, under GetBill's 10 s) and 5xx
+otherwise, so a sender that retries delivers the event again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import inspect
 import logging
-import string
+import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Union, get_args
+from typing import Any, Literal, Union
 
-import msgspec
 from aiohttp import web
 
+from ._webhook_events import (
+    KNOWN_TYPES,
+    SIGNATURE_HEADER,
+    CompanyCreditsLow,
+    DebtCreated,
+    DebtStatusChanged,
+    DebtUpdated,
+    FollowupCompleted,
+    FollowupCreated,
+    FollowupFailed,
+    FollowupUpdated,
+    PaymentFailed,
+    PaymentPlanCanceled,
+    PaymentPlanCompleted,
+    PaymentPlanCreated,
+    PaymentReceived,
+    ReportGenerated,
+    UnknownEvent,
+    WebhookEvent,
+    parse_event,
+    verify_signature,
+)
 from .errors import DecodeError
-from .models import Debt, Followup
 
 __all__ = [
+    "DEFAULT_DEADLINE",
     "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_CONCURRENT",
+    "KNOWN_TYPES",
     "SIGNATURE_HEADER",
     "CompanyCreditsLow",
     "DebtCreated",
     "DebtStatusChanged",
     "DebtUpdated",
+    "DuplicateFilter",
     "FollowupCompleted",
     "FollowupCreated",
     "FollowupFailed",
@@ -66,196 +93,182 @@ __all__ = [
 
 log = logging.getLogger("getbill_async.webhooks")
 
-SIGNATURE_HEADER = "X-GetBill-Signature"
 DEFAULT_MAX_BODY = 1 << 20
-_HEX = frozenset(string.hexdigits)
-
-
-def verify_signature(body: bytes, signature: str, secret: str) -> bool:
-    """Whether ``signature`` is the hex HMAC-SHA256 of ``body`` under ``secret``.
-
-    Compared in constant time; a ``sha256=`` prefix, surrounding spaces and the case of the
-    hex digits are tolerated. An empty, non-hex or wrong-length signature is ``False``.
-    """
-    if not isinstance(signature, str) or not secret:
-        return False
-    given = signature.strip()
-    if given[:7].lower() == "sha256=":
-        given = given[7:].strip()
-    if len(given) != 64 or not _HEX.issuperset(given):
-        return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, given.lower())
-
-
-class _Event(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
-    """Base of the documented events; ``type`` is the event's name (``"followup.created"``)."""
-
-    changes: dict[str, Any] | None = None
-
-    @property
-    def type(self) -> str:
-        tag = self.__struct_config__.tag
-        return tag if isinstance(tag, str) else ""
-
-
-class _FollowupEvent(_Event):
-    data: Followup
-
-
-class FollowupCreated(_FollowupEvent, tag="followup.created"):
-    """A followup was created; ``data`` is the followup."""
-
-
-class FollowupUpdated(_FollowupEvent, tag="followup.updated"):
-    """A followup was updated; ``changes`` holds the fields that changed."""
-
-
-class FollowupCompleted(_FollowupEvent, tag="followup.completed"):
-    """A followup was carried out."""
-
-
-class FollowupFailed(_FollowupEvent, tag="followup.failed"):
-    """A followup failed."""
-
-
-class _DebtEvent(_Event):
-    data: Debt
-
-
-class DebtCreated(_DebtEvent, tag="debt.created"):
-    """A debt was created."""
-
-
-class DebtUpdated(_DebtEvent, tag="debt.updated"):
-    """A debt was updated."""
-
-
-class DebtStatusChanged(_DebtEvent, tag="debt.status_changed"):
-    """A debt's status changed (an open set: companies add their own statuses)."""
-
-
-# The docs name these events but not their fields: their data stays a dict.
-class _DataEvent(_Event):
-    data: dict[str, Any]
-
-
-class PaymentReceived(_DataEvent, tag="payment.received"):
-    pass
-
-
-class PaymentFailed(_DataEvent, tag="payment.failed"):
-    pass
-
-
-class PaymentPlanCreated(_DataEvent, tag="payment_plan.created"):
-    pass
-
-
-class PaymentPlanCompleted(_DataEvent, tag="payment_plan.completed"):
-    pass
-
-
-class PaymentPlanCanceled(_DataEvent, tag="payment_plan.canceled"):
-    pass
-
-
-class CompanyCreditsLow(_DataEvent, tag="company.credits_low"):
-    pass
-
-
-class ReportGenerated(_DataEvent, tag="report.generated"):
-    pass
-
-
-class UnknownEvent(msgspec.Struct, kw_only=True, gc=False):
-    """An event type this version of the SDK does not know: its name and raw data."""
-
-    type: str
-    data: Any = None
-    changes: Any = None
-
-
-_KnownEvent = Union[  # noqa: UP007 - msgspec needs a runtime Union of the tagged structs
-    FollowupCreated,
-    FollowupUpdated,
-    FollowupCompleted,
-    FollowupFailed,
-    DebtCreated,
-    DebtUpdated,
-    DebtStatusChanged,
-    PaymentReceived,
-    PaymentFailed,
-    PaymentPlanCreated,
-    PaymentPlanCompleted,
-    PaymentPlanCanceled,
-    CompanyCreditsLow,
-    ReportGenerated,
-]
-WebhookEvent = Union[_KnownEvent, UnknownEvent]  # noqa: UP007
-KNOWN_TYPES: frozenset[str] = frozenset(
-    str(cls.__struct_config__.tag) for cls in get_args(_KnownEvent)
-)
-
-_known_decoder: msgspec.json.Decoder[_KnownEvent] = msgspec.json.Decoder(_KnownEvent)
-_unknown_decoder = msgspec.json.Decoder(UnknownEvent)
-
-
-def parse_event(body: bytes) -> WebhookEvent:
-    """The typed event in a webhook body.
-
-    A documented type decodes to its struct; a type this SDK does not know decodes to
-    ``UnknownEvent`` (never an error). A body that is not a JSON object with a string
-    ``type``, or a documented event whose data does not fit, raises ``DecodeError``.
-    """
-    try:
-        return _known_decoder.decode(body)
-    except (msgspec.DecodeError, RecursionError) as known_error:
-        first = known_error
-    try:
-        event = _unknown_decoder.decode(body)
-    except (msgspec.DecodeError, RecursionError):
-        event = None
-    if event is not None and event.type not in KNOWN_TYPES:
-        return event
-    raise DecodeError(f"webhook body is not a documented event ({first})", body=body) from None
-
+DEFAULT_DEADLINE = 8.0
+DEFAULT_MAX_CONCURRENT = 64
+_ACKNOWLEDGE = ("before", "after")
 
 WebhookCallback = Callable[[WebhookEvent], Union[Awaitable[None], None]]  # noqa: UP007
+
+
+class DuplicateFilter:
+    """Remembers the SHA-256 of webhook bodies already handled, for ``ttl`` seconds.
+
+    A body seen again within ``ttl`` is answered 204 without running the callback. GetBill's
+    events carry no event id and no timestamp, so the raw body is all there is: two deliveries
+    of one event are caught, but nothing stops a replay of a signed body after ``ttl`` (keep
+    the secret secret, and make the callback idempotent where it matters). Memory is bounded:
+    past ``max_entries`` (about 150 bytes each) the oldest digests are forgotten early.
+    """
+
+    __slots__ = ("_clock", "_seen", "max_entries", "ttl")
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 86_400.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not ttl > 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        # Insertion order is expiry order (one ttl for all), so expired digests sit in front.
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+
+    @staticmethod
+    def digest(body: bytes) -> bytes:
+        """The key a body is remembered by."""
+        return hashlib.sha256(body).digest()
+
+    def __contains__(self, digest: object) -> bool:
+        self._expire()
+        return digest in self._seen
+
+    def __len__(self) -> int:
+        self._expire()
+        return len(self._seen)
+
+    def add(self, digest: bytes) -> None:
+        """Remember ``digest`` for ``ttl`` seconds from now."""
+        self._expire()
+        self._seen[digest] = self._clock() + self.ttl
+        self._seen.move_to_end(digest)
+        while len(self._seen) > self.max_entries:
+            self._seen.popitem(last=False)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        while self._seen:
+            digest, expires = next(iter(self._seen.items()))
+            if expires > now:
+                return
+            del self._seen[digest]
+
+
+class _Slots:
+    """At most ``size`` holders; ``take`` waits up to a timeout, first come, first served."""
+
+    __slots__ = ("_waiters", "free")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiters: deque[asyncio.Future[bool]] = deque()
+
+    async def take(self, timeout: float) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(max(timeout, 0.0), _settle, waiter, False)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Handed a slot in the same tick as the cancel: give it on, or it is lost.
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self.release()
+            raise
+        finally:
+            timer.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                return
+        self.free += 1
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 class WebhookReceiver:
     """Receives GetBill's webhooks: ``handler`` is the aiohttp.web handler.
 
     Answers 413 when the body is over ``max_body`` bytes, 401 when the signature is missing
-    or wrong, 400 when the body is not an event, else 204 at once; the callback then runs in
-    a task the receiver keeps (a plain function runs on the loop too: keep it quick, or hand
-    slow work to ``asyncio.to_thread``). A callback that raises is logged on
-    ``getbill_async.webhooks``. ``await receiver.aclose()`` (or
-    ``app.on_cleanup.append(receiver.on_cleanup)``) waits for the callbacks still running.
+    or wrong, 400 when the body is not an event, 204 for a body the ``duplicates`` filter
+    has seen handled. Otherwise, with ``acknowledge="before"`` (the default), 204 at once and
+    the callback runs afterwards in a task the receiver keeps (its exceptions are logged on
+    ``getbill_async.webhooks``); with ``"after"``, the callback runs first and the answer is
+    204 when it returned within ``deadline`` seconds of the request's arrival, 500 when it
+    raised, 503 when the deadline passed (it is then cancelled): a retrying sender sends the
+    event again, and only a success is remembered as handled. A copy that arrives while the
+    first is still running waits for its outcome instead of running the callback twice.
+
+    At most ``max_concurrent`` callbacks run at once; a request that finds no free slot
+    within the deadline is answered 503 with ``Retry-After``. A plain (non-async) callback
+    runs on the loop and cannot be interrupted: keep it quick, or use ``asyncio.to_thread``.
+    ``await receiver.aclose()`` (or ``app.on_cleanup.append(receiver.on_cleanup)``) waits for
+    the callbacks still running.
     """
 
     def __init__(
-        self, secret: str, callback: WebhookCallback, *, max_body: int = DEFAULT_MAX_BODY
+        self,
+        secret: str,
+        callback: WebhookCallback,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        acknowledge: Literal["before", "after"] = "before",
+        deadline: float = DEFAULT_DEADLINE,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        duplicates: DuplicateFilter | None = None,
     ) -> None:
         if not secret:
             raise ValueError("the webhook secret is empty")
         if max_body < 1:
             raise ValueError(f"max_body must be >= 1, got {max_body!r}")
+        if acknowledge not in _ACKNOWLEDGE:
+            raise ValueError(f"acknowledge must be 'before' or 'after', got {acknowledge!r}")
+        if not 0 < deadline <= 3600:
+            raise ValueError(f"deadline must be in (0, 3600] seconds, got {deadline!r}")
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent!r}")
         self._secret = secret
         self._callback = callback
         self.max_body = max_body
+        self.acknowledge = acknowledge
+        self.deadline = deadline
+        self.duplicates = duplicates
+        self._slots = _Slots(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: dict[bytes, asyncio.Future[bool]] = {}
+        self._running = 0
         self.received = 0
         self.rejected = 0
+        self.repeated = 0
+        self.failed = 0
+        self.busy = 0
 
     @property
     def pending(self) -> int:
         """Callbacks started and not finished yet."""
-        return len(self._tasks)
+        return self._running
 
     async def handler(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp.web handler: ``app.router.add_post(path, receiver.handler)``."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.deadline
         body = await self._read(request)
         if body is None:
             return self._refuse(413, "body too large")
@@ -267,14 +280,79 @@ class WebhookReceiver:
         except DecodeError:
             return self._refuse(400, "not a webhook event")
         self.received += 1
-        # Answer first: GetBill wants a 2xx within 10 s whatever the callback does.
-        response = web.Response(status=204)
-        await response.prepare(request)
-        await response.write_eof()
-        task = asyncio.get_running_loop().create_task(self._run(event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return response
+        if self.duplicates is None:
+            return await self._handle(request, event, due, None)
+        digest = self.duplicates.digest(body)
+        if digest in self.duplicates:
+            return self._repeated(event)
+        first = self._inflight.get(digest)
+        if first is not None:
+            return await self._follow(first, event, due)
+        outcome: asyncio.Future[bool] = loop.create_future()
+        self._inflight[digest] = outcome
+        try:
+            return await self._handle(request, event, due, digest)
+        finally:
+            del self._inflight[digest]
+            _settle(outcome, False)
+
+    async def _handle(
+        self, request: web.Request, event: WebhookEvent, due: float, digest: bytes | None
+    ) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        if not await self._slots.take(due - loop.time()):
+            self.busy += 1
+            log.warning("webhook %s answered 503: %d callbacks busy", event.type, self._running)
+            return self._failure(503, "busy, send again later")
+        if self.acknowledge == "before":
+            self._succeeded(digest)
+            # The task owns the slot from here, even if the sender hangs up before the 204.
+            task = loop.create_task(self._run_and_release(event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            # Answer first: GetBill wants a 2xx within 10 s whatever the callback does.
+            response = web.Response(status=204)
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        try:
+            await asyncio.wait_for(self._call(event), max(due - loop.time(), 0.0))
+        except asyncio.TimeoutError:
+            self.failed += 1
+            log.warning("webhook callback on a %s event passed its deadline", event.type)
+            return self._failure(503, "callback passed its deadline")
+        except Exception:
+            self.failed += 1
+            log.exception("webhook callback failed on a %s event", event.type)
+            return self._failure(500, "callback failed")
+        finally:
+            self._slots.release()
+        self._succeeded(digest)
+        return web.Response(status=204)
+
+    async def _follow(
+        self, first: asyncio.Future[bool], event: WebhookEvent, due: float
+    ) -> web.StreamResponse:
+        """A copy of an event still being handled: answer with the first one's outcome."""
+        timeout = max(due - asyncio.get_running_loop().time(), 0.0)
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(first), timeout)
+        except asyncio.TimeoutError:
+            ok = False
+        if ok:
+            return self._repeated(event)
+        return self._failure(503, "the same event is being handled, send again later")
+
+    def _succeeded(self, digest: bytes | None) -> None:
+        if digest is not None:
+            assert self.duplicates is not None
+            self.duplicates.add(digest)
+            _settle(self._inflight[digest], True)
+
+    def _repeated(self, event: WebhookEvent) -> web.Response:
+        self.repeated += 1
+        log.info("webhook %s answered 204 without a callback: already handled", event.type)
+        return web.Response(status=204)
 
     async def _read(self, request: web.Request) -> bytes | None:
         """The body, or None when it is over ``max_body`` (told or found while reading)."""
@@ -293,15 +371,31 @@ class WebhookReceiver:
     def _refuse(self, status: int, reason: str) -> web.Response:
         self.rejected += 1
         log.warning("webhook refused with %d: %s", status, reason)
-        return web.json_response({"error": True, "message": reason, "code": status}, status=status)
+        return _error(status, reason)
 
-    async def _run(self, event: WebhookEvent) -> None:
+    def _failure(self, status: int, reason: str) -> web.Response:
+        response = _error(status, reason)
+        if status == 503:
+            response.headers["Retry-After"] = "1"
+        return response
+
+    async def _call(self, event: WebhookEvent) -> None:
+        self._running += 1
         try:
             result = self._callback(event)
             if inspect.isawaitable(result):
                 await result
+        finally:
+            self._running -= 1
+
+    async def _run_and_release(self, event: WebhookEvent) -> None:
+        try:
+            await self._call(event)
         except Exception:
+            self.failed += 1
             log.exception("webhook callback failed on a %s event", event.type)
+        finally:
+            self._slots.release()
 
     async def aclose(self) -> None:
         """Wait for the callbacks still running (new ones may start until the server stops)."""
@@ -313,20 +407,25 @@ class WebhookReceiver:
         await self.aclose()
 
 
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": True, "message": reason, "code": status}, status=status)
+
+
 def webhook_handler(
     secret: str,
     callback: WebhookCallback,
     *,
-    max_body: int = DEFAULT_MAX_BODY,
     app: web.Application | None = None,
+    **options: Any,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """An aiohttp.web handler that checks, decodes and acknowledges GetBill's webhooks.
 
     ``app.router.add_post("/webhooks", webhook_handler(secret, on_event, app=app))``; with
-    ``app``, its cleanup waits for the callbacks still running. See ``WebhookReceiver`` for
-    what the handler answers and how the callback runs.
+    ``app``, its cleanup waits for the callbacks still running. ``options`` are
+    ``WebhookReceiver``'s (``max_body``, ``acknowledge``, ``deadline``, ``max_concurrent``,
+    ``duplicates``), and its docstring tells what the handler answers and how the callback runs.
     """
-    receiver = WebhookReceiver(secret, callback, max_body=max_body)
+    receiver = WebhookReceiver(secret, callback, **options)
     if app is not None:
         app.on_cleanup.append(receiver.on_cleanup)
     return receiver.handler
