@@ -23,6 +23,7 @@ from yarl import URL
 from ._auth import TokenSource
 from ._budget import Budget, Kind, Outcome
 from ._constants import LOGGER_NAME, USER_AGENT
+from ._events import CallInfo, EventStream
 from ._redact import SecretHeaders, redact, redact_url
 from ._retry import RetryPolicy, retry_after_seconds, should_retry
 from .errors import (
@@ -92,6 +93,8 @@ class Request:
     # Out of the repr: a body may hold a presigned URL, and requests sit in tracebacks.
     body: bytes | None = field(default=None, repr=False)
     fields: Mapping[str, Any] | None = field(default=None, repr=False)
+    # The path with placeholders ("/followups/{id}"): spans and metrics are named by it.
+    template: str | None = None
 
     @property
     def kind(self) -> Kind:
@@ -151,8 +154,10 @@ class Pipeline:
         timeout: float,
         max_response_bytes: int,
         stats: CallStats | None = None,
+        events: EventStream | None = None,
     ) -> None:
         self.session = session
+        self.events = events
         self.base_url = base_url.rstrip("/")
         self.auth = auth
         self.budget = budget
@@ -163,7 +168,11 @@ class Pipeline:
         self._header_cache: tuple[str, dict[str, str], dict[str, str]] | None = None
 
     async def _with_retries(
-        self, request: Request, decoder: msgspec.json.Decoder[T], counters: tuple[CallStats, ...]
+        self,
+        request: Request,
+        decoder: msgspec.json.Decoder[T],
+        counters: tuple[CallStats, ...],
+        call: CallInfo | None,
     ) -> T:
         """The first try bare, then backoff's loop only if it failed.
 
@@ -175,22 +184,27 @@ class Pipeline:
         """
         started = time.monotonic()
         try:
-            return await self._attempt(request, decoder, counters)
+            return await self._attempt(request, decoder, counters, call)
         except _Retry as failed:
             first = failed
-        return await self._retry_loop(first, started)(request, decoder, counters)
+        return await self._retry_loop(first, started)(request, decoder, counters, call)
 
     def _retry_loop(
         self, first: _Retry, started: float
-    ) -> Callable[[Request, msgspec.json.Decoder[T], tuple[CallStats, ...]], Awaitable[T]]:
+    ) -> Callable[
+        [Request, msgspec.json.Decoder[T], tuple[CallStats, ...], CallInfo | None], Awaitable[T]
+    ]:
         pending = [first]
 
         async def attempt(
-            request: Request, decoder: msgspec.json.Decoder[T], counters: tuple[CallStats, ...]
+            request: Request,
+            decoder: msgspec.json.Decoder[T],
+            counters: tuple[CallStats, ...],
+            call: CallInfo | None,
         ) -> T:
             if pending:
                 raise pending.pop()
-            return await self._attempt(request, decoder, counters)
+            return await self._attempt(request, decoder, counters, call)
 
         policy = self.retry
         max_time = policy.max_time
@@ -213,15 +227,40 @@ class Pipeline:
     ) -> T:
         """Send ``request`` with budget, auth and retries; the decoded answer."""
         counters = (self.stats,) if stats is None else (self.stats, stats)
+        events = self.events
+        if events is None:
+            return await self._call(request, decoder, counters, None)
+        call = events.start_call(
+            request.method, request.template, request.path, request.kind, "interactive"
+        )
+        if call is None:
+            return await self._call(request, decoder, counters, None)
+        try:
+            answer = await self._call(request, decoder, counters, call)
+        except BaseException as failed:
+            if isinstance(failed, AmbiguousWriteError):
+                events.ambiguous_write(call, failed)
+            events.end_call(call, failed)
+            raise
+        events.end_call(call, None)
+        return answer
+
+    async def _call(
+        self,
+        request: Request,
+        decoder: msgspec.json.Decoder[T],
+        counters: tuple[CallStats, ...],
+        call: CallInfo | None,
+    ) -> T:
         try:
             try:
-                return await self._with_retries(request, decoder, counters)
+                return await self._with_retries(request, decoder, counters, call)
             except AuthenticationError as exc:
                 if not self.auth.can_refresh or exc.path == self.auth.token_url:
                     raise  # a static token, or the token endpoint itself said no
                 # One refresh per call: a token revoked or expired early gets a second chance.
                 await self.auth.refresh(self.session, self._current_token())
-                return await self._with_retries(request, decoder, counters)
+                return await self._with_retries(request, decoder, counters, call)
         except _Retry as gave_up:
             raise gave_up.error from None
 
@@ -243,6 +282,9 @@ class Pipeline:
             stats.retries += 1
         request: Request = details["args"][0]
         error = details.get("exception")
+        call: CallInfo | None = details["args"][3]
+        if call is not None and call.last is not None:
+            EventStream.retrying(call.last, details["wait"])
         log.debug(
             "retrying %s (try %d) in %.3fs after: %s",
             request.describe(),
@@ -256,6 +298,7 @@ class Pipeline:
         request: Request,
         decoder: msgspec.json.Decoder[T],
         counters: tuple[CallStats, ...],
+        call: CallInfo | None,
     ) -> T:
         kind = request.kind
         slot = await self.budget.acquire(kind)
@@ -265,6 +308,12 @@ class Pipeline:
                 stats.budget_waits += 1
                 stats.budget_wait_seconds += slot.waited
         outcome = _NOT_SENT
+        attempt = None
+        if call is not None:
+            EventStream.budget_waited(call, slot.waited)
+            attempt = EventStream.start_attempt(call)
+        status: int | None = None
+        headers: Mapping[str, str] | None = None
         try:
             # No local holds the token: tracebacks shown with their locals stay clean.
             send_headers = self._headers(
@@ -311,8 +360,15 @@ class Pipeline:
                 retry_after=error.retry_after if isinstance(error, RateLimitError) else None,
                 sent=True,
             )
+        except BaseException as failed:
+            if attempt is not None:
+                cause = failed.error if isinstance(failed, _Retry) else failed
+                EventStream.end_attempt(attempt, status, cause, headers)
+            raise
         finally:
             await self.budget.release(slot, outcome)
+        if attempt is not None:
+            EventStream.end_attempt(attempt, status, error, headers)
         if error is not None:
             self._log(request, status)
             if should_retry(kind, status, True):

@@ -20,6 +20,7 @@ T = TypeVar("T")
 def walk_pages(
     client: GetBillClient,
     path: str,
+    template: str,
     params: dict[str, str],
     decoder: msgspec.json.Decoder[Page[T]],
     key: Callable[[T], str],
@@ -32,7 +33,7 @@ def walk_pages(
     pipeline = client._pipeline
 
     async def fetch(number: int, stats: CallStats) -> Page[T]:
-        request = Request("GET", path, params={**params, "page": str(number)})
+        request = Request("GET", path, params={**params, "page": str(number)}, template=template)
         return await pipeline().request(request, decoder, stats)
 
     return PageWalk(fetch, key, start_page=start_page, concurrency=concurrency, known_ids=known_ids)

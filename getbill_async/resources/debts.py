@@ -49,7 +49,9 @@ class Debts:
     async def get(self, debt_id: str) -> Debt:
         """``GET /debts/{id}``; ``NotFoundError`` when there is none."""
         path = f"/debts/{quote(check_id('debt_id', debt_id), safe='')}"
-        answer = await self._client._pipeline().request(Request("GET", path), _item_decoder)
+        answer = await self._client._pipeline().request(
+            Request("GET", path, template="/debts/{id}"), _item_decoder
+        )
         return answer.data
 
     async def list(
@@ -61,7 +63,7 @@ class Debts:
         stats: CallStats | None = None,
     ) -> Page[Debt]:
         """One page of ``GET /debts`` (newest first), optionally of one ``status``."""
-        request = Request("GET", "/debts", params=_params(page, limit, status))
+        request = Request("GET", "/debts", params=_params(page, limit, status), template="/debts")
         return await self._client._pipeline().request(request, _page_decoder, stats)
 
     def pages(
@@ -76,6 +78,7 @@ class Debts:
         params = _params(start_page, limit, status)
         return walk_pages(
             self._client,
+            "/debts",
             "/debts",
             params,
             _page_decoder,
