@@ -82,3 +82,24 @@ async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "demo: done" in out.decode() and "created 40" in out.decode()
     assert b"export: 25,000/25,000 items" in err  # the plain progress line off a terminal
     assert len((tmp_path / "followups.jsonl").read_bytes().splitlines()) == 25_000
+
+
+@pytest.mark.timeout(60)
+async def test_service_example_serves_lookups_and_webhooks_during_an_export() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "service.py"),
+        "--otel",
+        cwd=EXAMPLES,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out_bytes, err = await asyncio.wait_for(proc.communicate(), 50)
+    assert proc.returncode == 0, err.decode()
+    out = out_bytes.decode()
+    assert "export: 4000 followups in 40 requests" in out
+    assert "lookups: 6, worst" in out
+    assert "webhooks: 2 received, 0 failed" in out
+    assert "0 retries, 0 429s" in out
+    assert "GET /followups/{id} x6" in out and "POST /followups x1" in out
+    assert "http.client.request.duration" in out and "getbill.budget.wait" in out
