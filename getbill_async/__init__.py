@@ -38,6 +38,7 @@ from .errors import (
     ConfigurationError,
     DecodeError,
     GetBillError,
+    MissingExtraError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -92,6 +93,7 @@ __all__ = [
     "ItemWalk",
     "Lane",
     "LocalBudget",
+    "MissingExtraError",
     "MonotonicClock",
     "NotFoundError",
     "Outcome",
@@ -113,8 +115,13 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # RedisBudget needs the optional redis extra: import it on first use, so that
-    # `import getbill_async` works without redis-py installed.
+    # `import getbill_async` works without redis-py installed. Without it, the name is a
+    # stand-in that says which extra to install when used, so `import *` still works.
     if name == "RedisBudget":
+        from . import _extras
+
+        if not _extras.available("redis"):
+            return _extras.missing_extra_class("RedisBudget", module="redis", extra="redis")
         from ._redis_budget import RedisBudget
 
         return RedisBudget

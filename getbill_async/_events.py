@@ -18,6 +18,7 @@ from typing import Any
 from yarl import URL
 
 from ._constants import LOGGER_NAME
+from ._extras import available
 from .errors import APIError, ConfigurationError
 
 __all__ = ["AttemptInfo", "CallInfo", "EventStream", "Hooks", "Observer", "error_type"]
@@ -301,10 +302,9 @@ def event_stream(hooks: Hooks | None, budget: object, base_url: str) -> EventStr
         if not isinstance(hooks, Hooks):
             raise ConfigurationError(f"hooks must be a Hooks, got {type(hooks).__name__}")
         observers.append(_HookObserver(hooks))
-    try:
+    # Without the `otel` extra, no spans and no metrics; a broken install still raises.
+    if available("opentelemetry.trace") and available("opentelemetry.metrics"):
         from ._otel import OpenTelemetryObserver
-    except ImportError:  # the `otel` extra is not installed: no spans, no metrics
-        pass
-    else:
+
         observers.append(OpenTelemetryObserver(budget))
     return EventStream(tuple(observers), base_url) if observers else None

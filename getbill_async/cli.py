@@ -68,6 +68,9 @@ def _budget(args: argparse.Namespace) -> RateLimit | Budget:
     rate = RateLimit(reads=args.reads, writes=args.writes, window=args.window)
     if not args.redis:
         return rate
+    from ._extras import require
+
+    require("redis", extra="redis", feature="--redis (a budget shared through Redis)")
     from ._redis_budget import budget_from_url
 
     return budget_from_url(args.redis, rate, fallback=args.redis_fallback, key=budget_key())

@@ -15,7 +15,8 @@ GetBillError
  ├── DecodeError                 an answer that is not the documented JSON
  ├── AmbiguousWriteError         a write that may or may not have happened
  ├── BudgetExhaustedError        the rate budget would make a request wait too long
- └── BudgetUnavailableError      a shared budget's store cannot be reached
+ ├── BudgetUnavailableError      a shared budget's store cannot be reached
+ └── MissingExtraError           a feature's optional dependency is not installed
 ```
 
 No message or repr here ever contains a token, a client secret or a presigned URL's signature.
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "GetBillError",
+    "MissingExtraError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -206,3 +208,12 @@ class BudgetExhaustedError(GetBillError):
 
 class BudgetUnavailableError(GetBillError):
     """A shared budget's store (Redis) cannot be reached."""
+
+
+class MissingExtraError(GetBillError, ImportError):
+    """A feature was asked for whose optional dependency is not installed.
+
+    The message is one line that names the extra to install, e.g.
+    ``RedisBudget needs redis, which is not installed: pip install 'getbill-async[redis]'``.
+    It is an ``ImportError`` too, so ``except ImportError`` keeps working.
+    """

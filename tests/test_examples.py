@@ -62,8 +62,7 @@ async def test_queue_logging_example(sandbox: Sandbox, tmp_path: Path) -> None:
     assert len(sandbox.created_per_call_id()) == 30
 
 
-@pytest.mark.timeout(120)
-async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+async def demo(cwd: Path, *args: str) -> tuple[str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -71,17 +70,33 @@ async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "demo",
         "--latency",
         "0",
-        "--calls",
-        str(EXAMPLES / "calls.csv"),
-        cwd=tmp_path,
+        *args,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     assert proc.returncode == 0, out.decode() + err.decode()
-    assert "demo: done" in out.decode() and "created 40" in out.decode()
-    assert b"export: 25,000/25,000 items" in err  # the plain progress line off a terminal
+    return out.decode(), err.decode()
+
+
+@pytest.mark.timeout(120)
+async def test_demo_runs_end_to_end_from_an_empty_directory(tmp_path: Path) -> None:
+    out, err = await demo(tmp_path)
+    assert "demo: done" in out and "created 40" in out
+    assert "export: 25,000/25,000 items" in err  # the plain progress line off a terminal
     assert len((tmp_path / "followups.jsonl").read_bytes().splitlines()) == 25_000
+    assert len((tmp_path / "results.jsonl").read_bytes().splitlines()) == 40
+    # The sample shipped in the package, written where the demo says.
+    assert f"{tmp_path / 'demo-calls.csv'}" in out
+    assert len((tmp_path / "demo-calls.csv").read_text().splitlines()) == 41
+
+
+@pytest.mark.timeout(60)
+async def test_demo_fits_the_sample_calls_to_a_smaller_sandbox(tmp_path: Path) -> None:
+    out, _ = await demo(tmp_path, "--followups", "500", "--out", "f.jsonl")
+    assert "created 40" in out and "demo: done" in out
+    assert len((tmp_path / "f.jsonl").read_bytes().splitlines()) == 500
 
 
 @pytest.mark.timeout(60)

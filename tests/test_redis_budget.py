@@ -299,13 +299,15 @@ def test_import_works_without_redis_installed() -> None:
     code = (
         "import sys; sys.modules['redis'] = None\n"
         "import getbill_async; print('imported')\n"
-        "getbill_async.RedisBudget\n"
+        "getbill_async.RedisBudget('redis://127.0.0.1:1/0')\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=25
     )
     assert done.stdout == "imported\n"
-    assert "RedisBudget needs redis-py: pip install 'getbill-async[redis]'" in done.stderr
+    # The name imports (so `import *` works); using it names the extra (tests/test_extras.py).
+    assert "MissingExtraError: RedisBudget needs redis, which is not installed: " in done.stderr
+    assert "pip install 'getbill-async[redis]'" in done.stderr
 
 
 # --- worker processes --------------------------------------------------------------------------
