@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import warnings
 from types import TracebackType
 from typing import Any
@@ -54,7 +55,9 @@ class GetBillClient:
                 ...
 
     ``token``: a bearer string or ``ClientCredentials``; with neither, ``GETBILL_TOKEN`` or
-    ``GETBILL_CLIENT_ID`` + ``GETBILL_CLIENT_SECRET`` from the environment. ``rate_limit``: a
+    ``GETBILL_CLIENT_ID`` + ``GETBILL_CLIENT_SECRET`` from the environment. ``base_url``: the
+    real API's by default, or ``GETBILL_BASE_URL`` from the environment (as for the ``getbill``
+    command) when it is set. ``rate_limit``: a
     ``RateLimit`` (a ``LocalBudget`` is built from it) or any ``Budget``, such as one shared
     by several clients. ``session``: an aiohttp session to use (and not close); otherwise the
     client owns one, closed by ``close()`` or leaving ``async with``. ``hooks``: plain
@@ -66,7 +69,7 @@ class GetBillClient:
         self,
         token: str | ClientCredentials | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         rate_limit: RateLimit | Budget | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = DEFAULT_TIMEOUT,
@@ -76,6 +79,8 @@ class GetBillClient:
         connections: int = 32,
         hooks: Hooks | None = None,
     ) -> None:
+        if base_url is None:
+            base_url = os.environ.get("GETBILL_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = _check_url("base_url", base_url, allow_insecure).rstrip("/")
         self._auth: TokenSource = token_source(token, timeout=timeout)
         if isinstance(self._auth, OAuthTokenSource):

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from . import __version__
 from ._budget import Budget, RateLimit
@@ -23,7 +23,7 @@ from ._client import GetBillClient
 from ._constants import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, LOGGER_NAME
 from ._progress import make_progress
 from .errors import GetBillError
-from .export import ExportReport, export_followups
+from .export import ExportReport, Format, export_followups
 from .models import FollowupStatus, FollowupType
 
 __all__ = ["main"]
@@ -82,7 +82,9 @@ def make_client(args: argparse.Namespace, token: str | None = None) -> GetBillCl
 
 def _export_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output file (e.g. followups.jsonl)")
-    parser.add_argument("--format", choices=("jsonl", "csv"), help="default: from --out's suffix")
+    parser.add_argument(
+        "--format", choices=("jsonl", "csv", "parquet"), help="default: from --out's suffix"
+    )
     parser.add_argument("--status", choices=FollowupStatus.values())
     parser.add_argument("--type", choices=FollowupType.values())
     parser.add_argument("--date-from", metavar="YYYY-MM-DD")
@@ -90,6 +92,17 @@ def _export_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debt-id")
     parser.add_argument("--resume", action="store_true", help="go on from the checkpoint")
     parser.add_argument("--restart", action="store_true", help="discard an unfinished export")
+    parser.add_argument(
+        "--no-formula-guard",
+        action="store_true",
+        help="CSV for programs: keep cells starting with = + - @ as they are (no leading ')",
+    )
+    parser.add_argument(
+        "--commit-seconds",
+        type=float,
+        default=0.5,
+        help="fsync and checkpoint written pages this often (0: every page; default 0.5)",
+    )
     _client_options(parser)
 
 
@@ -109,8 +122,13 @@ def describe_export(report: ExportReport) -> str:
     return text
 
 
+def _format_of(out: str) -> Format:
+    suffix = os.path.splitext(out)[1].lower()
+    return "csv" if suffix == ".csv" else "parquet" if suffix == ".parquet" else "jsonl"
+
+
 async def run_export(args: argparse.Namespace, client: GetBillClient) -> int:
-    fmt: Literal["jsonl", "csv"] = args.format or ("csv" if args.out.endswith(".csv") else "jsonl")
+    fmt: Format = args.format or _format_of(args.out)
     filters = {
         k: v
         for k, v in {
@@ -130,6 +148,8 @@ async def run_export(args: argparse.Namespace, client: GetBillClient) -> int:
         restart=args.restart,
         concurrency=args.concurrency,
         progress=make_progress("export", enabled=not args.no_progress),
+        formula_guard=not args.no_formula_guard,
+        commit_seconds=args.commit_seconds,
         **filters,
     )
     print(describe_export(report))

@@ -189,17 +189,20 @@ class Followups:
         self,
         path: str | os.PathLike[str],
         *,
-        format: Literal["jsonl", "csv"] = "jsonl",
+        format: Literal["jsonl", "csv", "parquet"] = "jsonl",
         resume: bool = False,
         restart: bool = False,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: Progress | None = None,
+        formula_guard: bool = True,
         **filters: Any,
     ) -> ExportReport:
-        """Export every followup matching ``filters`` to a JSONL or CSV file, resumably.
+        """Export every followup matching ``filters`` to JSONL, CSV or Parquet, resumably.
 
-        See ``getbill_async.export``: the file is written atomically, a checkpoint beside it
-        lets ``resume=True`` continue after a crash with no duplicate and no gap.
+        See ``getbill_async.export``: the file is written atomically and durably, a checkpoint
+        beside it lets ``resume=True`` continue after a crash with no duplicate and no gap;
+        JSONL keeps each item as the server sent it; CSV guards formula-like cells unless
+        ``formula_guard=False``; Parquet needs the ``parquet`` extra.
         """
         return await export_followups(
             self._client,
@@ -209,6 +212,7 @@ class Followups:
             restart=restart,
             concurrency=concurrency,
             progress=progress,
+            formula_guard=formula_guard,
             **filters,
         )
 
