@@ -20,16 +20,20 @@ T = TypeVar("T")
 def walk_pages(
     client: GetBillClient,
     path: str,
-    template: str,
     params: dict[str, str],
     decoder: msgspec.json.Decoder[Page[T]],
     key: Callable[[T], str],
     *,
+    template: str | None,
     start_page: int,
     concurrency: int,
     known_ids: Iterable[str] = (),
 ) -> PageWalk[T]:
-    """A ``PageWalk`` over a list endpoint: ``params`` (checked) with each page's number."""
+    """A ``PageWalk`` over a list endpoint: ``params`` (checked) with each page's number.
+
+    ``template``: the path with placeholders (``/followups/debt/{debt_id}``) that names the
+    walk's spans and metrics; None names them by the method alone.
+    """
     pipeline = client._pipeline
 
     async def fetch(number: int, stats: CallStats) -> Page[T]:

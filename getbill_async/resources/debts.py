@@ -79,10 +79,10 @@ class Debts:
         return walk_pages(
             self._client,
             "/debts",
-            "/debts",
             params,
             _page_decoder,
             _id_of,
+            template="/debts",
             start_page=start_page,
             concurrency=concurrency,
         )

@@ -176,10 +176,10 @@ class Followups:
         return walk_pages(
             self._client,
             path,
-            template,
             params,
             _page_decoder,
             _id_of,
+            template=template,
             start_page=start_page,
             concurrency=concurrency,
             known_ids=known_ids,
