@@ -20,47 +20,54 @@ in case a message was lost).
     async with budget, GetBillClient(token, rate_limit=budget) as client:
         ...
 
-Keys, per class: ``<key>:<class>:slots``, ``:inflight``, ``:pause``, ``:pace``, ``:server`` and
-the channel ``:freed`` (see ``_redis_lua``); each expires on its own once the fleet has been idle
-for a window and two leases. Redis's clock must run at the server's rate (any NTP-disciplined
-host does); only a step *forward* of the Redis host's clock could free slots early.
+Keys, per class: ``{<key>}:<class>:slots``, ``:inflight``, ``:pause``, ``:pace``, ``:server``,
+``:waiting`` and the channel ``:freed`` (see ``_redis_lua``); the hash tag keeps one budget in
+one slot of a Redis Cluster. Each key expires on its own once the fleet has been idle for a
+window and two leases. Redis's clock must run at the server's rate (any NTP-disciplined host
+does); only a step *forward* of the Redis host's clock could free slots early.
+
+Redis restarted, or failed over to an empty replica: the ledger is gone, and with it what the
+server had counted. Until an answer is seen again, the scripts admit one request per class at a
+time across the fleet (the cold start), so the first answer's headers rebuild the count. A
+restart shorter than ``timeout`` is ridden out: a lost connection is tried again within it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
 try:
-    import redis.asyncio as aioredis
-    from redis.asyncio.client import PubSub
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialBackoff
+    from redis.asyncio.cluster import RedisCluster
+    from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from ._redis_conn import RedisClient, Wakeups, class_status, connect, tagged, where
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisBudget needs redis-py: pip install 'getbill-async[redis]'") from exc
 
 from ._budget import (
+    LANES,
     BudgetStatus,
     ClassStatus,
     Kind,
     Lane,
-    LocalBudget,
     Outcome,
     RateLimit,
     Slot,
     parse_headers,
 )
+from ._budget_types import check_lane, ends_cold_start
 from ._constants import LOGGER_NAME
+from ._redis_fallback import Fallback
 from ._redis_lua import ACQUIRE, RELEASE, STATUS
 from .errors import BudgetExhaustedError, BudgetUnavailableError, ConfigurationError
 
@@ -70,6 +77,13 @@ T = TypeVar("T")
 log = logging.getLogger(LOGGER_NAME)
 KINDS: tuple[Kind, ...] = ("read", "write")
 DEFAULT_KEY = "getbill:default"
+# Why a refused acquire waits (see ACQUIRE): known, an answer in flight, the cold start's first
+# answer, interactive requests ahead. The last two have no estimate: only max_wait bounds them.
+_KNOWN, _ANSWER, _COLD, _BEHIND = 0, 1, 2, 3
+
+
+class _FellBack(Exception):
+    """The budget fell back to its local share while this task waited for its turn."""
 
 
 def _text(value: object) -> str:
@@ -84,9 +98,10 @@ class RedisBudget:
     """A ``Budget`` kept in Redis, shared by every worker that uses the same ``key``.
 
     ``url_or_client``: a ``redis://`` / ``rediss://`` / ``unix://`` URL (the budget owns that
-    client and closes it in ``aclose``) or a ``redis.asyncio.Redis`` of yours (left open).
-    ``key``: one per OAuth client, e.g. ``"getbill:<client id>"``; every worker of that client
-    must use the same key and the same ``rate_limit``.
+    client and closes it in ``aclose``; ``cluster=True`` for a Redis Cluster reached through
+    that node) or a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` of yours
+    (left open). ``key``: one per OAuth client, e.g. ``"getbill:<client id>"``; every worker of
+    that client must use the same key and the same ``rate_limit`` (its ``reserve`` included).
 
     ``lease``: how long a slot may stay in flight before the ledger assumes its worker died. It
     must exceed the longest time between ``acquire`` and ``release`` of one try: a token fetch
@@ -99,17 +114,18 @@ class RedisBudget:
     at most that). Redis unreachable: ``BudgetUnavailableError``; with ``fallback=True`` a
     WARNING and a ``LocalBudget`` with ``1 / expected_workers`` of each limit (each worker's fair
     share, so the fleet stays under the limit however many of them fall back; the server's
-    ``X-RateLimit-Remaining`` narrows it further). Redis is tried again every
-    ``fallback_retry`` seconds; slots spent locally meanwhile reach the shared ledger through the
-    server's headers.
+    ``X-RateLimit-Remaining`` narrows it further). Every ``fallback_retry`` seconds one request
+    tries Redis again while the others go on locally; slots spent locally meanwhile reach the
+    shared ledger through the server's headers.
     """
 
     def __init__(
         self,
-        url_or_client: str | aioredis.Redis,
+        url_or_client: str | RedisClient,
         key: str = DEFAULT_KEY,
         rate_limit: RateLimit | None = None,
         *,
+        cluster: bool = False,
         fallback: bool = False,
         expected_workers: int = 4,
         lease: float = 120.0,
@@ -132,62 +148,60 @@ class RedisBudget:
         self.fallback = fallback
         self.expected_workers = expected_workers
         self.fallback_retry = float(fallback_retry)
+        self._redis: RedisClient
         if isinstance(url_or_client, str):
-            try:
-                self._redis = aioredis.Redis.from_url(
-                    url_or_client,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=timeout,
-                    # One quick retry for a dropped connection; a dead server fails fast.
-                    retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
-                )
-            except ValueError as exc:
-                raise ConfigurationError(f"bad Redis URL for RedisBudget: {exc}") from None
+            self._redis = connect(url_or_client, cluster=cluster, timeout=self.timeout)
             self._owns_client = True
         else:
             self._redis = url_or_client
             self._owns_client = False
+        self._prefix = tagged(key)
         self._scripts = tuple(self._redis.register_script(s) for s in (ACQUIRE, RELEASE, STATUS))
-        self._locks = {kind: asyncio.Lock() for kind in KINDS}  # FIFO within this process
+        self._locks = {(kind, lane): asyncio.Lock() for kind in KINDS for lane in LANES}
         self._events = {kind: asyncio.Event() for kind in KINDS}
-        self._listener: asyncio.Task[None] | None = None
-        self._pubsub: PubSub | None = None
-        share = RateLimit(
-            reads=max(1, self.rate_limit.reads // expected_workers),
-            writes=max(1, self.rate_limit.writes // expected_workers),
-            window=self.rate_limit.window,
-            max_wait=self.rate_limit.max_wait,
-            pace=self.rate_limit.pace,
-        )
-        self._local = LocalBudget(share)
-        self._local_until: float | None = None  # monotonic end of the fallback, None: shared
+        self._wakeups = Wakeups(self._redis, [self._channel(k) for k in KINDS], self._woken)
+        self._fallback = Fallback(self.rate_limit, expected_workers, self.fallback_retry)
         self._release_failed = False
-        self._forgetting: set[asyncio.Task[None]] = set()
+        self._forgetting: set[asyncio.Task[Any]] = set()
         self._closed = False
+
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self._redis, RedisCluster)
 
     # keys and Redis calls ---------------------------------------------------------------
 
     def _keys(self, kind: Kind) -> list[str]:
-        base = f"{self.key}:{kind}"
-        return [f"{base}:{name}" for name in ("slots", "inflight", "pause", "pace", "server")]
+        base = f"{self._prefix}:{kind}"
+        names = ("slots", "inflight", "pause", "pace", "server", "waiting")
+        return [f"{base}:{name}" for name in names]
 
     def _channel(self, kind: Kind) -> str:
-        return f"{self.key}:{kind}:freed"
+        return f"{self._prefix}:{kind}:freed"
 
     def _where(self) -> str:
-        kw = self._redis.connection_pool.connection_kwargs
-        place = kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}"
-        return f"Redis at {place} (db {kw.get('db', 0)}, key {self.key!r})"
+        return where(self._redis, self.key)
 
-    async def _call(self, doing: str, call: Awaitable[T]) -> T:
-        """One Redis round trip, bounded by ``timeout``; failures become BudgetUnavailable."""
-        try:
-            return await asyncio.wait_for(call, self.timeout)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
+    async def _call(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One Redis round trip, bounded by ``timeout``. A lost connection (Redis restarting,
+        a failover) is tried again within that time; what still fails is BudgetUnavailable."""
+        deadline = time.monotonic() + self.timeout
+        pause = 0.02
+        while True:
+            try:
+                return await asyncio.wait_for(call(), max(0.001, deadline - time.monotonic()))
+            except RedisConnectionError as exc:
+                if time.monotonic() + pause < deadline and not isinstance(exc, RedisTimeoutError):
+                    await asyncio.sleep(pause)
+                    pause = min(0.2, pause * 2)
+                    continue
+                error: BaseException = exc
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                error = exc
+            reason = str(error) or type(error).__name__
             raise BudgetUnavailableError(
                 f"shared rate budget unavailable: {self._where()} failed while {doing}: {reason}"
-            ) from exc
+            ) from error
 
     def _limits(self, kind: Kind) -> tuple[int, float]:
         return self.rate_limit.limit(kind), float(self.rate_limit.window)
@@ -199,40 +213,42 @@ class RedisBudget:
     ) -> Slot:
         if self._closed:
             raise ConfigurationError("the RedisBudget is closed")
-        if self._local_until is not None and time.monotonic() < self._local_until:
-            return await self._local.acquire(kind, lane=lane, max_wait=max_wait)
+        check_lane(lane)
+        fallback = self._fallback
+        if fallback.active():
+            return await fallback.local.acquire(kind, lane=lane, max_wait=max_wait)
+        probe = fallback.start_probe()
+        slot: Slot | None = None
         try:
-            slot = await self._acquire_shared(kind, max_wait)
+            slot = await self._acquire_shared(kind, lane, max_wait, probe)
+        except _FellBack:
+            pass
         except BudgetUnavailableError as exc:
             if not self.fallback:
                 raise
-            if self._local_until is None:
-                log.warning(
-                    "%s; falling back to a local budget of 1/%d of the limits (%r) and trying "
-                    "Redis again every %gs",
-                    exc,
-                    self.expected_workers,
-                    self._local,
-                    self.fallback_retry,
-                )
-            self._local_until = time.monotonic() + self.fallback_retry
-            return await self._local.acquire(kind, lane=lane, max_wait=max_wait)
-        if self._local_until is not None:
-            log.warning("%s answers again: back to the shared budget", self._where())
-            self._local_until = None
+            fallback.begin(exc)
+        finally:
+            if probe:
+                fallback.end_probe(slot is not None, self._where())
+        if slot is None:
+            return await fallback.local.acquire(kind, lane=lane, max_wait=max_wait)
         return slot
 
-    async def _acquire_shared(self, kind: Kind, max_wait: float | None) -> Slot:
-        acquire = self._scripts[0]
+    async def _acquire_shared(
+        self, kind: Kind, lane: Lane, max_wait: float | None, probe: bool
+    ) -> Slot:
         limit, window = self._limits(kind)
         if max_wait is None:
             max_wait = self.rate_limit.max_wait
         if max_wait is not None and math.isinf(max_wait):
             max_wait = None
         start = time.monotonic()
-        async with self._locks[kind]:
+        waiter = uuid.uuid4().hex
+        async with self._locks[kind, lane]:
             while True:
-                slot_id = uuid.uuid4().hex
+                if not probe and self._fallback.active():
+                    raise _FellBack  # Redis failed for a task ahead of this one meanwhile
+                slot_id = lane[0] + uuid.uuid4().hex
                 woken = self._events[kind]  # taken before asking, so no release slips by
                 args: list[str | float] = [
                     limit,
@@ -240,10 +256,16 @@ class RedisBudget:
                     self.lease,
                     slot_id,
                     int(self.rate_limit.pace),
+                    self.rate_limit.reserve,
+                    waiter,
+                    self.poll,
+                    self._channel(kind),
                 ]
+                keys = self._keys(kind)
                 try:
                     answer = await self._call(
-                        f"acquiring a {kind} slot", acquire(keys=self._keys(kind), args=args)
+                        f"acquiring a {kind} slot",
+                        lambda: self._scripts[0](keys=keys, args=args),  # noqa: B023
                     )
                 except asyncio.CancelledError:
                     self._forget(kind, slot_id)  # the script may have run: give the slot back
@@ -255,29 +277,43 @@ class RedisBudget:
                 if int(answer[0]) == 1:
                     # The handle: the slot's id and when Redis admitted it.
                     token = f"{slot_id} {_text(answer[1])}"
-                    return Slot(kind, time.monotonic() - start, token)
-                wait, flying_only = float(_text(answer[1])), int(answer[2]) == 1
+                    return Slot(kind, time.monotonic() - start, token, lane=lane)
+                wait, why = float(_text(answer[1])), int(answer[2])
+                waited = time.monotonic() - start
                 if max_wait is not None:
-                    # Only answers can free a slot: a window from now at the soonest.
-                    estimate = min(wait, window) if flying_only else wait
-                    if time.monotonic() - start + estimate > max_wait:
-                        raise BudgetExhaustedError(kind, estimate, max_wait)
+                    if why in (_COLD, _BEHIND):
+                        # No estimate: an answer, or an interactive request, is due any moment.
+                        if waited >= max_wait:
+                            raise BudgetExhaustedError(kind, 0.0, max_wait)
+                        wait = min(wait, max_wait - waited)
+                    else:
+                        # Only answers can free a slot: a window from now at the soonest.
+                        estimate = min(wait, window) if why == _ANSWER else wait
+                        if waited + estimate > max_wait:
+                            raise BudgetExhaustedError(kind, estimate, max_wait)
                 if log.isEnabledFor(logging.DEBUG):
-                    shown = "an answer in flight" if flying_only else f"{wait:.3f}s"
-                    log.debug("shared %s budget full: waiting for %s", kind, shown)
+                    log.debug("shared %s budget full (%s, why %d): %.3fs", kind, lane, why, wait)
                 await self._sleep(woken, wait)
 
     async def _sleep(self, woken: asyncio.Event, wait: float) -> None:
         """Sleep until the next slot frees (plus jitter, so the fleet does not wake as one),
         a release is published, or ``poll`` passes."""
-        self._listen()
+        self._wakeups.ensure()
         seconds = min(self.poll, wait + random.uniform(0.0, min(0.05, 0.005 + 0.01 * wait)))
-        with contextlib.suppress(asyncio.TimeoutError):
+        try:
             await asyncio.wait_for(woken.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _woken(self, channel: str) -> None:
+        for kind in KINDS:
+            if channel == self._channel(kind):
+                self._events[kind].set()
+                self._events[kind] = asyncio.Event()
 
     async def release(self, slot: Slot, outcome: Outcome) -> None:
         if not slot.token:
-            await self._local.release(slot, outcome)
+            await self._fallback.local.release(slot, self._fallback.fair_share(outcome))
             return
         slot_id, _, admitted = slot.token.partition(" ")
         limit, remaining, window = parse_headers(outcome.headers)
@@ -295,11 +331,12 @@ class RedisBudget:
             _number(outcome.retry_after),
             admitted,
             self._channel(slot.kind),
+            "1" if ends_cold_start(outcome) else "0",
         ]
+        keys = self._keys(slot.kind)
         try:
             await self._call(
-                f"releasing a {slot.kind} slot",
-                self._scripts[1](keys=self._keys(slot.kind), args=args),
+                f"releasing a {slot.kind} slot", lambda: self._scripts[1](keys=keys, args=args)
             )
         except BudgetUnavailableError as exc:
             # The slot stays in flight in Redis until its lease ends, which errs on the safe
@@ -316,56 +353,23 @@ class RedisBudget:
         task.add_done_callback(self._forgetting.discard)
 
     async def status(self) -> BudgetStatus:
-        if self._local_until is not None and time.monotonic() < self._local_until:
-            return await self._local.status()
+        if self._fallback.active():
+            return await self._fallback.local.status()
         try:
             reads, writes = [await self._class_status(kind) for kind in KINDS]
         except BudgetUnavailableError:
             if not self.fallback:
                 raise
-            return await self._local.status()
+            return await self._fallback.local.status()
         return BudgetStatus(reads, writes)
 
     async def _class_status(self, kind: Kind) -> ClassStatus:
         limit, window = self._limits(kind)
+        keys, args = self._keys(kind), [limit, window, self.lease, self.rate_limit.reserve]
         answer = await self._call(
-            f"reading the {kind} budget",
-            self._scripts[2](keys=self._keys(kind), args=[limit, window, self.lease]),
+            f"reading the {kind} budget", lambda: self._scripts[2](keys=keys, args=args)
         )
-        lim, win, used, flying, wait, blocked = (float(_text(v)) for v in answer)
-        return ClassStatus(
-            limit=int(lim),
-            window=win,
-            used=int(used),
-            in_flight=int(flying),
-            remaining=max(0, int(lim - used - flying)),
-            next_slot_in=wait,
-            blocked_for=blocked,
-        )
-
-    # wake-ups ----------------------------------------------------------------------------
-
-    def _listen(self) -> None:
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.ensure_future(self._listen_loop())
-
-    async def _listen_loop(self) -> None:
-        channels = {self._channel(kind): kind for kind in KINDS}
-        pubsub = self._pubsub = self._redis.pubsub()
-        try:
-            await pubsub.subscribe(*channels)
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=60.0)
-                if message is not None:
-                    kind = channels.get(_text(message["channel"]))
-                    if kind is not None:
-                        self._events[kind].set()
-                        self._events[kind] = asyncio.Event()
-        except (RedisError, OSError) as exc:
-            # Waiters still wake after `poll`; the next wait starts a new listener.
-            log.debug("budget wake-up channel lost: %s", exc)
-            self._pubsub = None
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        return class_status(answer)
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -374,14 +378,7 @@ class RedisBudget:
         if self._closed:
             return
         self._closed = True
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(pubsub.aclose(), self.timeout)  # type: ignore[no-untyped-call]
+        await self._wakeups.aclose(self.timeout)
         if self._forgetting:
             await asyncio.gather(*self._forgetting, return_exceptions=True)
         if self._owns_client:
@@ -400,9 +397,11 @@ class RedisBudget:
 
     def __repr__(self) -> str:
         r = self.rate_limit
+        kind = ", cluster" if self.is_cluster else ""
+        reserve = f", reserve={r.reserve:g}" if r.reserve else ""
         return (
-            f"RedisBudget(key={self.key!r}, reads={r.reads}, writes={r.writes}, "
-            f"window={r.window:g})"
+            f"RedisBudget(key={self.key!r}{kind}, reads={r.reads}, writes={r.writes}, "
+            f"window={r.window:g}{reserve})"
         )
 
 
@@ -412,12 +411,16 @@ def budget_from_url(
     *,
     fallback: bool = False,
     key: str = DEFAULT_KEY,
+    cluster: bool = False,
     **options: Any,
 ) -> RedisBudget:
     """The ``RedisBudget`` behind a ``--redis URL`` option (``redis://``, ``rediss://`` or
-    ``unix://``); pass ``key="getbill:<client id>"`` so each OAuth client has its own budget."""
+    ``unix://``; ``cluster=True`` for a Redis Cluster); pass ``key="getbill:<client id>"`` so
+    each OAuth client has its own budget."""
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(
             f"--redis must be a redis://, rediss:// or unix:// URL, got {url.split('@')[-1]!r}"
         )
-    return RedisBudget(url, key, rate_limit, fallback=fallback, **options)
+    if cluster and url.startswith("unix://"):
+        raise ConfigurationError("--redis-cluster needs a redis:// or rediss:// URL of a node")
+    return RedisBudget(url, key, rate_limit, fallback=fallback, cluster=cluster, **options)

@@ -3,17 +3,23 @@
 Per class (read, write) the keys are: ``slots``, a sorted set of counted slots scored by when
 each frees; ``inflight``, slots taken and not yet answered, scored by when their lease ends;
 ``pause``, until when a 429 paused the class; ``pace``, the earliest next admission when pacing;
-``server``, the limit and window the server's headers taught. Times are seconds on Redis's own
-clock (``TIME``), never a worker's.
+``server``, the limit and window the server's headers taught and whether any answer was seen;
+``waiting``, interactive requests refused for now, scored by when their mark lapses. Every key
+of one budget shares one hash tag, so on a cluster every script runs on one node. Times are
+seconds on Redis's own clock (``TIME``), never a worker's.
+
+A slot's id starts with who took it: ``i`` (interactive), ``b`` (bulk) or ``u`` (unseen: the
+server's headers counted it, another program sent it); ``STATUS`` counts the lanes' shares so.
 """
 
 from __future__ import annotations
 
 __all__ = ["ACQUIRE", "RELEASE", "STATUS"]
 
-# Shared by the three scripts. KEYS: slots, inflight, pause, pace, server; times in seconds.
+# Shared by the three scripts. KEYS: slots, inflight, pause, pace, server, waiting.
 _COMMON = """
-local slots, inflight, pause, pace, server = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local slots, inflight, pause, pace, server, waiting =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local after_now = string.format('(%.6f', now)
@@ -25,6 +31,14 @@ local function rules(limit, window)
   if l and l < limit then limit = l end
   if w and w > window then window = w end
   return limit, window
+end
+
+-- Cold: no answer seen since the ledger was (re)born, e.g. after Redis lost its data.
+local function cold() return redis.call('HEXISTS', server, 'seen') == 0 end
+
+-- Slots a bulk request may find taken: limit x (1 - reserve), rounded up (see bulk_cap).
+local function bulk_cap(limit, reserve)
+  return math.max(1, math.ceil(limit * (1 - reserve) - 1e-9))
 end
 
 -- A slot in flight past its lease (its worker died, or hung) reached the server by the lease's
@@ -40,12 +54,12 @@ local function expire(window, lease)
   return redis.call('ZCOUNT', slots, after_now, '+inf'), redis.call('ZCARD', inflight)
 end
 
--- Seconds until a slot is free (0: now), and 1 when only an answer in flight can free one:
--- then the seconds are an upper bound (that request's lease ends, and a window passes).
-local function wait_time(limit, window, used, flying)
+-- Seconds until fewer than `cap` are taken (0: now), and 1 when only an answer in flight can
+-- free one: then the seconds are an upper bound (that request's lease ends, and a window).
+local function wait_time(cap, window, used, flying)
   local blocked = math.max(0, (tonumber(redis.call('GET', pause)) or 0) - now)
   local paced = math.max(0, (tonumber(redis.call('GET', pace)) or 0) - now)
-  local excess = used + flying - limit
+  local excess = used + flying - cap
   if excess < 0 then return math.max(blocked, paced), 0 end
   if excess >= used then
     local at = redis.call('ZRANGE', inflight, excess - used, excess - used, 'WITHSCORES')
@@ -62,16 +76,42 @@ local function keep(window, lease)
 end
 """
 
-# ARGV: limit, window, lease, id, pace (0/1). Returns {1, admitted at}, or {0, wait, flying only}.
+# ARGV: limit, window, lease, id (its first letter: i or b), pace (0/1), reserve, waiter id,
+# poll, channel. Returns {1, admitted at}, or {0, wait, why}: why 0, the wait is known; 1, only
+# an answer in flight can free a slot (the wait is an upper bound); 2, the cold start waits for
+# the first answer; 3, interactive requests wait, and go first.
 ACQUIRE = (
     _COMMON
     + """
 local limit, window = rules(tonumber(ARGV[1]), tonumber(ARGV[2]))
-local lease = tonumber(ARGV[3])
+local lease, id, reserve = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6])
+local waiter, poll = ARGV[7], tonumber(ARGV[8])
+local bulk = string.sub(id, 1, 1) == 'b'
 local used, flying = expire(window, lease)
-local wait, flying_only = wait_time(limit, window, used, flying)
-if wait > 0 then return {0, tostring(wait), flying_only} end
-redis.call('ZADD', inflight, now + lease, ARGV[4])
+if cold() and flying > 0 then
+  local at = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
+  return {0, tostring(math.max(0.001, tonumber(at[2]) - now)), 2}
+end
+local cap = limit
+if bulk then
+  cap = bulk_cap(limit, reserve)
+  redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)
+  local first = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
+  if #first > 0 then return {0, tostring(math.max(0.001, tonumber(first[2]) - now)), 3} end
+end
+local wait, why = wait_time(cap, window, used, flying)
+if wait > 0 then
+  if not bulk then
+    -- Marked until this waiter asks again (it sleeps at most `poll`), with a second to spare.
+    redis.call('ZADD', waiting, now + math.min(wait, poll) + 1, waiter)
+    redis.call('PEXPIRE', waiting, math.ceil((poll + 2) * 1000))
+  end
+  return {0, tostring(wait), why}
+end
+if not bulk and redis.call('ZREM', waiting, waiter) == 1 then
+  redis.call('PUBLISH', ARGV[9], '1')  -- bulk waiters held back by this one may look again
+end
+redis.call('ZADD', inflight, now + lease, id)
 if ARGV[5] == '1' then redis.call('SET', pace, string.format('%.6f', now + window / limit)) end
 keep(window, lease)
 return {1, string.format('%.6f', now)}
@@ -79,7 +119,8 @@ return {1, string.format('%.6f', now)}
 )
 
 # ARGV: id, sent (0/1), limit, window, lease, status, remaining, header limit, header window,
-# retry_after, admitted at (numbers, or '' when absent), channel. Returns 1.
+# retry_after, admitted at (numbers, or '' when absent), channel, ends the cold start (0/1).
+# Returns 1.
 RELEASE = (
     _COMMON
     + """
@@ -93,6 +134,7 @@ if not sent then
   redis.call('ZREM', slots, id)  -- it never reached the server
 else
   redis.call('ZADD', slots, now + window, id)  -- counted from the answer
+  if ARGV[13] == '1' then redis.call('HSET', server, 'seen', 1) end
   if said_limit and said_limit > 0 and said_limit < limit then
     redis.call('HSET', server, 'limit', said_limit)
     limit = said_limit
@@ -115,7 +157,7 @@ else
     expire(window, lease)
     local seen = redis.call('ZCOUNT', slots, string.format('(%.6f', admitted), '+inf')
     local unseen = (limit - remaining) - seen - redis.call('ZCARD', inflight)
-    for i = 1, unseen do redis.call('ZADD', slots, now + window, id .. ':unseen:' .. i) end
+    for i = 1, unseen do redis.call('ZADD', slots, now + window, 'u' .. id .. ':' .. i) end
   end
 end
 keep(window, lease)
@@ -124,16 +166,29 @@ return 1
 """
 )
 
-# ARGV: limit, window, lease. Returns {limit, window, used, in flight, wait, blocked} as strings.
+# ARGV: limit, window, lease, reserve. Returns {limit, window, used, in flight, wait, blocked,
+# cold (0/1), bulk cap, interactive, bulk, unseen} as strings; the last three count the slots
+# taken (counted and in flight) by each.
 STATUS = (
     _COMMON
     + """
 local limit, window = rules(tonumber(ARGV[1]), tonumber(ARGV[2]))
 local used, flying = expire(window, tonumber(ARGV[3]))
 local blocked = math.max(0, (tonumber(redis.call('GET', pause)) or 0) - now)
-local wait, flying_only = wait_time(limit, window, used, flying)
-if flying_only == 1 then wait = window end  -- at the soonest, as LocalBudget says
-return {tostring(limit), tostring(window), tostring(used), tostring(flying),
-        tostring(wait), tostring(blocked)}
+local is_cold = cold()
+local wait, why = wait_time(limit, window, used, flying)
+if is_cold and flying > 0 then wait = 0
+elseif why == 1 then wait = window end  -- at the soonest, as LocalBudget says
+local shares = {i = 0, b = 0, u = 0}
+local taken = redis.call('ZRANGEBYSCORE', slots, after_now, '+inf')
+for _, list in ipairs({taken, redis.call('ZRANGE', inflight, 0, -1)}) do
+  for _, member in ipairs(list) do
+    local who = string.sub(member, 1, 1)
+    if shares[who] then shares[who] = shares[who] + 1 end
+  end
+end
+return {tostring(limit), tostring(window), tostring(used), tostring(flying), tostring(wait),
+        tostring(blocked), is_cold and '1' or '0', tostring(bulk_cap(limit, tonumber(ARGV[4]))),
+        tostring(shares.i), tostring(shares.b), tostring(shares.u)}
 """
 )

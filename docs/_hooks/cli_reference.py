@@ -80,7 +80,8 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argpar
 
 def render(parser: argparse.ArgumentParser) -> str:
     """Markdown for every command of ``parser``: usage, then a table of its options."""
-    lines: list[str] = []
+    lines = [f"### `{parser.prog}`", "", (parser.description or "") + ".", ""]
+    lines += [*_options_table(parser), ""]
     for name, summary, sub in _subcommands(parser):
         sub.formatter_class = _formatter
         usage = sub.format_usage().strip()
