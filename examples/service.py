@@ -3,7 +3,8 @@
 - ``POST /getbill/webhooks``: GetBill's events, acknowledged only once handled (a 5xx makes a
   retrying sender deliver again), with duplicates filtered out;
 - ``GET /followups/{id}``: an interactive lookup for people waiting on an answer;
-- a background export of every followup to a JSONL file, on the same client and budget;
+- a background export of every followup to a JSONL file, on the same client and budget, in
+  the bulk lane: ``RateLimit(reserve=0.25)`` keeps a quarter of each window for the rest;
 - instrumented: ``Hooks`` count tries, retries and budget waits; with ``opentelemetry-sdk``
   installed, spans and metrics go to the global providers (set up here when ``--otel``).
 
@@ -138,7 +139,9 @@ async def demo(with_otel: bool) -> None:
         client = GetBillClient(
             sandbox.token,
             base_url=sandbox.base_url,
-            rate_limit=RateLimit(reads=reads, writes=writes, window=window),
+            # A quarter of each window is kept for the interactive lane: lookups and webhook
+            # callbacks find room while the export (bulk lane) runs.
+            rate_limit=RateLimit(reads=reads, writes=writes, window=window, reserve=0.25),
             hooks=telemetry.hooks(),
         )
         async with client, aiohttp.ClientSession() as http:
