@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 try:
     from redis.asyncio.cluster import RedisCluster
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     from ._redis_conn import RedisClient, Wakeups, class_status, connect, tagged, where
@@ -196,7 +196,7 @@ class RedisBudget:
                     pause = min(0.2, pause * 2)
                     continue
                 error: BaseException = exc
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
                 error = exc
             reason = str(error) or type(error).__name__
             raise BudgetUnavailableError(

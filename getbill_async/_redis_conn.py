@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ._budget import ClassStatus
 from ._constants import LOGGER_NAME
@@ -115,11 +115,11 @@ class Wakeups:
                 if message is not None:
                     channel = message["channel"]
                     self._on_message(channel.decode() if isinstance(channel, bytes) else channel)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             # Waiters still wake after `poll`; the next wait starts a new listener.
             log.debug("budget wake-up channel lost: %s", exc)
             self._pubsub = None
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def aclose(self, timeout: float) -> None:
@@ -129,5 +129,7 @@ class Wakeups:
             await asyncio.gather(task, return_exceptions=True)
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
-            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            with contextlib.suppress(
+                RedisError, RedisClusterException, OSError, asyncio.TimeoutError
+            ):
                 await asyncio.wait_for(pubsub.aclose(), timeout)  # type: ignore[no-untyped-call]

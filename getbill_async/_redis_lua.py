@@ -135,13 +135,14 @@ if not sent then
 else
   redis.call('ZADD', slots, now + window, id)  -- counted from the answer
   if ARGV[13] == '1' then redis.call('HSET', server, 'seen', 1) end
-  if said_limit and said_limit > 0 and said_limit < limit then
+  -- The server's own rules, kept for every worker (and the ops view) while the ledger lives.
+  if said_limit and said_limit > 0 then
     redis.call('HSET', server, 'limit', said_limit)
-    limit = said_limit
+    if said_limit < limit then limit = said_limit end
   end
-  if said_window and said_window > window then
+  if said_window and said_window > 0 then
     redis.call('HSET', server, 'window', said_window)
-    window = said_window
+    if said_window > window then window = said_window end
   end
   if status == 429 then
     local wait = retry_after or window / limit

@@ -40,6 +40,7 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--writes", type=int, default=500, help="writes per window (500)")
     group.add_argument("--window", type=float, default=3600.0, help="window seconds (3600)")
     group.add_argument("--redis", metavar="URL", help="share the budget through Redis")
+    group.add_argument("--redis-cluster", action="store_true", help="--redis is a cluster node")
     group.add_argument(
         "--redis-fallback",
         action="store_true",
@@ -73,7 +74,13 @@ def _budget(args: argparse.Namespace) -> RateLimit | Budget:
     require("redis", extra="redis", feature="--redis (a budget shared through Redis)")
     from ._redis_budget import budget_from_url
 
-    return budget_from_url(args.redis, rate, fallback=args.redis_fallback, key=budget_key())
+    return budget_from_url(
+        args.redis,
+        rate,
+        fallback=args.redis_fallback,
+        key=budget_key(),
+        cluster=args.redis_cluster,
+    )
 
 
 def make_client(args: argparse.Namespace, token: str | None = None) -> GetBillClient:
@@ -187,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     log_arguments(log)
     _client_options(log)
 
+    from ._cli_budget import add_arguments as budget_arguments
+
+    budget_arguments(commands.add_parser("budget", help="the budget left: shared or the server's"))
+
     from ._demo import add_arguments as demo_arguments
 
     demo_arguments(commands.add_parser("demo", help="export and log against a local sandbox"))
@@ -217,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._demo import run_demo
 
         return _run(run_demo(args))
+    if args.command == "budget":
+        from ._cli_budget import run as run_budget
+
+        return run_budget(args)
     try:
         return _run(_with_client(args))
     except GetBillError as exc:

@@ -45,6 +45,12 @@ class _StrEnum(str, enum.Enum):
 
 
 class FollowupStatus(_StrEnum):
+    """A followup's documented statuses.
+
+    A read keeps a status not listed here as a plain string; a write refuses it with a
+    ``ValidationError``. A member compares equal to its value (``== "deal_found"``).
+    """
+
     ON_HOLD = "on_hold"
     SCHEDULED = "scheduled"
     IN_PROGRESS = "in_progress"
@@ -59,6 +65,11 @@ class FollowupStatus(_StrEnum):
 
 
 class FollowupType(_StrEnum):
+    """A followup's documented types: the channel it went through.
+
+    A read keeps a type not listed here as a plain string; a write refuses it.
+    """
+
     CALL = "call"
     EMAIL = "email"
     SMS = "sms"
@@ -70,6 +81,8 @@ class FollowupType(_StrEnum):
 
 
 class CallDirection(_StrEnum):
+    """Whether a call was made to the debtor (``outbound``) or by them (``inbound``)."""
+
     INBOUND = "inbound"
     OUTBOUND = "outbound"
 

@@ -330,14 +330,16 @@ async def run_fleet(
     *,
     during: Callable[[], Awaitable[None]] | None = None,
     timeout: float = 30.0,
+    code: str = WORKER,
 ) -> tuple[list[dict[str, Any]], list[str], float]:
-    """Start the workers, let them go at once, and collect (results, stderr texts, elapsed)."""
+    """Start the workers (``python -c code config``), let them go at once, and collect
+    (results, stderr texts, elapsed)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
-            WORKER,
+            code,
             json.dumps(config),
             cwd=ROOT,
             env=env,
