@@ -16,6 +16,7 @@ from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT, LOGGER_NAME
 from .._media import MediaKind, download_media
 from .._pagination import ItemWalk, PageWalk
 from .._pipeline import CallStats, Request
+from .._plan import ExportPlan, plan_export
 from .._progress import Progress
 from .._validate import build_create, build_update, check_id, list_params, page_params
 from ..bulk import CreateResult, create_many
@@ -214,6 +215,33 @@ class Followups:
             progress=progress,
             formula_guard=formula_guard,
             **filters,
+        )
+
+    async def plan_export(
+        self,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        status: FollowupStatus | str | None = None,
+        type: FollowupType | str | None = None,
+        date_from: date | str | None = None,
+        date_to: date | str | None = None,
+        debt_id: str | None = None,
+    ) -> ExportPlan:
+        """How long ``export(**filters)`` would take, before it starts: an ``ExportPlan``
+        (``items``, ``requests``, ``reads_left``, ``seconds``, ``budget_bound``).
+
+        Costs one read: a ``limit=1`` probe whose answer carries the total and the
+        ``X-RateLimit-*`` headers. The time is simulated under this client's budget and
+        ``concurrency``; see ``getbill_async._plan``.
+        """
+        return await plan_export(
+            self._client,
+            concurrency=concurrency,
+            status=status,
+            type=type,
+            date_from=date_from,
+            date_to=date_to,
+            debt_id=debt_id,
         )
 
     async def get(self, followup_id: str) -> Followup:
