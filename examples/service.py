@@ -55,7 +55,7 @@ class Telemetry:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.budget_wait = 0.0
+        self.budget_wait: Counter[str] = Counter()  # seconds, by lane
 
     def hooks(self) -> Hooks:
         return Hooks(
@@ -70,7 +70,7 @@ class Telemetry:
             self.counts["429s"] += 1
 
     def _waited(self, call: CallInfo, seconds: float) -> None:
-        self.budget_wait += seconds
+        self.budget_wait[call.lane] += seconds
 
 
 def make_app(client: GetBillClient, secret: str) -> web.Application:
@@ -151,7 +151,7 @@ async def demo(with_otel: bool) -> None:
                 export = asyncio.create_task(client.followups.export(Path(tmp) / "followups.jsonl"))
                 waits = []
                 for followup_id in sandbox.followup_ids()[:6]:
-                    await asyncio.sleep(0.3)
+                    await asyncio.sleep(0.4)
                     started = time.monotonic()
                     async with http.get(f"{root}/followups/{followup_id}") as resp:
                         assert resp.status == 200, await resp.text()
@@ -169,9 +169,10 @@ async def demo(with_otel: bool) -> None:
     counts = telemetry.counts
     print(
         f"requests: {counts['interactive']} interactive, {counts['bulk']} bulk, "
-        f"{counts['retries']} retries, {counts['429s']} 429s, "
-        f"budget waits {telemetry.budget_wait:.1f}s"
+        f"{counts['retries']} retries, {counts['429s']} 429s"
     )
+    waits = telemetry.budget_wait
+    print(f"budget waits: interactive {waits['interactive']:.1f}s, bulk {waits['bulk']:.1f}s")
     if otel is not None:
         spans, reader = otel
         names = Counter(s.name for s in spans.get_finished_spans() if s.parent is not None)

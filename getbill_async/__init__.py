@@ -44,6 +44,7 @@ from .errors import (
     RateLimitError,
     ServerError,
     ValidationError,
+    WriteNotSentError,
 )
 from .models import (
     CallDirection,
@@ -109,6 +110,7 @@ __all__ = [
     "Slot",
     "ValidationError",
     "WalkStats",
+    "WriteNotSentError",
     "__version__",
 ]
 

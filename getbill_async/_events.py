@@ -93,7 +93,17 @@ class AttemptInfo:
     ``duration`` in seconds.
     """
 
-    __slots__ = ("call", "duration", "error_type", "resend_count", "started", "state", "status")
+    __slots__ = (
+        "_headers",
+        "call",
+        "duration",
+        "ended",
+        "error_type",
+        "resend_count",
+        "started",
+        "state",
+        "status",
+    )
 
     def __init__(self, call: CallInfo, resend_count: int) -> None:
         self.call = call
@@ -102,7 +112,14 @@ class AttemptInfo:
         self.duration = 0.0
         self.status: int | None = None
         self.error_type: str | None = None
+        self.ended = False
         self.state: Any = None
+        self._headers: Mapping[str, str] | None = None
+
+    def answered(self, status: int, headers: Mapping[str, str]) -> None:
+        """The pipeline's note that an answer came (its body may still fail to arrive)."""
+        self.status = status
+        self._headers = headers
 
     def __repr__(self) -> str:
         return (
@@ -259,15 +276,12 @@ class EventStream:
         return attempt
 
     @staticmethod
-    def end_attempt(
-        attempt: AttemptInfo,
-        status: int | None,
-        error: BaseException | None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
+    def end_attempt(attempt: AttemptInfo, error: BaseException | None) -> None:
+        """The try ended: with an answer recorded by ``answered`` or not, ``error`` or not."""
         attempt.duration = time.monotonic() - attempt.started
-        attempt.status = status
-        attempt.error_type = error_type(status, error)
+        attempt.ended = True
+        attempt.error_type = error_type(attempt.status, error)
+        headers, attempt._headers = attempt._headers, None  # not kept past the observers
         for observer in attempt.call._observers:
             _guard(observer.attempt_ended, attempt, headers)
 
