@@ -146,6 +146,37 @@ async def test_a_retry_is_a_second_client_span_with_its_resend_count(
         assert statuses == [200, 503]
 
 
+async def test_tries_without_an_answer_or_with_a_broken_one_name_their_error(
+    otel: Telemetry,
+) -> None:
+    plan = FaultPlan(at={1: "slow", 2: "truncated"}, slow_seconds=1.0)
+    async with Sandbox(followups=50, seed=5, faults=plan) as sb:
+        async with client_for(sb, timeout=0.3) as client:
+            await client.followups.list(limit=5)
+        timed_out, truncated, fine = sorted(
+            (s for s in otel.finished() if s.kind is SpanKind.CLIENT),
+            key=lambda s: s.start_time or 0,
+        )
+    assert attributes_of(timed_out)["error.type"] == "APITimeoutError"
+    assert "http.response.status_code" not in attributes_of(timed_out)
+    assert attributes_of(truncated)["error.type"] == "DecodeError"
+    assert attributes_of(truncated)["http.response.status_code"] == 200
+    assert attributes_of(truncated)["http.request.resend_count"] == 1
+    assert attributes_of(fine)["http.request.resend_count"] == 2
+    assert "error.type" not in attributes_of(fine)
+
+
+async def test_the_lane_of_a_view_is_on_its_spans_and_waits(
+    otel: Telemetry, sandbox: Sandbox
+) -> None:
+    async with client_for(sandbox) as client:
+        await client.with_options(priority="bulk").followups.get(sandbox.followup_ids()[0])
+    (call,) = (s for s in otel.finished() if s.kind is SpanKind.INTERNAL)
+    assert attributes_of(call)["getbill.lane"] == "bulk"
+    (wait,) = otel.points("getbill.budget.wait", sandbox.port)
+    assert wait.attributes["getbill.lane"] == "bulk"
+
+
 async def test_429s_and_ambiguous_writes_are_counted(otel: Telemetry) -> None:
     plan = FaultPlan(at={1: "storm429", 3: "commit_500"}, storm_length=1)
     async with Sandbox(followups=50, seed=5, faults=plan) as sb:
