@@ -17,17 +17,13 @@ from typing import Any
 import pytest
 
 from getbill_async import (
-    Budget,
-    BudgetStatus,
     GetBillClient,
-    Lane,
     Outcome,
     RateLimit,
     RedisBudget,
-    Slot,
 )
-from getbill_async._budget import Kind
 from getbill_async.sandbox import STATIC_CLIENT, Sandbox
+from tests.budget_helpers import OneLane
 from tests.helpers import max_in_window
 from tests.redis_fixtures import RedisServer
 from tests.test_redis_budget import ROOT, fleet, fresh_key, run_fleet
@@ -101,24 +97,6 @@ def lane_worker(config_json: str) -> None:
     ``every`` seconds when given; prints each call's budget wait and answer time."""
     config = json.loads(config_json)
     print(json.dumps(asyncio.run(_lane_work(config))), flush=True)
-
-
-class OneLane:
-    """A client's budget with every request in one lane (the pipeline's own choice aside)."""
-
-    def __init__(self, budget: Budget, lane: Lane) -> None:
-        self.budget, self.lane = budget, lane
-
-    async def acquire(
-        self, kind: Kind, *, lane: Lane = "interactive", max_wait: float | None = None
-    ) -> Slot:
-        return await self.budget.acquire(kind, lane=self.lane, max_wait=max_wait)
-
-    async def release(self, slot: Slot, outcome: Outcome) -> None:
-        await self.budget.release(slot, outcome)
-
-    async def status(self) -> BudgetStatus:
-        return await self.budget.status()
 
 
 async def _lane_work(config: dict[str, Any]) -> dict[str, Any]:
