@@ -43,6 +43,7 @@ from .errors import (
     RateLimitError,
     ServerError,
     ValidationError,
+    WriteNotSentError,
 )
 from .models import (
     CallDirection,
@@ -105,6 +106,7 @@ __all__ = [
     "Slot",
     "ValidationError",
     "WalkStats",
+    "WriteNotSentError",
     "__version__",
 ]
 

@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import msgspec
 
-from ._constants import DEFAULT_SCOPES, DEFAULT_TOKEN_URL, LOGGER_NAME, TOKEN_REFRESH_MARGIN
-from ._redact import REDACTED, SecretForm, redact
+from ._constants import (
+    DEFAULT_SCOPES,
+    DEFAULT_TOKEN_URL,
+    LOGGER_NAME,
+    TOKEN_EXPIRY_SKEW,
+    TOKEN_REFRESH_MARGIN,
+    TOKEN_RETRY_LATER,
+)
+from ._redact import REDACTED, SecretForm, redact, redact_url
+from ._retry import (
+    RETRYABLE_STATUSES,
+    Retryable,
+    RetryPolicy,
+    retry_after_seconds,
+    with_retries,
+)
 from .errors import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     AuthenticationError,
     ConfigurationError,
     DecodeError,
+    GetBillError,
+    RateLimitError,
+    ServerError,
 )
 from .models import _TokenAnswer
 
@@ -49,15 +69,21 @@ class ClientCredentials:
 
 
 class TokenSource:
-    """Hands the pipeline a bearer token; ``refresh`` after a 401."""
+    """Hands the pipeline a bearer token; ``refresh`` after a 401.
+
+    ``generation`` counts the tokens fetched: an attempt notes it when it takes the token, and
+    ``refresh(session, stale)`` fetches a new one only if the token of that generation is still
+    the current one (another request may have refreshed it meanwhile).
+    """
 
     can_refresh = False
     token_url: str | None = None
+    generation = 0
 
     async def token(self, session: aiohttp.ClientSession) -> str:
         raise NotImplementedError
 
-    async def refresh(self, session: aiohttp.ClientSession, stale: str) -> str:
+    async def refresh(self, session: aiohttp.ClientSession, stale: int) -> str:
         raise NotImplementedError
 
     def secrets(self) -> tuple[str, ...]:
@@ -85,7 +111,10 @@ class OAuthTokenSource(TokenSource):
     """Fetches a token on first use, again shortly before it expires and once after a 401.
 
     However many requests need a token at once, one token request is in flight: the others
-    wait on the same lock and take its result.
+    wait on the same lock and take its result. The token request retries like a read (429,
+    5xx, resets, timeouts, with the client's ``RetryPolicy``). A refresh made ahead of expiry
+    that still fails leaves the current token in use while it is valid, and is tried again a
+    little later: one blip of the token endpoint does not end a ten-hour job.
     """
 
     can_refresh = True
@@ -95,14 +124,17 @@ class OAuthTokenSource(TokenSource):
         credentials: ClientCredentials,
         *,
         timeout: float,
+        retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.credentials = credentials
         self.token_url = credentials.token_url
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._retry = retry or RetryPolicy()
         self._clock = clock
         self._token: str | None = None
-        self._expires_at = 0.0
+        self._refresh_at = 0.0  # when to fetch the next token ahead of expiry
+        self._valid_until = 0.0  # when this one stops being usable at all
         self._lock = asyncio.Lock()
         self.fetches = 0
 
@@ -110,7 +142,7 @@ class OAuthTokenSource(TokenSource):
         return tuple(s for s in (self.credentials.client_secret, self._token) if s)
 
     def _fresh(self) -> bool:
-        return self._token is not None and self._clock() < self._expires_at
+        return self._token is not None and self._clock() < self._refresh_at
 
     async def token(self, session: aiohttp.ClientSession) -> str:
         if self._fresh():
@@ -118,16 +150,49 @@ class OAuthTokenSource(TokenSource):
             return self._token
         async with self._lock:
             if not self._fresh():
-                await self._fetch(session)
+                await self._renew(session, keep_valid=True)
             assert self._token is not None
             return self._token
 
-    async def refresh(self, session: aiohttp.ClientSession, stale: str) -> str:
+    async def refresh(self, session: aiohttp.ClientSession, stale: int) -> str:
         async with self._lock:
-            if self._token == stale or self._token is None:
-                await self._fetch(session)
+            if self.generation == stale or self._token is None:
+                # The server refused this token: it is no use even while "valid".
+                await self._renew(session, keep_valid=False)
             assert self._token is not None
             return self._token
+
+    async def _renew(self, session: aiohttp.ClientSession, *, keep_valid: bool) -> None:
+        try:
+            await self._fetch_with_retries(session)
+        except GetBillError as exc:
+            now = self._clock()
+            if not (keep_valid and self._token is not None and now < self._valid_until):
+                raise
+            left = self._valid_until - now
+            later = min(TOKEN_RETRY_LATER, left / 2)
+            self._refresh_at = now + later
+            log.warning(
+                "token refresh failed (%s); the current token stays valid for %.0fs: "
+                "using it and trying again in %.0fs",
+                exc,
+                left,
+                later,
+            )
+
+    async def _fetch_with_retries(self, session: aiohttp.ClientSession) -> None:
+        max_time = self._retry.max_time
+        deadline = None if max_time is None else time.monotonic() + max_time
+        await with_retries(
+            self._retry,
+            functools.partial(self._fetch, session),
+            deadline=deadline,
+            on_retry=self._on_retry,
+        )
+
+    @staticmethod
+    def _on_retry(tries: int, wait: float, error: GetBillError) -> None:
+        log.debug("retrying the token request (try %d) in %.3fs after: %s", tries + 1, wait, error)
 
     async def _fetch(self, session: aiohttp.ClientSession) -> None:
         creds = self.credentials
@@ -140,6 +205,7 @@ class OAuthTokenSource(TokenSource):
             form["scope"] = " ".join(creds.scopes)
         started = self._clock()
         self.fetches += 1
+        where = f"POST {creds.token_url}"
         log.debug("fetching an OAuth token for client %s", creds.client_id)
         try:
             # Not redirected: a 307/308 would carry the client secret to wherever it points.
@@ -148,40 +214,76 @@ class OAuthTokenSource(TokenSource):
             ) as resp:
                 body = await resp.read()
                 status = resp.status
-        except asyncio.TimeoutError as exc:
-            raise APITimeoutError(f"POST {creds.token_url}: no answer in time") from exc
+                headers = resp.headers
+        except asyncio.TimeoutError:
+            raise Retryable(APITimeoutError(f"{where}: no answer in time")) from None
         except aiohttp.ClientError as exc:
-            text = redact(str(exc), *self.secrets())
-            raise APIConnectionError(f"POST {creds.token_url}: {text}") from None
+            text = redact(str(exc) or type(exc).__name__, *self.secrets())
+            raise Retryable(APIConnectionError(f"{where}: {text}")) from None
         if status != 200:
-            # The answer could echo the form; show the status and OAuth error code only.
-            try:
-                err = msgspec.json.decode(body, type=dict[str, object]).get("error", "")
-            except msgspec.DecodeError:
-                err = ""
-            raise AuthenticationError(
-                f"token request refused ({err or 'no error code'})",
-                status=status,
-                method="POST",
-                path=creds.token_url,
-            )
+            await self._refused(status, body, headers)
         try:
             answer = _token_decoder.decode(body)
-        except msgspec.DecodeError:
-            raise DecodeError("token answer is not the documented JSON", status=status) from None
+        except (msgspec.DecodeError, RecursionError):
+            # A cut or garbled answer: nothing was granted that we know of; ask again.
+            raise Retryable(
+                DecodeError(f"{where}: the answer is not the documented JSON", status=status)
+            ) from None
         lifetime = answer.expires_in if answer.expires_in is not None else 3600.0
         margin = min(TOKEN_REFRESH_MARGIN, lifetime / 10)
         self._token = answer.access_token
-        self._expires_at = started + lifetime - margin
+        self._refresh_at = started + lifetime - margin
+        self._valid_until = started + lifetime - min(TOKEN_EXPIRY_SKEW, lifetime / 20)
+        self.generation += 1
+
+    async def _refused(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
+        """Raise what a non-200 token answer means: retry what can pass, refuse the rest."""
+        where: dict[str, Any] = {
+            "method": "POST",
+            "path": self.credentials.token_url,
+            "status": status,
+        }
+        # The answer could echo the form: show the status and the OAuth error code only.
+        try:
+            decoded = msgspec.json.decode(body, type=dict[str, object])
+        except (msgspec.DecodeError, RecursionError):
+            decoded = {}
+        err = decoded.get("error", "")
+        code = err if isinstance(err, str) and err else "no error code"
+        if status == 429:
+            details = decoded.get("details")
+            wait = retry_after_seconds(details if isinstance(details, dict) else None, headers)
+            if wait:
+                # No budget covers the token endpoint: its pause is honoured here.
+                await asyncio.sleep(min(wait, self._retry.cap))
+            raise Retryable(
+                RateLimitError(f"token request rate limited ({code})", retry_after=wait, **where)
+            )
+        if status in RETRYABLE_STATUSES:
+            raise Retryable(ServerError(f"token endpoint failed ({code})", **where))
+        if 300 <= status < 400:
+            location = redact_url(headers.get("Location", "") or "nowhere")
+            raise APIError(
+                f"token request redirected to {location}: redirects are not followed, so that "
+                "the client secret never leaves token_url's host; check token_url",
+                **where,
+            )
+        if status in (400, 401, 403):
+            raise AuthenticationError(f"token request refused ({code})", **where)
+        if status >= 500:
+            raise ServerError(f"token endpoint failed ({code})", **where)
+        raise APIError(f"token request failed ({code})", **where)
 
     def __repr__(self) -> str:
         return f"OAuthTokenSource({self.credentials!r})"
 
 
-def token_source(token: str | ClientCredentials | None, *, timeout: float) -> TokenSource:
+def token_source(
+    token: str | ClientCredentials | None, *, timeout: float, retry: RetryPolicy | None = None
+) -> TokenSource:
     """The token source for ``GetBillClient(token=...)``, falling back to the environment."""
     if isinstance(token, ClientCredentials):
-        return OAuthTokenSource(token, timeout=timeout)
+        return OAuthTokenSource(token, timeout=timeout, retry=retry)
     if isinstance(token, str):
         if not token.strip():
             raise ConfigurationError("token is empty")
@@ -201,7 +303,7 @@ def token_source(token: str | ClientCredentials | None, *, timeout: float) -> To
         if env.get("GETBILL_SCOPES"):
             kwargs["scopes"] = tuple(env["GETBILL_SCOPES"].split())
         creds = ClientCredentials(client_id, secret, **kwargs)  # type: ignore[arg-type]
-        return OAuthTokenSource(creds, timeout=timeout)
+        return OAuthTokenSource(creds, timeout=timeout, retry=retry)
     raise ConfigurationError(
         "no credentials: pass token='...' or ClientCredentials(...), or set GETBILL_TOKEN, "
         "or GETBILL_CLIENT_ID and GETBILL_CLIENT_SECRET"

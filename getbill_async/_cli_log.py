@@ -50,9 +50,12 @@ class Row:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in", dest="input", required=True, help="calls.csv or calls.jsonl")
-    parser.add_argument("--results", required=True, help="where outcomes go (JSONL)")
+    parser.add_argument("--results", help="where outcomes go (JSONL); required but with --plan")
     parser.add_argument("--resume", action="store_true", help="skip rows already created")
     parser.add_argument("--skip-invalid", action="store_true", help="send the valid rows anyway")
+    parser.add_argument(
+        "--plan", action="store_true", help="check the rows, say how long it would take; no write"
+    )
 
 
 def _csv_value(field: str, raw: str) -> Any:
@@ -127,6 +130,13 @@ def _done_lines(path: Path) -> tuple[set[int], set[int]]:
 
 
 async def run_log(args: argparse.Namespace, client: GetBillClient) -> int:
+    if getattr(args, "plan", False):  # the demo builds its own arguments
+        from ._cli_plan import plan_log
+
+        return await plan_log(args, client)
+    if args.results is None:
+        print("getbill log: --results is required (where outcomes go)", file=sys.stderr)
+        return 2
     source, results_path = Path(args.input), Path(args.results)
     rows = read_rows(source)
     bad = [r for r in rows if r.problem is not None]

@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import math
 import os
 import warnings
+from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+import msgspec
 from yarl import URL
 
 from ._auth import ClientCredentials, OAuthTokenSource, TokenSource, token_source
-from ._budget import Budget, BudgetStatus, LocalBudget, RateLimit
+from ._budget import LANES, Budget, BudgetStatus, Lane, LocalBudget, RateLimit
 from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
-from ._pipeline import CallStats, Pipeline
+from ._pipeline import CallOptions, CallStats, Pipeline, Request, SentAwareRequest
 from ._retry import RetryPolicy
 from .errors import ConfigurationError
 from .resources.debts import Debts
 from .resources.followups import Followups
 
 __all__ = ["GetBillClient"]
+
+T = TypeVar("T")
+
+
+class _NotGiven:
+    """A default that lets ``None`` be passed on purpose (``max_wait=None``: no cap)."""
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Any = _NotGiven()
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -78,7 +94,8 @@ class GetBillClient:
         if base_url is None:
             base_url = os.environ.get("GETBILL_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = _check_url("base_url", base_url, allow_insecure).rstrip("/")
-        self._auth: TokenSource = token_source(token, timeout=timeout)
+        self.retry = retry or RetryPolicy()
+        self._auth: TokenSource = token_source(token, timeout=timeout, retry=self.retry)
         if isinstance(self._auth, OAuthTokenSource):
             _check_url("token_url", self._auth.credentials.token_url, allow_insecure)
         if rate_limit is None or isinstance(rate_limit, RateLimit):
@@ -89,10 +106,11 @@ class GetBillClient:
             raise ConfigurationError(
                 f"rate_limit must be a RateLimit or a Budget, got {type(rate_limit).__name__}"
             )
-        self.retry = retry or RetryPolicy()
         if not timeout > 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
         self.timeout = float(timeout)
+        self._options = CallOptions(timeout=self.timeout, retry=self.retry)
+        self._root = self  # the client that owns the session; a view's is its origin
         self.max_response_bytes = max_response_bytes
         self._connections = connections
         self._session = session
@@ -103,7 +121,71 @@ class GetBillClient:
         self.followups = Followups(self)
         self.debts = Debts(self)
 
+    def with_options(
+        self,
+        *,
+        timeout: float = NOT_GIVEN,
+        max_wait: float | None = NOT_GIVEN,
+        retry: RetryPolicy = NOT_GIVEN,
+        priority: Lane = NOT_GIVEN,
+    ) -> GetBillClient:
+        """A view of this client with other call options; it shares the session, the
+        credentials, the budget and the stats (closing the view closes nothing).
+
+            lookups = client.with_options(max_wait=2, priority="interactive")
+            followup = await lookups.followups.get(followup_id)   # waits <= 2 s for a slot
+
+        ``timeout``: seconds per try. ``max_wait``: the longest budget wait before
+        ``BudgetExhaustedError`` (``None``: as long as it takes). ``retry``: a ``RetryPolicy``;
+        its ``max_time`` is a deadline for each whole call, budget waits included.
+        ``priority``: ``"interactive"`` or ``"bulk"`` for every call of the view, walks included.
+        """
+        options = self._options
+        if timeout is not NOT_GIVEN:
+            if (
+                isinstance(timeout, bool)
+                or not isinstance(timeout, (int, float))
+                or not timeout > 0
+            ):
+                raise ConfigurationError(
+                    f"timeout must be a number of seconds > 0, got {timeout!r}"
+                )
+            options = replace(options, timeout=float(timeout))
+        if max_wait is not NOT_GIVEN:
+            if max_wait is None:
+                max_wait = math.inf
+            if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or max_wait < 0:
+                raise ConfigurationError(
+                    f"max_wait must be a number of seconds >= 0, or None, got {max_wait!r}"
+                )
+            options = replace(options, max_wait=float(max_wait))
+        if retry is not NOT_GIVEN:
+            if not isinstance(retry, RetryPolicy):
+                raise ConfigurationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+            options = replace(options, retry=retry)
+        if priority is not NOT_GIVEN:
+            if priority not in LANES:
+                raise ConfigurationError(
+                    f"priority: invalid value {priority!r}; allowed: {', '.join(LANES)}"
+                )
+            options = replace(options, priority=priority)
+        view = copy.copy(self)
+        view._options = options
+        view.timeout, view.retry = options.timeout, options.retry
+        view._owns_session = False
+        view.followups = Followups(view)
+        view.debts = Debts(view)
+        return view
+
+    async def _request(
+        self, request: Request, decoder: msgspec.json.Decoder[T], stats: CallStats | None = None
+    ) -> T:
+        """The one way resources send: through the pipeline, with this client's options."""
+        return await self._root._pipeline().request(request, decoder, stats, self._options)
+
     def _pipeline(self) -> Pipeline:
+        if self._root is not self:
+            return self._root._pipeline()
         pipe = self._pipe
         if pipe is not None:
             return pipe
@@ -111,7 +193,8 @@ class GetBillClient:
             raise ConfigurationError("the client is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connections)
+                connector=aiohttp.TCPConnector(limit=self._connections),
+                request_class=SentAwareRequest,
             )
         # aiohttp silently resends GET/PUT once when a kept-alive connection drops; the
         # budget would not see that second request, so the pipeline's retries do it instead.
@@ -122,8 +205,7 @@ class GetBillClient:
             base_url=self.base_url,
             auth=self._auth,
             budget=self.budget,
-            retry=self.retry,
-            timeout=self.timeout,
+            options=self._options,
             max_response_bytes=self.max_response_bytes,
             stats=self._stats,
         )
@@ -132,19 +214,22 @@ class GetBillClient:
     @property
     def session(self) -> aiohttp.ClientSession | None:
         """The aiohttp session (created on the first request when the client owns it)."""
-        return self._session
+        return self._root._session
 
     @property
     def stats(self) -> CallStats:
-        """Requests, retries and budget waits of this client so far."""
-        return self._stats
+        """Requests, retries and budget waits of this client so far (views included)."""
+        return self._root._stats
 
     async def budget_status(self) -> BudgetStatus:
         """Reads and writes: used in the current window, remaining, when the next slot opens."""
         return await self.budget.status()
 
     async def close(self) -> None:
-        """Close the session if the client owns it. Safe to call twice."""
+        """Close the session if the client owns it. Safe to call twice. A view (see
+        ``with_options``) owns nothing: closing it closes nothing."""
+        if self._root is not self:
+            return
         self._closed = True
         self._pipe = None
         if self._owns_session and self._session is not None and not self._session.closed:

@@ -23,6 +23,11 @@ DEFAULT_CONCURRENCY = 4
 
 #: Refresh an OAuth token this long before it expires (capped at a tenth of its lifetime).
 TOKEN_REFRESH_MARGIN = 60.0
+#: A refresh that failed while the token is still valid is tried again this long after (at
+#: most; sooner when the token has less than twice that left).
+TOKEN_RETRY_LATER = 30.0
+#: A token is not sent in its last seconds: the request must reach the server before it expires.
+TOKEN_EXPIRY_SKEW = 5.0
 
 USER_AGENT = "getbill-async/0.1.0"
 LOGGER_NAME = "getbill_async"

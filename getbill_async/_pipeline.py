@@ -1,7 +1,16 @@
 """The one request path: budget → auth → send → classify → retry → decode.
 
-Resources say *what* to ask (method, path, params, body, decoder); only this module knows
-*how*. Retry decisions are small pure functions, so they are easy to read and to test.
+Resources say *what* to ask (method, path, params, body, decoder, lane); only this module knows
+*how*. Retry decisions are small pure functions (``_retry``), and every call runs the same
+backoff loop, the token request included.
+
+Two rules that long jobs rely on:
+
+- **Sent means sent.** aiohttp's ``on_request_headers_sent`` trace tells whether a request left.
+  One that never did (a connect timeout, a wait for a pooled connection) holds no budget slot
+  and is not an ambiguous write: it is simply tried again.
+- **A deadline is a deadline.** ``RetryPolicy.max_time`` bounds the whole call: budget waits,
+  tries and the pauses between them. A budget wait that would pass it is cut off at once.
 """
 
 from __future__ import annotations
@@ -10,27 +19,28 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import quote_plus
+from urllib.parse import urlencode
 
 import aiohttp
-import backoff
 import msgspec
 from yarl import URL
 
 from ._auth import TokenSource
-from ._budget import Budget, Kind, Outcome
+from ._budget import Budget, Kind, Lane, Outcome, Slot
 from ._constants import LOGGER_NAME, USER_AGENT
 from ._redact import SecretHeaders, redact, redact_url
-from ._retry import RetryPolicy, retry_after_seconds, should_retry
+from ._retry import Retryable, RetryPolicy, retry_after_seconds, should_retry, with_retries
 from .errors import (
     AmbiguousWriteError,
     APIConnectionError,
     APIError,
     APITimeoutError,
     AuthenticationError,
+    BudgetExhaustedError,
     DecodeError,
     GetBillError,
     NotFoundError,
@@ -41,21 +51,14 @@ from .errors import (
 )
 from .models import _ErrorEnvelope
 
-__all__ = ["CallStats", "Pipeline", "RetryPolicy"]
+__all__ = ["CallOptions", "CallStats", "Pipeline", "Request", "RetryPolicy", "SentRecord"]
 
 T = TypeVar("T")
 log = logging.getLogger(LOGGER_NAME)
 _error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
-# Outcomes without an answer are the same every time: shared, not built per request.
 _NOT_SENT = Outcome(sent=False)
 _NO_ANSWER = Outcome(sent=True)
-# Query keys and values repeat (page numbers, limits, statuses): quote each once.
-_quote = functools.lru_cache(maxsize=1024)(quote_plus)
-
-
-def query_string(params: Mapping[str, str]) -> str:
-    """What ``urllib.parse.urlencode(params)`` gives, for string keys and values."""
-    return "&".join([f"{_quote(k)}={_quote(v)}" for k, v in params.items()])
+_IDENTITY = ("", "identity")
 
 
 @dataclass
@@ -74,12 +77,19 @@ class CallStats:
         self.budget_wait_seconds += other.budget_wait_seconds
 
 
-class _Retry(Exception):
-    """Internal: a failure worth another try; ``error`` is what the caller sees at the end."""
+@dataclass(frozen=True)
+class CallOptions:
+    """How one call is made: ``client.with_options(...)`` gives a view with other ones.
 
-    def __init__(self, error: GetBillError) -> None:
-        super().__init__(str(error))
-        self.error = error
+    ``max_wait``: the longest budget wait (``None``: the budget's own ``RateLimit.max_wait``;
+    ``math.inf``: no cap). ``priority``: the lane (``None``: the call's own, bulk for walks,
+    exports and ``create_many``, interactive for single calls).
+    """
+
+    timeout: float
+    retry: RetryPolicy
+    max_wait: float | None = None
+    priority: Lane | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class Request:
     # Out of the repr: a body may hold a presigned URL, and requests sit in tracebacks.
     body: bytes | None = field(default=None, repr=False)
     fields: Mapping[str, Any] | None = field(default=None, repr=False)
+    lane: Lane = "interactive"
 
     @property
     def kind(self) -> Kind:
@@ -100,6 +111,82 @@ class Request:
     def describe(self) -> str:
         page = self.params.get("page") if self.params else None
         return f"{self.method} {self.path}" + (f" page {page}" if page else "")
+
+
+class SentRecord:
+    """Set as ``SENT`` around a write to learn whether any of its tries left this process.
+
+    ``create_many`` uses it: a create cancelled mid-flight is reported as ambiguous when it
+    was sent, and as not sent (safe to send again) otherwise.
+    """
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+
+SENT: ContextVar[SentRecord | None] = ContextVar("getbill_sent", default=None)
+
+
+class _Probe:
+    """One try: did it start sending, and did it get as far as writing to a connection."""
+
+    __slots__ = ("started", "sent")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.sent = False
+
+
+_PROBE: ContextVar[_Probe | None] = ContextVar("getbill_probe", default=None)
+
+
+class SentAwareRequest(aiohttp.ClientRequest):
+    """aiohttp's request, noting when it starts writing to a connection it was given.
+
+    Until then (connecting, waiting for a pooled connection) nothing can have reached the
+    server. aiohttp's ``on_request_headers_sent`` trace says the same a little later, but a
+    trace costs a dozen awaits on every request; this costs a context-variable read.
+    """
+
+    async def send(self, conn: Any) -> aiohttp.ClientResponse:
+        probe = _PROBE.get()
+        if probe is not None:
+            probe.sent = True
+        return await super().send(conn)
+
+
+def _track_sent(session: aiohttp.ClientSession) -> bool:
+    """Make ``session`` note sent requests; False when that cannot be known."""
+    request_class = getattr(session, "_request_class", None)
+    if isinstance(request_class, type) and issubclass(request_class, SentAwareRequest):
+        return True
+    if request_class is aiohttp.ClientRequest:
+        # A session made by the caller, with aiohttp's own request class: use ours.
+        session._request_class = SentAwareRequest
+        return True
+    return False  # a custom request class: count every started try as sent (the safe side)
+
+
+class _Call:
+    """One logical call through the pipeline: its tries share a deadline and counters."""
+
+    __slots__ = ("request", "options", "lane", "counters", "deadline", "generation")
+
+    def __init__(
+        self, request: Request, options: CallOptions, counters: tuple[CallStats, ...]
+    ) -> None:
+        self.request = request
+        self.options = options
+        self.lane: Lane = options.priority or request.lane
+        self.counters = counters
+        max_time = options.retry.max_time
+        self.deadline = None if max_time is None else time.monotonic() + max_time
+        self.generation = 0  # of the token the last try sent
+
+    def time_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
 
 def error_for_status(
@@ -138,7 +225,7 @@ def error_for_status(
 
 
 class Pipeline:
-    """Sends every request of one client. Not public: resources call ``request``."""
+    """Sends every request of one client. Not public: resources call ``client._request``."""
 
     def __init__(
         self,
@@ -147,8 +234,7 @@ class Pipeline:
         base_url: str,
         auth: TokenSource,
         budget: Budget,
-        retry: RetryPolicy,
-        timeout: float,
+        options: CallOptions,
         max_response_bytes: int,
         stats: CallStats | None = None,
     ) -> None:
@@ -156,131 +242,113 @@ class Pipeline:
         self.base_url = base_url.rstrip("/")
         self.auth = auth
         self.budget = budget
-        self.retry = retry
+        self.options = options
         self.max_response_bytes = max_response_bytes
         self.stats = stats if stats is not None else CallStats()
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._header_cache: tuple[str, dict[str, str], dict[str, str]] | None = None
-
-    async def _with_retries(
-        self, request: Request, decoder: msgspec.json.Decoder[T], counters: tuple[CallStats, ...]
-    ) -> T:
-        """The first try bare, then backoff's loop only if it failed.
-
-        Nearly every call succeeds at once, and backoff's bookkeeping (its state, handler
-        lists and async generator) costs more per call than the rest of the pipeline's own
-        work; it is set up on the first failure instead. That failure is replayed as the
-        loop's first try and ``max_time`` is shortened by the time it took, so tries, waits
-        and bounds are what decorating ``_attempt`` itself would give.
-        """
-        started = time.monotonic()
-        try:
-            return await self._attempt(request, decoder, counters)
-        except _Retry as failed:
-            first = failed
-        return await self._retry_loop(first, started)(request, decoder, counters)
-
-    def _retry_loop(
-        self, first: _Retry, started: float
-    ) -> Callable[[Request, msgspec.json.Decoder[T], tuple[CallStats, ...]], Awaitable[T]]:
-        pending = [first]
-
-        async def attempt(
-            request: Request, decoder: msgspec.json.Decoder[T], counters: tuple[CallStats, ...]
-        ) -> T:
-            if pending:
-                raise pending.pop()
-            return await self._attempt(request, decoder, counters)
-
-        policy = self.retry
-        max_time = policy.max_time
-        if max_time is not None:
-            max_time -= time.monotonic() - started
-        return backoff.on_exception(
-            backoff.expo,
-            _Retry,
-            max_tries=policy.max_tries,
-            max_time=max_time,
-            jitter=backoff.full_jitter,
-            on_backoff=self._on_backoff,
-            logger=None,
-            factor=policy.base,
-            max_value=policy.cap,
-        )(attempt)
+        self._tracks_sent = _track_sent(session)
+        rate_limit = getattr(budget, "rate_limit", None)
+        self._budget_max_wait: float | None = getattr(rate_limit, "max_wait", None)
 
     async def request(
-        self, request: Request, decoder: msgspec.json.Decoder[T], stats: CallStats | None = None
-    ) -> T:
-        """Send ``request`` with budget, auth and retries; the decoded answer."""
-        counters = (self.stats,) if stats is None else (self.stats, stats)
-        try:
-            try:
-                return await self._with_retries(request, decoder, counters)
-            except AuthenticationError as exc:
-                if not self.auth.can_refresh or exc.path == self.auth.token_url:
-                    raise  # a static token, or the token endpoint itself said no
-                # One refresh per call: a token revoked or expired early gets a second chance.
-                await self.auth.refresh(self.session, self._current_token())
-                return await self._with_retries(request, decoder, counters)
-        except _Retry as gave_up:
-            raise gave_up.error from None
-
-    def _current_token(self) -> str:
-        return self._header_cache[0] if self._header_cache else ""
-
-    def _headers(self, token: str, has_body: bool) -> dict[str, str]:
-        cache = self._header_cache
-        if cache is None or cache[0] != token:
-            base = SecretHeaders(Authorization=f"Bearer {token}", Accept="application/json")
-            base["User-Agent"] = USER_AGENT
-            with_body = SecretHeaders(base, **{"Content-Type": "application/json"})
-            cache = (token, base, with_body)
-            self._header_cache = cache
-        return cache[2] if has_body else cache[1]
-
-    def _on_backoff(self, details: Any) -> None:
-        for stats in details["args"][2]:
-            stats.retries += 1
-        request: Request = details["args"][0]
-        error = details.get("exception")
-        log.debug(
-            "retrying %s (try %d) in %.3fs after: %s",
-            request.describe(),
-            details["tries"] + 1,
-            details["wait"],
-            error.error if isinstance(error, _Retry) else error,
-        )
-
-    async def _attempt(
         self,
         request: Request,
         decoder: msgspec.json.Decoder[T],
-        counters: tuple[CallStats, ...],
+        stats: CallStats | None = None,
+        options: CallOptions | None = None,
     ) -> T:
-        kind = request.kind
-        slot = await self.budget.acquire(kind)
-        for stats in counters:
+        """Send ``request`` with budget, auth and retries; the decoded answer."""
+        counters = (self.stats,) if stats is None else (self.stats, stats)
+        call = _Call(request, options or self.options, counters)
+        try:
+            return await self._tries(call, decoder)
+        except AuthenticationError as exc:
+            if not self.auth.can_refresh or exc.path == self.auth.token_url:
+                raise  # a static token, or the token endpoint itself said no
+            # One refresh per call: a token revoked or expired early gets a second chance.
+            # Refreshed only if the token this call sent is still the current one.
+            await self.auth.refresh(self.session, call.generation)
+            return await self._tries(call, decoder)
+
+    async def _tries(self, call: _Call, decoder: msgspec.json.Decoder[T]) -> T:
+        return await with_retries(
+            call.options.retry,
+            functools.partial(self._attempt, call, decoder),
+            deadline=call.deadline,
+            on_retry=functools.partial(self._on_retry, call),
+        )
+
+    def _on_retry(self, call: _Call, tries: int, wait: float, error: GetBillError) -> None:
+        for stats in call.counters:
+            stats.retries += 1
+        log.debug(
+            "retrying %s (try %d) in %.3fs after: %s",
+            call.request.describe(),
+            tries + 1,
+            wait,
+            error,
+        )
+
+    async def _acquire(self, call: _Call) -> Slot:
+        """A budget slot for this try, waiting no longer than the call's deadline allows."""
+        request = call.request
+        max_wait = call.options.max_wait
+        left = call.time_left()
+        cut_by_deadline = False
+        if left is not None:
+            own = self._budget_max_wait if max_wait is None else max_wait
+            if own is None or own > left:
+                max_wait, cut_by_deadline = max(0.0, left), True
+        try:
+            slot = await self.budget.acquire(request.kind, lane=call.lane, max_wait=max_wait)
+        except BudgetExhaustedError as exc:
+            if not cut_by_deadline:
+                raise
+            raise APITimeoutError(
+                f"{request.describe()}: RetryPolicy.max_time would pass while waiting "
+                f"{exc.retry_in:.1f}s for a {exc.kind} budget slot"
+            ) from exc
+        for stats in call.counters:
             stats.requests += 1
             if slot.waited > 0:
                 stats.budget_waits += 1
                 stats.budget_wait_seconds += slot.waited
-        outcome = _NOT_SENT
+        return slot
+
+    def _timeout(self, call: _Call) -> tuple[aiohttp.ClientTimeout, bool]:
+        """This try's timeout, and whether the call's deadline (not ``timeout``) set it."""
+        total = call.options.timeout
+        left = call.time_left()
+        if left is None or left >= total:
+            return aiohttp.ClientTimeout(total=total), False
+        if left <= 0:
+            raise APITimeoutError(f"{call.request.describe()}: RetryPolicy.max_time has passed")
+        return aiohttp.ClientTimeout(total=left), True
+
+    async def _attempt(self, call: _Call, decoder: msgspec.json.Decoder[T]) -> T:
+        request = call.request
+        slot = await self._acquire(call)
+        probe = _Probe()
+        answered: Outcome | None = None
         try:
-            # No local holds the token: tracebacks shown with their locals stay clean.
+            timeout, by_deadline = self._timeout(call)
+            # No local holds the bare token (SecretHeaders hides it in reprs): tracebacks
+            # shown with their locals stay clean.
             send_headers = self._headers(
                 await self.auth.token(self.session), request.body is not None
             )
+            call.generation = self.auth.generation
             url = self.base_url + request.path
             if request.params:
-                url += "?" + query_string(request.params)
-            outcome = _NO_ANSWER
+                url += "?" + urlencode(request.params)
+            probe.started = True
+            probe_token = _PROBE.set(probe)
             try:
                 async with self.session.request(
                     request.method,
                     URL(url, encoded=True),
                     data=request.body,
                     headers=send_headers,
-                    timeout=self._timeout,
+                    timeout=timeout,
                     # The API documents no redirect; following one could carry the token
                     # or a write's body to another host.
                     allow_redirects=False,
@@ -290,38 +358,65 @@ class Pipeline:
                     body = await self._read(resp, request)
             except aiohttp.ClientConnectorError as exc:
                 # The connection never opened: nothing reached the server.
-                outcome = _NOT_SENT
-                raise self._no_answer(
-                    request, APIConnectionError(self._say(exc, request)), False
-                ) from None
+                probe.sent = False
+                error: APIConnectionError = APIConnectionError(self._say(exc, request))
+                raise self._no_answer(request, error, False) from None
             except asyncio.TimeoutError:
-                raise self._no_answer(
-                    request, APITimeoutError(f"{request.describe()}: no answer in time"), True
-                ) from None
+                sent = self._sent(probe)
+                if by_deadline:
+                    why = "RetryPolicy.max_time ran out during the try"
+                elif sent:
+                    why = "no answer in time"
+                else:
+                    why = "timed out before it was sent (connecting, or waiting for a connection)"
+                error = APITimeoutError(f"{request.describe()}: {why}")
+                raise self._no_answer(request, error, sent) from None
             except aiohttp.ClientError as exc:
-                raise self._no_answer(
-                    request, APIConnectionError(self._say(exc, request)), True
-                ) from None
-            error = (
+                error = APIConnectionError(self._say(exc, request))
+                raise self._no_answer(request, error, self._sent(probe)) from None
+            finally:
+                _PROBE.reset(probe_token)
+            error_answer = (
                 None if 200 <= status < 300 else error_for_status(status, body, request, headers)
             )
-            outcome = Outcome(
+            answered = Outcome(
                 status=status,
                 headers=headers,
-                retry_after=error.retry_after if isinstance(error, RateLimitError) else None,
+                retry_after=(
+                    error_answer.retry_after if isinstance(error_answer, RateLimitError) else None
+                ),
                 sent=True,
             )
         finally:
-            await self.budget.release(slot, outcome)
-        if error is not None:
-            self._log(request, status)
-            if should_retry(kind, status, True):
-                raise _Retry(error)
-            if kind == "write" and status >= 500:
-                raise self._ambiguous(request, error)
-            raise error
+            sent = answered is not None or self._sent(probe)
+            if sent and request.kind == "write":
+                record = SENT.get()
+                if record is not None:
+                    record.sent = True
+            await self.budget.release(slot, answered or (_NO_ANSWER if sent else _NOT_SENT))
         self._log(request, status)
+        if error_answer is not None:
+            if should_retry(slot.kind, status, True):
+                raise Retryable(error_answer)
+            if request.kind == "write" and status >= 500:
+                raise self._ambiguous(request, error_answer)
+            raise error_answer
         return self._decode(request, status, headers, body, decoder)
+
+    def _sent(self, probe: _Probe) -> bool:
+        """Whether a try that got no answer may have reached the server."""
+        if self._tracks_sent:
+            return probe.sent
+        return probe.started  # without the trace, anything past the start may have left
+
+    @staticmethod
+    def _headers(token: str, has_body: bool) -> SecretHeaders:
+        headers = SecretHeaders(
+            Authorization=f"Bearer {token}", Accept="application/json", **{"User-Agent": USER_AGENT}
+        )
+        if has_body:
+            headers["Content-Type"] = "application/json"
+        return headers
 
     def _decode(
         self,
@@ -349,32 +444,37 @@ class Pipeline:
                 ) from None
         except DecodeError as exc:
             if request.kind == "read":
-                raise _Retry(exc) from None
+                raise Retryable(exc) from None
             raise self._ambiguous(request, exc) from None
 
     async def _read(self, resp: aiohttp.ClientResponse, request: Request) -> bytes:
+        """The body, decoded (gunzipped...), refused past ``max_response_bytes`` *decoded*:
+        a small compressed answer can inflate a thousandfold."""
         cap = self.max_response_bytes
         length = resp.content_length
-        if length is not None and length <= cap:
+        if length is not None and length > cap:
+            raise self._too_large(resp, request)
+        if length is not None and resp.headers.get("Content-Encoding", "").lower() in _IDENTITY:
             return await resp.read()
         chunks: list[bytes] = []
         size = 0
-        if length is None:
-            async for chunk in resp.content.iter_chunked(1 << 16):
-                size += len(chunk)
-                if size > cap:
-                    break
-                chunks.append(chunk)
-        if length is not None or size > cap:
-            raise DecodeError(
-                f"{request.describe()}: answer larger than max_response_bytes={cap}",
-                status=resp.status,
-            )
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > cap:
+                raise self._too_large(resp, request)
+            chunks.append(chunk)
         return b"".join(chunks)
+
+    def _too_large(self, resp: aiohttp.ClientResponse, request: Request) -> DecodeError:
+        return DecodeError(
+            f"{request.describe()}: answer larger than max_response_bytes="
+            f"{self.max_response_bytes} (decoded)",
+            status=resp.status,
+        )
 
     def _no_answer(self, request: Request, error: APIConnectionError, sent: bool) -> Exception:
         if should_retry(request.kind, None, sent):
-            return _Retry(error)
+            return Retryable(error)
         return self._ambiguous(request, error)
 
     def _ambiguous(self, request: Request, cause: GetBillError) -> AmbiguousWriteError:

@@ -1,22 +1,32 @@
-"""Retry decisions: small pure functions, easy to read and to test.
+"""Retry decisions: small pure functions, easy to read and to test; and the one retry loop.
 
-What may be tried again without risking a second write, and how long a 429 asks to wait.
+What may be tried again without risking a second write, how long a 429 asks to wait, and
+``with_retries``: the loop that every request on the request path goes through (API calls and
+token requests alike).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+import backoff
 
 from ._budget import Kind
+from .errors import GetBillError
+
+T = TypeVar("T")
 
 __all__ = [
     "MAX_RETRY_AFTER",
     "RETRYABLE_STATUSES",
     "RetryPolicy",
+    "Retryable",
+    "with_retries",
     "retry_after_seconds",
     "should_retry",
 ]
@@ -84,3 +94,46 @@ def should_retry(kind: Kind, status: int | None, sent: bool) -> bool:
     if kind == "read":
         return status is None or status in RETRYABLE_STATUSES
     return status is None and not sent
+
+
+class Retryable(Exception):
+    """A failed try worth another; ``error`` is what the caller sees when the tries run out."""
+
+    def __init__(self, error: GetBillError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def with_retries(
+    policy: RetryPolicy,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    deadline: float | None = None,
+    on_retry: Callable[[int, float, GetBillError], None] | None = None,
+) -> T:
+    """The one retry loop of the request path: ``attempt()`` until it returns, or raises
+    anything but ``Retryable``, or the tries or the time run out (then that try's error).
+
+    Waits are backoff's exponential sequence with full jitter, drawn only after a failure (the
+    loop costs nothing when the first try succeeds); a wait is cut to what is left before
+    ``deadline`` (monotonic seconds). ``on_retry(tries so far, wait, error)`` is told of each.
+    """
+    tries = 0
+    waits: Iterator[float] | None = None
+    while True:
+        tries += 1
+        try:
+            return await attempt()
+        except Retryable as failed:
+            left = None if deadline is None else deadline - time.monotonic()
+            if tries >= policy.max_tries or (left is not None and left <= 0):
+                raise failed.error from None
+            if waits is None:
+                waits = backoff.expo(factor=policy.base, max_value=policy.cap)
+                next(waits)  # the generator's first value only primes it
+            wait = backoff.full_jitter(next(waits))
+            if left is not None:
+                wait = min(wait, left)
+            if on_retry is not None:
+                on_retry(tries, wait, failed.error)
+        await asyncio.sleep(wait)

@@ -1,36 +1,42 @@
-"""Many creates at once: bounded concurrency, bounded memory, results as they complete.
+"""Many creates at once: bounded concurrency, bounded memory, every create accounted for.
 
-    async for result in client.followups.create_many(calls, concurrency=16):
-        if result.error: print(result.index, result.error)
+    async with client.followups.create_many(calls, concurrency=16) as batch:
+        async for result in batch:
+            if result.error: print(result.index, result.error)
 
 The input may be any iterable or async iterable (a generator over a huge file, a queue):
 it is read only as fast as slots free up, so memory stays flat whatever its size. Each
 create goes through the pipeline like a single one: the write budget, retries, and the
 ambiguous-write rules (a ``call_id`` makes a create safe to reconcile).
+
+No create that was sent goes unreported. A create's exception, whatever it is, becomes that
+input's result. ``batch.stop()`` stops taking input and lets what is in flight finish (the
+loop then ends). Leaving the loop early, or cancelling it, cancels what is in flight:
+``batch.unreported`` then holds a result for each create whose result was not yielded,
+``AmbiguousWriteError`` for one that had been sent, ``WriteNotSentError`` for one that had
+not (safe to send again).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Mapping,
-)
+import logging
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
+from ._constants import LOGGER_NAME
+from ._pipeline import SENT, SentRecord
 from ._validate import fail
-from .errors import GetBillError
+from .errors import AmbiguousWriteError, GetBillError, WriteNotSentError
 from .models import Followup, FollowupCreate
 
-__all__ = ["CreateResult", "create_many"]
+__all__ = ["CreateBatch", "CreateResult"]
 
 Item = FollowupCreate | Mapping[str, Any]
+log = logging.getLogger(LOGGER_NAME)
 
 
 @dataclass(frozen=True)
@@ -46,58 +52,175 @@ class CreateResult:
         return self.error is None
 
 
-async def _aiter(items: Iterable[Item] | AsyncIterable[Item]) -> AsyncGenerator[Item, None]:
+def _fields(item: Item) -> Mapping[str, Any]:
+    if isinstance(item, FollowupCreate):
+        return {f: getattr(item, f) for f in item.__struct_fields__}
+    return item
+
+
+class CreateBatch:
+    """``async for result in batch``: a ``CreateResult`` per input, as each completes.
+
+    Use it in ``async with`` (or call ``aclose()``) so that leaving early cancels what is in
+    flight and fills ``unreported``; see the module's docstring.
+    """
+
+    def __init__(
+        self,
+        create: Callable[..., Awaitable[Followup]],
+        items: Iterable[Item] | AsyncIterable[Item],
+        *,
+        concurrency: int = 8,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise fail("concurrency", f"must be an integer >= 1, got {concurrency!r}")
+        self._create = create
+        self._source: AsyncIterator[Item] | None = None
+        self._items = items
+        self._concurrency = concurrency
+        self._running: dict[asyncio.Task[CreateResult], tuple[int, Item, SentRecord]] = {}
+        self._ready: deque[CreateResult] = deque()
+        self._next_index = 0
+        self._stopped = False
+        self._exhausted = False
+        self._source_error: BaseException | None = None
+        self._closed = False
+        self.unreported: list[CreateResult] = []
+
+    @property
+    def in_flight(self) -> int:
+        """Creates started and not yet finished."""
+        return len(self._running)
+
+    @property
+    def taken(self) -> int:
+        """Inputs taken so far (each has, or will have, a result)."""
+        return self._next_index
+
+    def stop(self) -> None:
+        """Take no more input; the loop ends once the creates in flight have finished."""
+        self._stopped = True
+
+    def __aiter__(self) -> CreateBatch:
+        return self
+
+    async def __anext__(self) -> CreateResult:
+        while not self._ready:
+            await self._fill()
+            if not self._running:
+                await self._close_source()
+                if self._source_error is not None:
+                    error, self._source_error = self._source_error, None
+                    raise error
+                raise StopAsyncIteration
+            done, _ = await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=lambda t: self._running[t][0]):
+                del self._running[task]
+                self._ready.append(task.result())
+        return self._ready.popleft()
+
+    async def _fill(self) -> None:
+        while not (self._stopped or self._exhausted) and len(self._running) < self._concurrency:
+            if self._source is None:
+                self._source = _aiter(self._items)
+            try:
+                item = await self._source.__anext__()
+            except StopAsyncIteration:
+                self._exhausted = True
+                return
+            except Exception as exc:  # the input failed: finish what is in flight, then raise
+                self._exhausted = True
+                self._source_error = exc
+                return
+            index, record = self._next_index, SentRecord()
+            self._next_index += 1
+            task = asyncio.ensure_future(self._one(index, item, record))
+            self._running[task] = (index, item, record)
+
+    async def _one(self, index: int, item: Item, record: SentRecord) -> CreateResult:
+        SENT.set(record)  # this task's own context: the pipeline marks writes that left
+        try:
+            if isinstance(item, FollowupCreate):
+                made = await self._create(item)
+            else:
+                made = await self._create(**item)
+        except GetBillError as exc:
+            return CreateResult(index, None, exc)
+        except Exception as exc:  # any failure is this input's result, not the stream's end
+            return CreateResult(index, None, _unfinished(item, record, exc))
+        return CreateResult(index, made)
+
+    async def aclose(self) -> None:
+        """Cancel what is in flight; each create whose result was not yielded goes to
+        ``unreported`` (ambiguous when it had been sent). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopped = True
+        running = dict(self._running)
+        self._running.clear()
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        unreported = list(self._ready)
+        self._ready.clear()
+        for task, (index, item, record) in running.items():
+            if task.cancelled():
+                unreported.append(CreateResult(index, None, _unfinished(item, record, None)))
+            else:
+                unreported.append(task.result())
+        self.unreported.extend(sorted(unreported, key=lambda r: r.index))
+        if self.unreported:
+            log.debug("create_many closed with %d results unreported", len(self.unreported))
+        await self._close_source()
+
+    async def _close_source(self) -> None:
+        source, self._source = self._source, None
+        closer = getattr(source, "aclose", None)
+        if closer is not None:
+            await closer()
+
+    async def __aenter__(self) -> CreateBatch:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        running = getattr(self, "_running", None)
+        if running:
+            indexes = sorted(index for index, _, _ in running.values())
+            log.warning(
+                "create_many dropped with %d creates in flight (inputs %s): those sent may "
+                "exist; use 'async with' or aclose() to get their results",
+                len(indexes),
+                indexes[:20],
+            )
+            for task in running:
+                task.cancel()
+
+
+def _unfinished(item: Item, record: SentRecord, cause: BaseException | None) -> GetBillError:
+    why = "cancelled" if cause is None else f"stopped by {type(cause).__name__}: {cause}"
+    if record.sent:
+        return AmbiguousWriteError(
+            f"{why} after it was sent", method="POST", path="/followups", fields=_fields(item)
+        )
+    error = WriteNotSentError(f"POST /followups: {why} before it was sent; safe to send again")
+    error.__cause__ = cause
+    return error
+
+
+async def _aiter(items: Iterable[Item] | AsyncIterable[Item]) -> AsyncIterator[Item]:
     if isinstance(items, AsyncIterable):
         async for item in items:
             yield item
     else:
         for item in items:
             yield item
-
-
-async def create_many(
-    create: Callable[..., Awaitable[Followup]],
-    items: Iterable[Item] | AsyncIterable[Item],
-    *,
-    concurrency: int = 8,
-) -> AsyncIterator[CreateResult]:
-    """Run ``create`` over ``items`` with at most ``concurrency`` in flight; yield each
-    ``CreateResult`` as it completes. Leaving the loop early cancels what is in flight."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise fail("concurrency", f"must be an integer >= 1, got {concurrency!r}")
-
-    async def one(index: int, item: Item) -> CreateResult:
-        try:
-            if isinstance(item, FollowupCreate):
-                made = await create(item)
-            else:
-                made = await create(**item)
-        except GetBillError as exc:
-            return CreateResult(index, None, exc)
-        return CreateResult(index, made)
-
-    source = _aiter(items)
-    running: set[asyncio.Task[CreateResult]] = set()
-    index = 0
-    exhausted = False
-    try:
-        while True:
-            while not exhausted and len(running) < concurrency:
-                try:
-                    item = await source.__anext__()
-                except StopAsyncIteration:
-                    exhausted = True
-                    break
-                running.add(asyncio.ensure_future(one(index, item)))
-                index += 1
-            if not running:
-                return
-            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in sorted(done, key=lambda t: t.result().index):
-                yield task.result()
-    finally:
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
-        await source.aclose()

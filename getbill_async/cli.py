@@ -100,6 +100,9 @@ def _export_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="go on from the checkpoint")
     parser.add_argument("--restart", action="store_true", help="discard an unfinished export")
     parser.add_argument(
+        "--plan", action="store_true", help="print how long it would take (one read); no export"
+    )
+    parser.add_argument(
         "--no-formula-guard",
         action="store_true",
         help="CSV for programs: keep cells starting with = + - @ as they are (no leading ')",
@@ -109,6 +112,12 @@ def _export_parser(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.5,
         help="fsync and checkpoint written pages this often (0: every page; default 0.5)",
+    )
+    parser.add_argument(
+        "--row-group-pages",
+        type=int,
+        default=10,
+        help="Parquet: pages per row group and per commit (default 10)",
     )
     _client_options(parser)
 
@@ -147,6 +156,10 @@ async def run_export(args: argparse.Namespace, client: GetBillClient) -> int:
         }.items()
         if v is not None
     }
+    if args.plan:
+        plan = await client.followups.plan_export(concurrency=args.concurrency, **filters)
+        print(plan.describe(f"export to {args.out}"))
+        return 0
     report = await export_followups(
         client,
         args.out,
@@ -157,6 +170,7 @@ async def run_export(args: argparse.Namespace, client: GetBillClient) -> int:
         progress=make_progress("export", enabled=not args.no_progress),
         formula_guard=not args.no_formula_guard,
         commit_seconds=args.commit_seconds,
+        row_group_pages=args.row_group_pages,
         **filters,
     )
     print(describe_export(report))

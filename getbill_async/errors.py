@@ -14,6 +14,7 @@ GetBillError
  │    └── APITimeoutError        no answer within the timeout
  ├── DecodeError                 an answer that is not the documented JSON
  ├── AmbiguousWriteError         a write that may or may not have happened
+ ├── WriteNotSentError           a write stopped before it left: it did not happen
  ├── BudgetExhaustedError        the rate budget would make a request wait too long
  ├── BudgetUnavailableError      a shared budget's store cannot be reached
  └── MissingExtraError           a feature's optional dependency is not installed
@@ -46,6 +47,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "ValidationError",
+    "WriteNotSentError",
 ]
 
 
@@ -188,10 +190,18 @@ class AmbiguousWriteError(GetBillError):
         self.path = path
         self.fields = dict(fields)
         self.cause = cause
+        where = f"{method} {path}"
+        # The cause's own message usually says what was being done already.
+        said = message if message.startswith(where) else f"{where}: {message}"
         super().__init__(
-            f"{method} {path}: {message}; the write may have happened "
+            f"{said}; the write may have happened "
             f"(fields: {', '.join(sorted(self.fields)) or 'none'})"
         )
+
+
+class WriteNotSentError(GetBillError):
+    """A write stopped (cancelled, or a failure on this side) before any of its tries left
+    this process: it did not happen, and it is safe to send again."""
 
 
 class BudgetExhaustedError(GetBillError):

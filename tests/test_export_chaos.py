@@ -22,6 +22,7 @@ import pytest
 
 from getbill_async.sandbox import Sandbox
 from tests.test_export import checkpoint_page, jsonl_ids
+from tests.test_export_parquet import parquet_ids
 
 ROUNDS = 20
 SECONDS = 40.0  # the bound of the whole test: rounds stop early past it
@@ -31,11 +32,11 @@ def csv_ids(path: Path) -> list[str]:
     return [row["id"] for row in csv.DictReader(io.StringIO(path.read_text()))]
 
 
-async def chaos(sb: Sandbox, out: Path, seed: int, deadline: float) -> dict[str, int]:
+async def chaos(sb: Sandbox, out: Path, seed: int, deadline: float, *extra: str) -> dict[str, int]:
     """Kill and resume ``getbill export --out out`` until it ends; its figures."""
     env = {**os.environ, "GETBILL_TOKEN": sb.token, "GETBILL_BASE_URL": sb.base_url}
     args = [sys.executable, "-m", "getbill_async.cli", "export", "--out", str(out)]
-    args += ["--concurrency", "2", "--no-progress", "--commit-seconds", "0.1"]
+    args += ["--concurrency", "2", "--no-progress", "--commit-seconds", "0.1", *extra]
     checkpoint = out.with_name(out.name + ".checkpoint")
     draw = random.Random(seed)
     kills = rounds = 0
@@ -64,11 +65,17 @@ async def test_export_survives_random_kills_with_nothing_lost_or_doubled(tmp_pat
     deadline = time.monotonic() + SECONDS
     async with Sandbox(followups=10_000, seed=11, latency=0.02) as sb:
         jsonl, table = tmp_path / "chaos.jsonl", tmp_path / "chaos.csv"
-        figures = await asyncio.gather(chaos(sb, jsonl, 1, deadline), chaos(sb, table, 2, deadline))
+        parquet = tmp_path / "chaos.parquet"
+        figures = await asyncio.gather(
+            chaos(sb, jsonl, 1, deadline),
+            chaos(sb, table, 2, deadline),
+            chaos(sb, parquet, 3, deadline, "--row-group-pages", "2"),
+        )
         expected = sb.followup_ids()
     for name, ids, done in (
         ("jsonl", jsonl_ids(jsonl), figures[0]),
         ("csv", csv_ids(table), figures[1]),
+        ("parquet", parquet_ids(parquet), figures[2]),
     ):
         lost = len(set(expected) - set(ids))
         doubled = len(ids) - len(set(ids))

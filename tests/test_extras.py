@@ -62,8 +62,8 @@ print(json.dumps(out))
 
 def run_without_extras(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "sitecustomize.py").write_text(BLOCKER)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    env.pop("GETBILL_TOKEN", None)
+    # A stand-in token: the extra must be missed before any credential or request matters.
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "GETBILL_TOKEN": "test-token"}
     return subprocess.run(
         [sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
@@ -81,26 +81,40 @@ def test_the_package_imports_whole_without_any_extra(tmp_path: Path) -> None:
     )
 
 
+DEAD_API = ("--base-url", "http://127.0.0.1:1/v1")  # refused: nothing may be asked of it
+
+
+def install(extra: str) -> str:
+    return f"which is not installed: pip install 'getbill-async[{extra}]'"
+
+
 @pytest.mark.timeout(60)
-def test_cli_redis_without_the_extra_says_which_extra_in_one_line(tmp_path: Path) -> None:
-    proc = run_without_extras(
-        tmp_path,
-        "-m",
-        "getbill_async.cli",
-        "export",
-        "--out",
-        "f.jsonl",
-        "--redis",
-        "redis://127.0.0.1:1/0",
-        "--base-url",
-        "http://127.0.0.1:1/v1",
-    )
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ("export", "--out", "f.jsonl", "--redis", "redis://127.0.0.1:1/0", *DEAD_API),
+            "getbill export: --redis (a budget shared through Redis) needs redis, "
+            + install("redis"),
+        ),
+        (
+            ("export", "--out", "f.parquet", *DEAD_API),
+            "getbill export: Parquet export needs pyarrow, " + install("parquet"),
+        ),
+        (
+            ("budget", "--redis", "redis://127.0.0.1:1/0", "--watch"),
+            "getbill budget: getbill budget --redis needs redis, " + install("redis"),
+        ),
+    ],
+    ids=["export-redis", "export-parquet", "budget-redis"],
+)
+def test_cli_feature_without_its_extra_says_which_extra_in_one_line(
+    tmp_path: Path, args: tuple[str, ...], line: str
+) -> None:
+    proc = run_without_extras(tmp_path, "-m", "getbill_async.cli", *args)
     assert proc.returncode == 1
-    assert proc.stderr.splitlines() == [
-        "getbill export: --redis (a budget shared through Redis) needs redis, which is not "
-        "installed: pip install 'getbill-async[redis]'"
-    ]
-    assert not (tmp_path / "f.jsonl.partial").exists()
+    assert proc.stderr.splitlines() == [line]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sitecustomize.py"]  # nothing written
 
 
 @pytest.mark.timeout(60)

@@ -24,7 +24,8 @@ from getbill_async import (
     GetBillError,
     Page,
 )
-from getbill_async._pipeline import Pipeline, Request, _Retry, error_for_status
+from getbill_async._pipeline import Pipeline, Request, error_for_status
+from getbill_async._retry import Retryable
 from getbill_async._validate import build_create, build_update, list_params
 from getbill_async.models import _ItemEnvelope
 from getbill_async.webhooks import UnknownEvent, parse_event
@@ -76,7 +77,7 @@ def decode_like_the_pipeline(name: str, body: bytes, method: str = "GET") -> Any
     request = Request(method, "/followups", body=b"{}" if method != "GET" else None)
     try:
         return _PIPELINE._decode(request, 200, JSON_HEADERS, body, _DECODERS[name])
-    except _Retry as retry:  # a read's decode failure is retried, then surfaces as its error
+    except Retryable as retry:  # a read's decode failure is retried, then surfaces as its error
         raise retry.error from None
 
 

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 __all__ = ["CSV_COLUMNS", "ExportError", "ExportReport", "Format", "export_followups"]
 
 Format = Literal["jsonl", "csv", "parquet"]
-FORMATS: tuple[str, ...] = ("jsonl", "csv")
+FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 log = logging.getLogger(LOGGER_NAME)
 
 
@@ -95,6 +95,10 @@ def _sink(
     fmt: str, out: Path, formula_guard: bool, row_group_pages: int, commit_seconds: float
 ) -> Sink:
     partial = out.with_name(out.name + ".partial")
+    if fmt == "parquet":
+        from ._parquet import ParquetSink
+
+        return ParquetSink(partial, out.with_name(out.name + ".parts"), row_group_pages)
     if fmt == "csv":
         encode: Callable[[list[msgspec.Raw]], bytes] = lambda items: csv_rows(  # noqa: E731
             items, formula_guard

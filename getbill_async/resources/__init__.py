@@ -28,11 +28,13 @@ def walk_pages(
     concurrency: int,
     known_ids: Iterable[str] = (),
 ) -> PageWalk[T]:
-    """A ``PageWalk`` over a list endpoint: ``params`` (checked) with each page's number."""
-    pipeline = client._pipeline
+    """A ``PageWalk`` over a list endpoint: ``params`` (checked) with each page's number.
+
+    Walks are bulk work: they run in the bulk lane unless the client's options say otherwise.
+    """
 
     async def fetch(number: int, stats: CallStats) -> Page[T]:
-        request = Request("GET", path, params={**params, "page": str(number)})
-        return await pipeline().request(request, decoder, stats)
+        request = Request("GET", path, params={**params, "page": str(number)}, lane="bulk")
+        return await client._request(request, decoder, stats)
 
     return PageWalk(fetch, key, start_page=start_page, concurrency=concurrency, known_ids=known_ids)

@@ -49,7 +49,7 @@ class Debts:
     async def get(self, debt_id: str) -> Debt:
         """``GET /debts/{id}``; ``NotFoundError`` when there is none."""
         path = f"/debts/{quote(check_id('debt_id', debt_id), safe='')}"
-        answer = await self._client._pipeline().request(Request("GET", path), _item_decoder)
+        answer = await self._client._request(Request("GET", path), _item_decoder)
         return answer.data
 
     async def list(
@@ -62,7 +62,7 @@ class Debts:
     ) -> Page[Debt]:
         """One page of ``GET /debts`` (newest first), optionally of one ``status``."""
         request = Request("GET", "/debts", params=_params(page, limit, status))
-        return await self._client._pipeline().request(request, _page_decoder, stats)
+        return await self._client._request(request, _page_decoder, stats)
 
     def pages(
         self,

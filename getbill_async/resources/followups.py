@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,9 +16,10 @@ from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT, LOGGER_NAME
 from .._media import MediaKind, download_media
 from .._pagination import ItemWalk, PageWalk
 from .._pipeline import CallStats, Request
+from .._plan import ExportPlan, plan_export
 from .._progress import Progress
 from .._validate import build_create, build_update, check_id, list_params, page_params
-from ..bulk import CreateResult, create_many
+from ..bulk import CreateBatch
 from ..errors import AmbiguousWriteError, GetBillError
 from ..export import ExportReport, export_followups
 from ..models import (
@@ -80,7 +81,7 @@ class Followups:
             date_to=date_to,
             debt_id=debt_id,
         )
-        return await self._client._pipeline().request(
+        return await self._client._request(
             Request("GET", "/followups", params=params), _page_decoder, stats
         )
 
@@ -145,7 +146,7 @@ class Followups:
     ) -> Page[Followup]:
         """One page of ``GET /followups/debt/{debt_id}``."""
         path = f"/followups/debt/{_path_id('debt_id', debt_id)}"
-        return await self._client._pipeline().request(
+        return await self._client._request(
             Request("GET", path, params=page_params(page, limit)), _page_decoder
         )
 
@@ -210,10 +211,37 @@ class Followups:
             **filters,
         )
 
+    async def plan_export(
+        self,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        status: FollowupStatus | str | None = None,
+        type: FollowupType | str | None = None,
+        date_from: date | str | None = None,
+        date_to: date | str | None = None,
+        debt_id: str | None = None,
+    ) -> ExportPlan:
+        """How long ``export(**filters)`` would take, before it starts: an ``ExportPlan``
+        (``items``, ``requests``, ``reads_left``, ``seconds``, ``budget_bound``).
+
+        Costs one read: a ``limit=1`` probe whose answer carries the total and the
+        ``X-RateLimit-*`` headers. The time is simulated under this client's budget and
+        ``concurrency``; see ``getbill_async._plan``.
+        """
+        return await plan_export(
+            self._client,
+            concurrency=concurrency,
+            status=status,
+            type=type,
+            date_from=date_from,
+            date_to=date_to,
+            debt_id=debt_id,
+        )
+
     async def get(self, followup_id: str) -> Followup:
         """``GET /followups/{id}``; ``NotFoundError`` when there is none."""
         path = f"/followups/{_path_id('followup_id', followup_id)}"
-        answer = await self._client._pipeline().request(Request("GET", path), _item_decoder)
+        answer = await self._client._request(Request("GET", path), _item_decoder)
         return answer.data
 
     async def create(self, item: FollowupCreate | None = None, /, **fields: Any) -> Followup:
@@ -237,7 +265,7 @@ class Followups:
         while True:
             tries += 1
             try:
-                answer = await client._pipeline().request(request, _item_decoder)
+                answer = await client._request(request, _item_decoder)
                 return answer.data
             except AmbiguousWriteError as exc:
                 if body.call_id is None or not client.retry.reconcile:
@@ -249,15 +277,27 @@ class Followups:
                     raise
                 log.debug("create with call_id not found after an ambiguous failure: resending")
 
+    async def find_by_call_id(self, debt_id: str, call_id: str) -> Followup | None:
+        """The debt's followup with this ``call_id``, or None: walks
+        ``GET /followups/debt/{debt_id}`` (one read per 100 of the debt's followups).
+
+        This is how an ambiguous create is reconciled. It runs in the caller's lane
+        (interactive by default): learning whether a write happened is not bulk work.
+        """
+        client = self._client
+        lookup = client.with_options(priority=client._options.priority or "interactive")
+        async with lookup.followups.iterate_for_debt(debt_id) as walk:
+            async for followup in walk:
+                if followup.call_id == call_id:
+                    return followup
+        return None
+
     async def _reconcile(self, body: FollowupCreate, exc: AmbiguousWriteError) -> Followup | None:
         """The followup with ``body.call_id`` among the debt's, or None when absent."""
+        assert body.call_id is not None
         log.debug("reconciling an ambiguous create by call_id %s", body.call_id)
         try:
-            async with self.iterate_for_debt(body.debt_id) as walk:
-                async for followup in walk:
-                    if followup.call_id == body.call_id:
-                        log.debug("call_id %s found: the create had happened", body.call_id)
-                        return followup
+            found = await self.find_by_call_id(body.debt_id, body.call_id)
         except GetBillError as lookup_failed:
             raise AmbiguousWriteError(
                 f"{exc.cause}; looking it up by call_id failed too ({lookup_failed})",
@@ -266,7 +306,9 @@ class Followups:
                 fields=exc.fields,
                 cause=exc.cause,
             ) from lookup_failed
-        return None
+        if found is not None:
+            log.debug("call_id %s found: the create had happened", body.call_id)
+        return found
 
     def create_many(
         self,
@@ -274,11 +316,22 @@ class Followups:
         | AsyncIterable[FollowupCreate | Mapping[str, Any]],
         *,
         concurrency: int = 8,
-    ) -> AsyncIterator[CreateResult]:
-        """Create many followups, ``concurrency`` at a time; yield a ``CreateResult`` per
-        input as each completes (its ``index`` says which). Bad input or a failed create is
-        a result with an ``error``, not an exception: the others go on."""
-        return create_many(self.create, items, concurrency=concurrency)
+    ) -> CreateBatch:
+        """Create many followups, ``concurrency`` at a time, in the bulk lane; yield a
+        ``CreateResult`` per input as each completes (its ``index`` says which).
+
+            async with client.followups.create_many(calls, concurrency=16) as batch:
+                async for result in batch:
+                    ...
+
+        Bad input or a failed create is a result with an ``error``, not an exception: the
+        others go on. Leaving early cancels what is in flight, and ``batch.unreported`` says
+        what became of each create whose result was not yielded (see ``getbill_async.bulk``).
+        """
+        client = self._client
+        if client._options.priority is None:
+            client = client.with_options(priority="bulk")
+        return CreateBatch(client.followups.create, items, concurrency=concurrency)
 
     async def update(
         self, followup_id: str, item: FollowupUpdate | None = None, /, **fields: Any
@@ -290,7 +343,7 @@ class Followups:
         path = f"/followups/{_path_id('followup_id', followup_id)}"
         body = build_update(item, fields)
         request = Request("PUT", path, body=_encoder.encode(body), fields=body.given())
-        answer = await self._client._pipeline().request(request, _item_decoder)
+        answer = await self._client._request(request, _item_decoder)
         return answer.data
 
     async def debt_of(self, followup: Followup | str) -> Debt:
