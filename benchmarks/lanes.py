@@ -5,8 +5,10 @@ The scenario (issue 11): a strict sandbox with 40 reads per 4 s; a background wa
 a window, within a reserve of 0.2 x 40 = 8). Setups, each on a fresh sandbox, with a
 ``LocalBudget`` and with a ``RedisBudget`` (a throwaway redis-server, started here):
 
-- FIFO: one queue for everything (``reserve=0``, every request in one lane), the old budget;
-- lanes: ``RateLimit(reserve=0.2)``, the walk in the bulk lane, the gets interactive.
+- FIFO: one queue for everything (``reserve=0``, and the walk put in the interactive lane with
+  ``client.with_options(priority="interactive")``), the old budget;
+- lanes: ``RateLimit(reserve=0.2)``, each call in its own lane (walks are bulk, a get is
+  interactive), on one client.
 
 Reported: 429s; the worst interactive wait (call to answer) and its share of the window; the
 bulk job's time against its ideal ``ceil(120 / 40) x 4 s`` (the job alone at the full limit).
@@ -32,13 +34,11 @@ from _common import table, write_json  # noqa: E402
 from getbill_async import (  # noqa: E402
     Budget,
     GetBillClient,
-    Lane,
     LocalBudget,
     RateLimit,
     RedisBudget,
 )
 from getbill_async.sandbox import Sandbox  # noqa: E402
-from tests.budget_helpers import OneLane  # noqa: E402
 from tests.redis_fixtures import RedisServer  # noqa: E402
 
 LIMIT, WINDOW, RESERVE = 40, 4.0, 0.2
@@ -56,18 +56,14 @@ async def run(kind: str, lanes: bool, redis_url: str) -> list[object]:
         shared = LocalBudget(rate)
     async with Sandbox(followups=PAGES * PAGE_SIZE, reads=LIMIT, window=WINDOW) as sb:
         ids = sb.followup_ids()[:50]
-        bulk_lane: Lane = "bulk" if lanes else "interactive"
-        bulk = GetBillClient(sb.token, base_url=sb.base_url, rate_limit=OneLane(shared, bulk_lane))
-        person = GetBillClient(
-            sb.token, base_url=sb.base_url, rate_limit=OneLane(shared, "interactive")
-        )
         waits: list[float] = []
-        async with bulk, person:
-            await person.followups.get(ids[0])  # the cold start, out of the measurement
+        async with GetBillClient(sb.token, base_url=sb.base_url, rate_limit=shared) as client:
+            await client.followups.get(ids[0])  # the cold start, out of the measurement
+            walker = client if lanes else client.with_options(priority="interactive")
             started = time.monotonic()
 
             async def walk() -> float:
-                async for _ in bulk.followups.iterate(limit=PAGE_SIZE, concurrency=CONCURRENCY):
+                async for _ in walker.followups.iterate(limit=PAGE_SIZE, concurrency=CONCURRENCY):
                     pass
                 return time.monotonic() - started
 
@@ -75,7 +71,7 @@ async def run(kind: str, lanes: bool, redis_url: str) -> list[object]:
             calls = 0
             while not job.done():
                 asked = time.monotonic()
-                await person.followups.get(ids[calls % len(ids)])
+                await client.followups.get(ids[calls % len(ids)])
                 waits.append(time.monotonic() - asked)
                 calls += 1
                 await asyncio.sleep(max(0.0, EVERY - (time.monotonic() - asked)))

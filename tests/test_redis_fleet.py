@@ -23,7 +23,6 @@ from getbill_async import (
     RedisBudget,
 )
 from getbill_async.sandbox import STATIC_CLIENT, Sandbox
-from tests.budget_helpers import OneLane
 from tests.helpers import max_in_window
 from tests.redis_fixtures import RedisServer
 from tests.test_redis_budget import ROOT, fleet, fresh_key, run_fleet
@@ -105,10 +104,9 @@ async def _lane_work(config: dict[str, Any]) -> dict[str, Any]:
     answers: list[float] = []
     async with (
         RedisBudget(config["redis"], config["key"], rate, lease=config.get("lease", 120.0)) as rb,
-        GetBillClient(
-            config["token"], base_url=config["base_url"], rate_limit=OneLane(rb, config["lane"])
-        ) as client,
+        GetBillClient(config["token"], base_url=config["base_url"], rate_limit=rb) as owner,
     ):
+        client = owner.with_options(priority=config["lane"])
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         pending = list(range(config["requests"]))
