@@ -23,6 +23,7 @@ from ._budget import (
     Slot,
 )
 from ._client import GetBillClient
+from ._events import AttemptInfo, CallInfo, Hooks
 from ._pagination import ItemWalk, PageWalk, WalkStats
 from ._pipeline import CallStats
 from ._retry import RetryPolicy
@@ -67,12 +68,14 @@ __all__ = [
     "APIError",
     "APITimeoutError",
     "AmbiguousWriteError",
+    "AttemptInfo",
     "AuthenticationError",
     "Budget",
     "BudgetExhaustedError",
     "BudgetStatus",
     "BudgetUnavailableError",
     "CallDirection",
+    "CallInfo",
     "CallStats",
     "ClassStatus",
     "ClientCredentials",
@@ -87,6 +90,7 @@ __all__ = [
     "FollowupUpdate",
     "GetBillClient",
     "GetBillError",
+    "Hooks",
     "ItemWalk",
     "Lane",
     "LocalBudget",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -38,21 +39,20 @@ async def test_export_example(sandbox: Sandbox, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-async def test_daily_sync_example_fetches_each_day_once(sandbox: Sandbox, tmp_path: Path) -> None:
+async def test_daily_sync_example_fetches_only_recent_days(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
     script = str(EXAMPLES / "daily_sync.py")
-    june = sandbox.followup_ids(date_from="2024-06-01", date_to="2024-06-15")
-    july = sandbox.followup_ids(date_from="2024-06-16", date_to="2024-06-30")
-    out = await run(
-        sandbox, tmp_path, script, "s.jsonl", "--since", "2024-06-01", "--until", "2024-06-15"
-    )
-    assert f"synced {len(june)} followups" in out
-    out = await run(
-        sandbox, tmp_path, script, "s.jsonl", "--since", "2024-06-01", "--until", "2024-06-30"
-    )
-    assert f"synced {len(july)} followups dated 2024-06-16 .. 2024-06-30" in out
-    out = await run(sandbox, tmp_path, script, "s.jsonl", "--until", "2024-06-30")
-    assert "up to date" in out
-    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == len(june) + len(july)
+    args = ("out", "--format", "jsonl")
+    out = await run(sandbox, tmp_path, script, *args, "--today", "2024-06-15")
+    assert "synced everything: 1000 followups, 10 requests" in out
+    for today, since in (("2024-06-30", "2024-06-12"), ("2024-07-01", "2024-06-27")):
+        out = await run(sandbox, tmp_path, script, *args, "--today", today)
+        recent = len(sandbox.followup_ids(date_from=since))
+        pages = max(1, -(-recent // 100))
+        assert f"synced the days from {since}: {recent} followups, {pages} requests" in out
+    lines = sum(len(p.read_bytes().splitlines()) for p in (tmp_path / "out").glob("date=*/*"))
+    assert lines == 1000
 
 
 @pytest.mark.timeout(60)
@@ -97,3 +97,26 @@ async def test_demo_fits_the_sample_calls_to_a_smaller_sandbox(tmp_path: Path) -
     out, _ = await demo(tmp_path, "--followups", "500", "--out", "f.jsonl")
     assert "created 40" in out and "demo: done" in out
     assert len((tmp_path / "f.jsonl").read_bytes().splitlines()) == 500
+
+
+@pytest.mark.timeout(60)
+async def test_service_example_serves_lookups_and_webhooks_during_an_export() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "service.py"),
+        "--otel",
+        cwd=EXAMPLES,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out_bytes, err = await asyncio.wait_for(proc.communicate(), 50)
+    assert proc.returncode == 0, err.decode()
+    out = out_bytes.decode()
+    assert re.search(r"export: 4000 followups in \d+ requests", out)
+    assert "lookups: 6, worst" in out
+    assert "webhooks: 2 received, 0 failed" in out
+    assert re.search(r"requests: \d+ interactive, 4\d bulk, 0 retries, 0 429s", out)
+    # The export waits for the window; the reserve keeps room for the interactive lane.
+    assert "budget waits: interactive 0.0s, bulk" in out
+    assert "GET /followups/{id} x6" in out and "POST /followups x1" in out
+    assert "http.client.request.duration" in out and "getbill.budget.wait" in out

@@ -22,6 +22,7 @@ from .._validate import build_create, build_update, check_id, list_params, page_
 from ..bulk import CreateBatch
 from ..errors import AmbiguousWriteError, GetBillError
 from ..export import ExportReport, export_followups
+from ..export._sync import SyncReport, sync_followups
 from ..models import (
     Debt,
     Followup,
@@ -41,6 +42,7 @@ __all__ = ["Followups"]
 
 log = logging.getLogger(LOGGER_NAME)
 _page_decoder = msgspec.json.Decoder(Page[Followup])
+_FOR_DEBT = "/followups/debt/{debt_id}"
 _item_decoder = msgspec.json.Decoder(_ItemEnvelope[Followup])
 _encoder = msgspec.json.Encoder()
 
@@ -82,7 +84,9 @@ class Followups:
             debt_id=debt_id,
         )
         return await self._client._request(
-            Request("GET", "/followups", params=params), _page_decoder, stats
+            Request("GET", "/followups", params=params, template="/followups"),
+            _page_decoder,
+            stats,
         )
 
     def pages(
@@ -113,7 +117,7 @@ class Followups:
             date_to=date_to,
             debt_id=debt_id,
         )
-        return self._walk("/followups", params, start_page, concurrency, known_ids)
+        return self._walk("/followups", "/followups", params, start_page, concurrency, known_ids)
 
     def iterate(
         self,
@@ -147,7 +151,8 @@ class Followups:
         """One page of ``GET /followups/debt/{debt_id}``."""
         path = f"/followups/debt/{_path_id('debt_id', debt_id)}"
         return await self._client._request(
-            Request("GET", path, params=page_params(page, limit)), _page_decoder
+            Request("GET", path, params=page_params(page, limit), template=_FOR_DEBT),
+            _page_decoder,
         )
 
     def iterate_for_debt(
@@ -159,11 +164,12 @@ class Followups:
     ) -> ItemWalk[Followup]:
         """Every followup of one debt (``GET /followups/debt/{debt_id}``), in order."""
         path = f"/followups/debt/{_path_id('debt_id', debt_id)}"
-        return ItemWalk(self._walk(path, page_params(1, limit), 1, concurrency))
+        return ItemWalk(self._walk(path, _FOR_DEBT, page_params(1, limit), 1, concurrency))
 
     def _walk(
         self,
         path: str,
+        template: str,
         params: dict[str, str],
         start_page: int,
         concurrency: int,
@@ -175,6 +181,7 @@ class Followups:
             params,
             _page_decoder,
             _id_of,
+            template=template,
             start_page=start_page,
             concurrency=concurrency,
             known_ids=known_ids,
@@ -211,6 +218,34 @@ class Followups:
             **filters,
         )
 
+    async def sync(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        state: str | os.PathLike[str],
+        format: Literal["parquet", "jsonl"] = "parquet",
+        lag_days: int = 3,
+        today: date | str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        progress: Progress | None = None,
+    ) -> SyncReport:
+        """Keep ``out`` a directory of day partitions (``date=YYYY-MM-DD/``) of every followup.
+
+        The first run exports everything; later ones fetch only the days from ``lag_days``
+        before the last run on and replace those partitions atomically. See
+        ``getbill_async.export._sync``.
+        """
+        return await sync_followups(
+            self._client,
+            out,
+            state=state,
+            format=format,
+            lag_days=lag_days,
+            today=today,
+            concurrency=concurrency,
+            progress=progress,
+        )
+
     async def plan_export(
         self,
         *,
@@ -241,7 +276,8 @@ class Followups:
     async def get(self, followup_id: str) -> Followup:
         """``GET /followups/{id}``; ``NotFoundError`` when there is none."""
         path = f"/followups/{_path_id('followup_id', followup_id)}"
-        answer = await self._client._request(Request("GET", path), _item_decoder)
+        request = Request("GET", path, template="/followups/{id}")
+        answer = await self._client._request(request, _item_decoder)
         return answer.data
 
     async def create(self, item: FollowupCreate | None = None, /, **fields: Any) -> Followup:
@@ -259,6 +295,7 @@ class Followups:
             "/followups",
             body=_encoder.encode(body),
             fields=msgspec.structs.asdict(body),
+            template="/followups",
         )
         client = self._client
         tries = 0
@@ -342,7 +379,9 @@ class Followups:
         """
         path = f"/followups/{_path_id('followup_id', followup_id)}"
         body = build_update(item, fields)
-        request = Request("PUT", path, body=_encoder.encode(body), fields=body.given())
+        request = Request(
+            "PUT", path, body=_encoder.encode(body), fields=body.given(), template="/followups/{id}"
+        )
         answer = await self._client._request(request, _item_decoder)
         return answer.data
 
