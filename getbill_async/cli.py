@@ -183,6 +183,10 @@ async def _with_client(args: argparse.Namespace) -> int:
         async with client:
             if args.command == "export":
                 return await run_export(args, client)
+            if args.command == "sync":
+                from ._cli_sync import run_sync
+
+                return await run_sync(args, client)
             from ._cli_log import run_log
 
             return await run_log(args, client)
@@ -200,13 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     from .sandbox._cli import add_arguments as sandbox_arguments
 
     sandbox_arguments(commands.add_parser("sandbox", help="serve the embedded sandbox API"))
-    _export_parser(commands.add_parser("export", help="export followups to JSONL or CSV"))
+    _export_parser(commands.add_parser("export", help="export followups: JSONL, CSV, Parquet"))
 
     from ._cli_log import add_arguments as log_arguments
 
     log = commands.add_parser("log", help="create followups from a CSV or JSONL file")
     log_arguments(log)
     _client_options(log)
+
+    from ._cli_sync import add_arguments as sync_arguments
+
+    sync = commands.add_parser("sync", help="keep a directory of day partitions current")
+    sync_arguments(sync)
+    _client_options(sync)
 
     from ._cli_budget import add_arguments as budget_arguments
 

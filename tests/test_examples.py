@@ -38,21 +38,20 @@ async def test_export_example(sandbox: Sandbox, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-async def test_daily_sync_example_fetches_each_day_once(sandbox: Sandbox, tmp_path: Path) -> None:
+async def test_daily_sync_example_fetches_only_recent_days(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
     script = str(EXAMPLES / "daily_sync.py")
-    june = sandbox.followup_ids(date_from="2024-06-01", date_to="2024-06-15")
-    july = sandbox.followup_ids(date_from="2024-06-16", date_to="2024-06-30")
-    out = await run(
-        sandbox, tmp_path, script, "s.jsonl", "--since", "2024-06-01", "--until", "2024-06-15"
-    )
-    assert f"synced {len(june)} followups" in out
-    out = await run(
-        sandbox, tmp_path, script, "s.jsonl", "--since", "2024-06-01", "--until", "2024-06-30"
-    )
-    assert f"synced {len(july)} followups dated 2024-06-16 .. 2024-06-30" in out
-    out = await run(sandbox, tmp_path, script, "s.jsonl", "--until", "2024-06-30")
-    assert "up to date" in out
-    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == len(june) + len(july)
+    args = ("out", "--format", "jsonl")
+    out = await run(sandbox, tmp_path, script, *args, "--today", "2024-06-15")
+    assert "synced everything: 1000 followups, 10 requests" in out
+    for today, since in (("2024-06-30", "2024-06-12"), ("2024-07-01", "2024-06-27")):
+        out = await run(sandbox, tmp_path, script, *args, "--today", today)
+        recent = len(sandbox.followup_ids(date_from=since))
+        pages = max(1, -(-recent // 100))
+        assert f"synced the days from {since}: {recent} followups, {pages} requests" in out
+    lines = sum(len(p.read_bytes().splitlines()) for p in (tmp_path / "out").glob("date=*/*"))
+    assert lines == 1000
 
 
 @pytest.mark.timeout(60)

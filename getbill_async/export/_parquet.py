@@ -35,7 +35,7 @@ from .._extras import require
 from ._checkpoint import Mark, digest, fsync_dir, replace_durably, write_durably
 from ._formats import FIELDS, split_item
 
-__all__ = ["ParquetSink", "arrow_schema"]
+__all__ = ["ParquetSink", "arrow_schema", "record_batch", "write_parquet"]
 
 ROW_GROUP_ROWS = 32_768
 pa: Any = None
@@ -75,6 +75,24 @@ def arrow_schema() -> Any:
     return pa.schema([*fields, pa.field("extra", pa.string())])
 
 
+def record_batch(items: list[msgspec.Raw], schema: Any) -> Any:
+    """The rows of ``items`` (raw followups) as an Arrow record batch of ``schema``."""
+    rows = [split_item(item) for item in items]
+    columns = [[getattr(f, name) for f, _ in rows] for name in FIELDS]
+    columns.append([None if extra is None else extra.decode() for _, extra in rows])
+    return pa.RecordBatch.from_arrays(
+        [pa.array(c, type=t.type) for c, t in zip(columns, schema, strict=True)], schema=schema
+    )
+
+
+def write_parquet(path: Path, items: list[msgspec.Raw]) -> None:
+    """One Parquet file of ``items``, fsynced (the sync's partitions)."""
+    schema = arrow_schema()
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_batches([record_batch(items, schema)], schema=schema), sink)
+    write_durably(path, sink.getvalue().to_pybytes())
+
+
 class ParquetSink:
     """Buffers pages as Arrow record batches; every ``pages_per_part`` pages, a part file."""
 
@@ -86,7 +104,6 @@ class ParquetSink:
         self.parts = parts
         self._per_part = pages_per_part
         self._schema = arrow_schema()
-        self._names = FIELDS
         self._done = Mark(0, 0, 0, 0, "")  # the last part written
         # What was buffered since: replaced whole, so a signal cannot leave it half-updated.
         self._pending: tuple[Mark, tuple[Any, ...], tuple[list[str], ...]] = (self._done, (), ())
@@ -124,13 +141,7 @@ class ParquetSink:
         return kept
 
     def write(self, page: int, items: list[msgspec.Raw], ids: list[str]) -> None:
-        rows = [split_item(item) for item in items]
-        columns = [[getattr(f, name) for f, _ in rows] for name in self._names]
-        columns.append([None if extra is None else extra.decode() for _, extra in rows])
-        batch = pa.RecordBatch.from_arrays(
-            [pa.array(c, type=t.type) for c, t in zip(columns, self._schema, strict=True)],
-            schema=self._schema,
-        )
+        batch = record_batch(items, self._schema)
         was, batches, pages = self._pending
         mark = Mark(page, was.items + len(items), was.start, 0, "")
         self._pending = (mark, (*batches, batch), (*pages, ids))

@@ -22,6 +22,7 @@ from .._validate import build_create, build_update, check_id, list_params, page_
 from ..bulk import CreateBatch
 from ..errors import AmbiguousWriteError, GetBillError
 from ..export import ExportReport, export_followups
+from ..export._sync import SyncReport, sync_followups
 from ..models import (
     Debt,
     Followup,
@@ -209,6 +210,34 @@ class Followups:
             progress=progress,
             formula_guard=formula_guard,
             **filters,
+        )
+
+    async def sync(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        state: str | os.PathLike[str],
+        format: Literal["parquet", "jsonl"] = "parquet",
+        lag_days: int = 3,
+        today: date | str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        progress: Progress | None = None,
+    ) -> SyncReport:
+        """Keep ``out`` a directory of day partitions (``date=YYYY-MM-DD/``) of every followup.
+
+        The first run exports everything; later ones fetch only the days from ``lag_days``
+        before the last run on and replace those partitions atomically. See
+        ``getbill_async.export._sync``.
+        """
+        return await sync_followups(
+            self._client,
+            out,
+            state=state,
+            format=format,
+            lag_days=lag_days,
+            today=today,
+            concurrency=concurrency,
+            progress=progress,
         )
 
     async def plan_export(

@@ -1,0 +1,261 @@
+"""Incremental sync: a directory of day partitions kept current with as few reads as possible.
+
+    report = await client.followups.sync("followups/", state="sync.json", format="parquet")
+
+The first run exports everything and writes one partition per activity day (``call_date``,
+else ``scheduled_at``, as a UTC day: the day the API's date filters see):
+``DIR/date=YYYY-MM-DD/part.parquet`` (or ``part.jsonl``), plus
+``DIR/date=__HIVE_DEFAULT_PARTITION__/`` for followups with neither date (Hive's name for a
+null partition value, which DuckDB and Spark read as NULL). Each later run fetches only the
+followups dated from ``lag_days`` before the last run's day onwards (``date_from``): the new
+days, and the recent ones again, because followups still change status after their day.
+Every partition of that range is rebuilt from what the server says now, and one that has
+nothing left is removed. Followups without a date, or dated before the lag window, are only
+seen again by a full run (a new state file).
+
+Crash safety: the state file says which run is under way and how far it got. The fetch is an
+ordinary resumable export to ``DIR/.sync/``; its pages are then split by day into staged
+partitions, and the state records the list before they are moved into place, each partition
+file replaced by one atomic rename. A run killed at any point is finished by the next one,
+with the same range: no page is fetched twice, and the state moves on only when every
+partition of the run is in place. (While a run is unfinished, a reader may see some
+partitions already new and others still old.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .._validate import fail
+from ._checkpoint import ExportError, fsync_dir, replace_durably, write_durably
+
+if TYPE_CHECKING:
+    from .._client import GetBillClient
+    from .._progress import Progress
+
+__all__ = ["NO_DATE", "SyncReport", "sync_followups"]
+
+NO_DATE = "__HIVE_DEFAULT_PARTITION__"
+_STATE_VERSION = 1
+_FLUSH_BYTES = 8 << 20  # split: buffered lines per day are appended past this much
+
+
+class _Pending(msgspec.Struct):
+    today: str
+    date_from: str | None  # None: a full run
+    phase: str = "fetch"  # fetch, then install
+    days: list[str] = msgspec.field(default_factory=list)
+
+
+class _State(msgspec.Struct):
+    version: int
+    format: str
+    synced_through: str | None = None
+    pending: _Pending | None = None
+
+
+class _Dates(msgspec.Struct):
+    call_date: datetime | None = None
+    scheduled_at: datetime | None = None
+
+
+_dates = msgspec.json.Decoder(_Dates)
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What a sync did: ``full`` (a first run), the ``date_from`` it fetched from, items and
+    requests, partitions written and removed, and whether it finished an earlier run."""
+
+    full: bool
+    date_from: str | None
+    items: int
+    requests: int
+    partitions_written: int
+    partitions_removed: int
+    resumed: bool
+    elapsed: float
+
+
+def activity_day(line: bytes) -> str:
+    """The partition of one followup: its UTC activity day, or ``NO_DATE``."""
+    found = _dates.decode(line)
+    moment = found.call_date or found.scheduled_at
+    return NO_DATE if moment is None else moment.astimezone(timezone.utc).date().isoformat()
+
+
+def _save(path: Path, state: _State) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    write_durably(temporary, msgspec.json.encode(state))
+    replace_durably(temporary, path)
+
+
+def _load(path: Path, fmt: str) -> _State:
+    if not path.exists():
+        return _State(_STATE_VERSION, fmt)
+    try:
+        state = msgspec.json.decode(path.read_bytes(), type=_State)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ExportError(f"cannot read the sync state {path}: {exc}") from None
+    if state.version != _STATE_VERSION:
+        raise ExportError(f"sync state {path} is of version {state.version}; start a new one")
+    if state.format != fmt:
+        raise ExportError(
+            f"the partitions of sync state {path} are {state.format}, not {fmt}: use "
+            f"--format {state.format}, or a new state file and directory"
+        )
+    return state
+
+
+def _split(export: Path, staging: Path, suffix: str) -> list[str]:
+    """Stage one partition per day of ``export`` (JSONL); the days, sorted."""
+    buffers: dict[str, list[bytes]] = {}
+    buffered = 0
+    seen: set[str] = set()
+
+    def flush() -> None:
+        for day, lines in buffers.items():
+            folder = staging / f"date={day}"
+            folder.mkdir(exist_ok=True)
+            with open(folder / "part.jsonl", "ab") as handle:
+                handle.writelines(lines)
+        buffers.clear()
+
+    with open(export, "rb") as source:
+        for line in source:
+            day = activity_day(line)
+            buffers.setdefault(day, []).append(line)
+            seen.add(day)
+            buffered += len(line)
+            if buffered > _FLUSH_BYTES:
+                flush()
+                buffered = 0
+    flush()
+    for day in seen:
+        part = staging / f"date={day}" / "part.jsonl"
+        if suffix == "parquet":
+            from ._parquet import write_parquet
+
+            lines = part.read_bytes().splitlines()
+            write_parquet(part.with_suffix(".parquet"), [msgspec.Raw(x) for x in lines])
+            part.unlink()
+        else:
+            with open(part, "rb") as handle:
+                os.fsync(handle.fileno())
+    return sorted(seen)
+
+
+def _in_range(day: str, date_from: str | None) -> bool:
+    """Whether partition ``day`` is one a run from ``date_from`` rebuilds."""
+    if date_from is None:
+        return True
+    return day != NO_DATE and day >= date_from
+
+
+def _install(out: Path, staging: Path, pending: _Pending, suffix: str) -> tuple[int, int]:
+    """Move the staged partitions into place and remove the emptied ones; idempotent."""
+    name = f"part.{suffix}"
+    for day in pending.days:
+        staged = staging / f"date={day}" / name
+        if staged.exists():  # absent: moved by an earlier, killed attempt
+            final = out / f"date={day}"
+            final.mkdir(exist_ok=True)
+            replace_durably(staged, final / name)
+    removed = 0
+    kept = set(pending.days)
+    for folder in sorted(out.glob("date=*")):
+        day = folder.name.removeprefix("date=")
+        if day not in kept and _in_range(day, pending.date_from):
+            shutil.rmtree(folder)
+            removed += 1
+    fsync_dir(out)
+    return len(pending.days), removed
+
+
+async def sync_followups(
+    client: GetBillClient,
+    out: str | os.PathLike[str],
+    *,
+    state: str | os.PathLike[str],
+    format: str = "parquet",
+    lag_days: int = 3,
+    today: date | str | None = None,
+    concurrency: int = 4,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Bring the day partitions of ``out`` up to date; see the module's docstring.
+
+    ``today`` (default: today, UTC) sets where the next run starts: ``lag_days`` before it.
+    """
+    from . import export_followups
+
+    if format not in ("parquet", "jsonl"):
+        raise fail("format", f"invalid value {format!r}", ("parquet", "jsonl"))
+    if isinstance(lag_days, bool) or not isinstance(lag_days, int) or lag_days < 0:
+        raise fail("lag_days", f"must be an integer >= 0, got {lag_days!r}")
+    day = today if today is not None else datetime.now(timezone.utc).date()
+    if isinstance(day, str):
+        try:
+            day = date.fromisoformat(day)
+        except ValueError:
+            raise fail("today", f"must be a date or 'YYYY-MM-DD', got {day!r}") from None
+    started = time.monotonic()
+    out_dir, state_path = Path(out), Path(state)
+    current = _load(state_path, format)
+    staging = out_dir / ".sync"
+    resumed = current.pending is not None
+    if current.pending is None:
+        since = None
+        if current.synced_through is not None:
+            since = date.fromisoformat(current.synced_through) - timedelta(days=lag_days)
+        current.pending = _Pending(day.isoformat(), None if since is None else since.isoformat())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        _save(state_path, current)
+    pending = current.pending
+    items = requests = 0
+    if pending.phase == "fetch":
+        staging.mkdir(parents=True, exist_ok=True)
+        fetched = staging / "fetched.jsonl"
+        if not fetched.exists():  # present: fetched by a run killed while splitting
+            filters: dict[str, Any] = {}
+            if pending.date_from is not None:
+                filters["date_from"] = pending.date_from
+            checkpoint = fetched.with_name(fetched.name + ".checkpoint")
+            report = await export_followups(
+                client,
+                fetched,
+                resume=checkpoint.exists(),
+                restart=not checkpoint.exists(),
+                concurrency=concurrency,
+                progress=progress,
+                **filters,
+            )
+            items, requests = report.items, report.requests
+        for folder in staging.glob("date=*"):
+            shutil.rmtree(folder)  # a split cut short is done again whole
+        pending.days = _split(fetched, staging, format)
+        pending.phase = "install"
+        _save(state_path, current)
+    written, removed = _install(out_dir, staging, pending, format)
+    current.synced_through, current.pending = pending.today, None
+    _save(state_path, current)
+    shutil.rmtree(staging, ignore_errors=True)
+    return SyncReport(
+        full=pending.date_from is None,
+        date_from=pending.date_from,
+        items=items,
+        requests=requests,
+        partitions_written=written,
+        partitions_removed=removed,
+        resumed=resumed,
+        elapsed=time.monotonic() - started,
+    )
