@@ -25,7 +25,9 @@ from ._budget import (
 from ._client import GetBillClient
 from ._pagination import ItemWalk, PageWalk, WalkStats
 from ._pipeline import CallStats
+from ._plan import ExportPlan
 from ._retry import RetryPolicy
+from .bulk import CreateBatch, CreateResult
 from .errors import (
     AmbiguousWriteError,
     APIConnectionError,
@@ -45,6 +47,7 @@ from .errors import (
     ValidationError,
     WriteNotSentError,
 )
+from .export import ExportError, ExportReport
 from .models import (
     CallDirection,
     Debt,
@@ -78,8 +81,13 @@ __all__ = [
     "ClientCredentials",
     "Clock",
     "ConfigurationError",
+    "CreateBatch",
+    "CreateResult",
     "Debt",
     "DecodeError",
+    "ExportError",
+    "ExportPlan",
+    "ExportReport",
     "Followup",
     "FollowupCreate",
     "FollowupStatus",
