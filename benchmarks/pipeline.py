@@ -6,6 +6,10 @@ with the same stack: one aiohttp session built like the SDK's, the headers built
 URL already encoded, a status check and a cached ``msgspec.json.Decoder(Page[Followup])``.
 Rounds alternate which side goes first; each round gives one ratio; the medians are reported.
 
+A third side is the SDK with its event stream switched off, as if ``opentelemetry-api`` (the
+``otel`` extra) were not installed: with the API installed and no OpenTelemetry SDK configured,
+the telemetry must cost nothing measurable ("SDK / no otel" near 1.0x).
+
 The sandbox runs in two places:
 - its own process (the figure that isolates the client on a 2-core machine): wall time per
   page, the client's own CPU time per page, and the sandbox's CPU time per page (read from
@@ -65,8 +69,11 @@ class Samples:
 class Cell:
     sdk: Samples = field(default_factory=Samples)
     hand: Samples = field(default_factory=Samples)
+    bare: Samples = field(default_factory=Samples)  # the SDK without its event stream
     wall_ratios: list[float] = field(default_factory=list)
     cpu_ratios: list[float] = field(default_factory=list)
+    otel_wall_ratios: list[float] = field(default_factory=list)
+    otel_cpu_ratios: list[float] = field(default_factory=list)
 
 
 # --- the sandbox in its own process ------------------------------------------------------
@@ -183,19 +190,32 @@ async def block(server: Server | None, cell: Cell, rounds: int, pages: int) -> N
     connector = aiohttp.TCPConnector(limit=32)  # as the SDK builds its own session
     async with (
         GetBillClient(server.token, base_url=server.base_url, rate_limit=rate) as client,
+        GetBillClient(server.token, base_url=server.base_url, rate_limit=rate) as bare,
         aiohttp.ClientSession(connector=connector) as http,
     ):
+        # As if the otel extra were not installed: no stream, the pipeline's one check skips.
+        bare._events = None
 
         def sdk() -> Coroutine[Any, Any, None]:
             return sdk_pages(client, numbers)
+
+        def no_otel() -> Coroutine[Any, Any, None]:
+            return sdk_pages(bare, numbers)
 
         def hand() -> Coroutine[Any, Any, None]:
             return hand_pages(http, server.base_url, headers, decoder, numbers)
 
         await sdk_pages(client, numbers[:10])  # warm: connections, caches
+        await sdk_pages(bare, numbers[:10])
         await hand_pages(http, server.base_url, headers, decoder, numbers[:10])
         for rnd in range(rounds):
-            sides = [("sdk", sdk, cell.sdk), ("hand", hand, cell.hand)]
+            sides = [
+                ("sdk", sdk, cell.sdk),
+                ("hand", hand, cell.hand),
+                ("bare", no_otel, cell.bare),
+            ]
+            # Each side takes each place in turn: first, middle, last.
+            sides = sides[rnd % 3 :] + sides[: rnd % 3]
             if rnd % 2:
                 sides.reverse()
             got = {}
@@ -204,6 +224,9 @@ async def block(server: Server | None, cell: Cell, rounds: int, pages: int) -> N
             (sdk_wall, sdk_cpu), (hand_wall, hand_cpu) = got["sdk"], got["hand"]
             cell.wall_ratios.append(sdk_wall / hand_wall)
             cell.cpu_ratios.append(sdk_cpu / hand_cpu)
+            bare_wall, bare_cpu = got["bare"]
+            cell.otel_wall_ratios.append(sdk_wall / bare_wall)
+            cell.otel_cpu_ratios.append(sdk_cpu / bare_cpu)
 
 
 # --- loops ---------------------------------------------------------------------------------
@@ -317,6 +340,18 @@ def main() -> None:
         )
         if placement == "own process":
             add(f"SDK vs hand-written, client CPU/page, {name}", median(cell.cpu_ratios), 1.15)
+        add(
+            f"SDK with otel API (no OpenTelemetry SDK) vs without, wall/page, sandbox "
+            f"{placement}, {name}",
+            median(cell.otel_wall_ratios),
+            None,
+        )
+        if placement == "own process":
+            add(
+                f"SDK with otel API (no OpenTelemetry SDK) vs without, client CPU/page, {name}",
+                median(cell.otel_cpu_ratios),
+                None,
+            )
     if "uvloop" in loops:
         for placement in placements:
             uv, aio = cells[placement, "uvloop"], cells[placement, "asyncio"]

@@ -23,6 +23,7 @@ from ._budget import (
     Slot,
 )
 from ._client import GetBillClient
+from ._events import AttemptInfo, CallInfo, Hooks
 from ._pagination import ItemWalk, PageWalk, WalkStats
 from ._pipeline import CallStats
 from ._plan import ExportPlan
@@ -70,12 +71,14 @@ __all__ = [
     "APIError",
     "APITimeoutError",
     "AmbiguousWriteError",
+    "AttemptInfo",
     "AuthenticationError",
     "Budget",
     "BudgetExhaustedError",
     "BudgetStatus",
     "BudgetUnavailableError",
     "CallDirection",
+    "CallInfo",
     "CallStats",
     "ClassStatus",
     "ClientCredentials",
@@ -95,6 +98,7 @@ __all__ = [
     "FollowupUpdate",
     "GetBillClient",
     "GetBillError",
+    "Hooks",
     "ItemWalk",
     "Lane",
     "LocalBudget",

@@ -18,6 +18,7 @@ from yarl import URL
 from ._auth import ClientCredentials, OAuthTokenSource, TokenSource, token_source
 from ._budget import LANES, Budget, BudgetStatus, Lane, LocalBudget, RateLimit
 from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
+from ._events import Hooks, event_stream
 from ._pipeline import CallOptions, CallStats, Pipeline, Request, SentAwareRequest
 from ._retry import RetryPolicy
 from .errors import ConfigurationError
@@ -75,7 +76,9 @@ class GetBillClient:
     command) when it is set. ``rate_limit``: a
     ``RateLimit`` (a ``LocalBudget`` is built from it) or any ``Budget``, such as one shared
     by several clients. ``session``: an aiohttp session to use (and not close); otherwise the
-    client owns one, closed by ``close()`` or leaving ``async with``.
+    client owns one, closed by ``close()`` or leaving ``async with``. ``hooks``: plain
+    functions called as requests go (see ``Hooks``); with ``opentelemetry-api`` installed
+    (``pip install 'getbill-async[otel]'``), spans and metrics go to the global providers too.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class GetBillClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         allow_insecure: bool = False,
         connections: int = 32,
+        hooks: Hooks | None = None,
     ) -> None:
         if base_url is None:
             base_url = os.environ.get("GETBILL_BASE_URL") or DEFAULT_BASE_URL
@@ -117,6 +121,7 @@ class GetBillClient:
         self._owns_session = session is None
         self._pipe: Pipeline | None = None
         self._stats = CallStats()
+        self._events = event_stream(hooks, self.budget, self.base_url)
         self._closed = False
         self.followups = Followups(self)
         self.debts = Debts(self)
@@ -208,6 +213,7 @@ class GetBillClient:
             options=self._options,
             max_response_bytes=self.max_response_bytes,
             stats=self._stats,
+            events=self._events,
         )
         return pipe
 

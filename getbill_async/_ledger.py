@@ -210,8 +210,9 @@ class Ledger:
             self._cold = False
         if outcome.status == 429:
             self._on_429(now, outcome)
-        else:
-            self._believe_server(now, outcome.headers, taken_at)
+        # A 429's headers count too: its Remaining (0) says the window is full of requests
+        # that may be brand new, not only that the oldest frees after ``retry_after``.
+        self._believe_server(now, outcome.headers, taken_at)
         self._notify()
 
     def _take(self, now: float, count: int, taker: str) -> None:

@@ -32,6 +32,7 @@ from yarl import URL
 from ._auth import TokenSource
 from ._budget import Budget, Kind, Lane, Outcome, Slot
 from ._constants import LOGGER_NAME, USER_AGENT
+from ._events import CallInfo, EventStream
 from ._redact import SecretHeaders, redact, redact_url
 from ._retry import Retryable, RetryPolicy, retry_after_seconds, should_retry, with_retries
 from .errors import (
@@ -103,6 +104,8 @@ class Request:
     body: bytes | None = field(default=None, repr=False)
     fields: Mapping[str, Any] | None = field(default=None, repr=False)
     lane: Lane = "interactive"
+    # The path with placeholders ("/followups/{id}"): spans and metrics are named by it.
+    template: str | None = None
 
     @property
     def kind(self) -> Kind:
@@ -172,7 +175,7 @@ def _track_sent(session: aiohttp.ClientSession) -> bool:
 class _Call:
     """One logical call through the pipeline: its tries share a deadline and counters."""
 
-    __slots__ = ("request", "options", "lane", "counters", "deadline", "generation")
+    __slots__ = ("request", "options", "lane", "counters", "deadline", "generation", "info")
 
     def __init__(
         self, request: Request, options: CallOptions, counters: tuple[CallStats, ...]
@@ -184,6 +187,7 @@ class _Call:
         max_time = options.retry.max_time
         self.deadline = None if max_time is None else time.monotonic() + max_time
         self.generation = 0  # of the token the last try sent
+        self.info: CallInfo | None = None  # what the event stream knows of it, if it listens
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -237,8 +241,10 @@ class Pipeline:
         options: CallOptions,
         max_response_bytes: int,
         stats: CallStats | None = None,
+        events: EventStream | None = None,
     ) -> None:
         self.session = session
+        self.events = events
         self.base_url = base_url.rstrip("/")
         self.auth = auth
         self.budget = budget
@@ -259,6 +265,26 @@ class Pipeline:
         """Send ``request`` with budget, auth and retries; the decoded answer."""
         counters = (self.stats,) if stats is None else (self.stats, stats)
         call = _Call(request, options or self.options, counters)
+        events = self.events
+        info = None
+        if events is not None:
+            info = call.info = events.start_call(
+                request.method, request.template, request.path, request.kind, call.lane
+            )
+        if info is None:
+            return await self._send(call, decoder)
+        try:
+            answer = await self._send(call, decoder)
+        except BaseException as failed:
+            if isinstance(failed, AmbiguousWriteError):
+                EventStream.ambiguous_write(info, failed)
+            EventStream.end_call(info, failed)
+            raise
+        EventStream.end_call(info, None)
+        return answer
+
+    async def _send(self, call: _Call, decoder: msgspec.json.Decoder[T]) -> T:
+        """The call's tries, and once more after a token refresh when the API said 401."""
         try:
             return await self._tries(call, decoder)
         except AuthenticationError as exc:
@@ -272,12 +298,33 @@ class Pipeline:
     async def _tries(self, call: _Call, decoder: msgspec.json.Decoder[T]) -> T:
         return await with_retries(
             call.options.retry,
-            functools.partial(self._attempt, call, decoder),
+            functools.partial(
+                self._attempt if call.info is None else self._observed, call, decoder
+            ),
             deadline=call.deadline,
             on_retry=functools.partial(self._on_retry, call),
         )
 
+    async def _observed(self, call: _Call, decoder: msgspec.json.Decoder[T]) -> T:
+        """``_attempt``, with its end reported to the event stream (it reports the start)."""
+        assert call.info is not None
+        try:
+            answer = await self._attempt(call, decoder)
+        except BaseException as failed:
+            attempt = call.info.last
+            if attempt is not None and not attempt.ended:
+                cause: BaseException = failed.error if isinstance(failed, Retryable) else failed
+                if isinstance(cause, AmbiguousWriteError) and cause.cause is not None:
+                    cause = cause.cause
+                EventStream.end_attempt(attempt, cause)
+            raise
+        if call.info.last is not None:
+            EventStream.end_attempt(call.info.last, None)
+        return answer
+
     def _on_retry(self, call: _Call, tries: int, wait: float, error: GetBillError) -> None:
+        if call.info is not None and call.info.last is not None:
+            EventStream.retrying(call.info.last, wait)
         for stats in call.counters:
             stats.retries += 1
         log.debug(
@@ -312,6 +359,9 @@ class Pipeline:
             if slot.waited > 0:
                 stats.budget_waits += 1
                 stats.budget_wait_seconds += slot.waited
+        if call.info is not None:
+            EventStream.budget_waited(call.info, slot.waited)
+            EventStream.start_attempt(call.info)
         return slot
 
     def _timeout(self, call: _Call) -> tuple[aiohttp.ClientTimeout, bool]:
@@ -355,6 +405,8 @@ class Pipeline:
                 ) as resp:
                     status = resp.status
                     headers = resp.headers
+                    if call.info is not None and call.info.last is not None:
+                        call.info.last.answered(status, headers)
                     body = await self._read(resp, request)
             except aiohttp.ClientConnectorError as exc:
                 # The connection never opened: nothing reached the server.

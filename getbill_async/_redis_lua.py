@@ -150,7 +150,9 @@ else
     if until_ > (tonumber(redis.call('GET', pause)) or 0) then
       redis.call('SET', pause, string.format('%.6f', until_), 'PX', math.ceil(wait * 1000) + 1000)
     end
-  elseif remaining and admitted then
+  end
+  -- A 429's Remaining (0) counts too: the window is full of requests that may be brand new.
+  if remaining and admitted then
     -- Requests the server counts and the ledger does not came from elsewhere and may be brand
     -- new: taken now, freed a whole window from now. The server counted when it answered, so
     -- every request of ours it counted frees after this one was admitted: slots freed since

@@ -116,6 +116,18 @@ async def test_a_429_pauses_the_class_for_everyone(make: Make) -> None:
     assert 0.2 <= read.waited < 0.6
 
 
+async def test_a_429_that_says_the_window_is_full_holds_it_full(make: Make) -> None:
+    one, other = make(reads=10, window=1.0), make(reads=10, window=1.0)
+    headers = {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0"}
+    refused = Outcome(status=429, headers=headers, retry_after=0.1)
+    await one.release(await one.acquire("read"), refused)  # the first answer, mid-window
+    await asyncio.sleep(0.2)  # past the pause: the oldest request elsewhere has freed, but
+    # the others may be brand new, so none of them is taken for free
+    status = (await other.status()).reads
+    assert (status.cold, status.remaining) == (False, 0)
+    assert status.next_slot_in > 0.5
+
+
 async def test_cold_start_one_at_a_time_until_an_answer(make: Make) -> None:
     one, other = make(reads=10), make(reads=10)
     assert (await one.status()).reads.cold

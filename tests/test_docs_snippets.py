@@ -5,8 +5,8 @@ that must not run); the evaluator here compiles each with top-level ``await`` al
 it on the page's event loop. The blocks of one page share one namespace, in order, like a
 reader typing them into ``python -m asyncio``. Each page gets a fresh sandbox, reached the way
 a real program reaches the API: ``GETBILL_TOKEN`` and ``GETBILL_BASE_URL`` in the environment
-(and ``REDIS_URL`` for the fleet examples), in a fresh working directory. The convention is
-written down in docs/development.md.
+(and ``REDIS_URL``, ``REDIS_CLUSTER_URL`` for the fleet examples), in a fresh working
+directory. The convention is written down in docs/development.md.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sybil.parsers.markdown import CodeBlockParser, SkipParser
 
 from getbill_async import GetBillClient
 from getbill_async.sandbox import Sandbox
-from tests.redis_fixtures import RedisServer
+from tests.redis_fixtures import RedisCluster, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -71,7 +71,10 @@ def page_id(path: Path) -> str:
 
 @pytest.fixture
 def snippet_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer,
+    redis_cluster: RedisCluster,
 ) -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
     sandbox = Sandbox(followups=1000, seed=7)
@@ -81,6 +84,7 @@ def snippet_env(
     monkeypatch.setenv("GETBILL_TOKEN", sandbox.token)
     monkeypatch.setenv("GETBILL_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("REDIS_CLUSTER_URL", redis_cluster.url)
     monkeypatch.chdir(tmp_path)
     yield loop
     loop.run_until_complete(sandbox.stop())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -97,3 +98,26 @@ async def test_demo_fits_the_sample_calls_to_a_smaller_sandbox(tmp_path: Path) -
     out, _ = await demo(tmp_path, "--followups", "500", "--out", "f.jsonl")
     assert "created 40" in out and "demo: done" in out
     assert len((tmp_path / "f.jsonl").read_bytes().splitlines()) == 500
+
+
+@pytest.mark.timeout(60)
+async def test_service_example_serves_lookups_and_webhooks_during_an_export() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "service.py"),
+        "--otel",
+        cwd=EXAMPLES,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out_bytes, err = await asyncio.wait_for(proc.communicate(), 50)
+    assert proc.returncode == 0, err.decode()
+    out = out_bytes.decode()
+    assert re.search(r"export: 4000 followups in \d+ requests", out)
+    assert "lookups: 6, worst" in out
+    assert "webhooks: 2 received, 0 failed" in out
+    assert re.search(r"requests: \d+ interactive, 4\d bulk, 0 retries, 0 429s", out)
+    # The export waits for the window; the reserve keeps room for the interactive lane.
+    assert "budget waits: interactive 0.0s, bulk" in out
+    assert "GET /followups/{id} x6" in out and "POST /followups x1" in out
+    assert "http.client.request.duration" in out and "getbill.budget.wait" in out

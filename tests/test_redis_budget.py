@@ -303,7 +303,7 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
         rate,
         fallback=config.get("fallback", False),
         expected_workers=config["workers"],
-        timeout=1.0,
+        timeout=config.get("redis_timeout", 1.0),
     )
     retry = RetryPolicy(base=0.05, cap=0.5, max_time=20.0)
     async with (

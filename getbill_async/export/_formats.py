@@ -74,6 +74,7 @@ def raw_pages(
         params,
         _raw_page_decoder,
         raw_id,
+        template="/followups",
         start_page=start_page,
         concurrency=concurrency,
         known_ids=known_ids,

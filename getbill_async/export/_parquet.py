@@ -24,6 +24,7 @@ over ``<out>``: one file for ``pyarrow.parquet.read_table(path)`` or DuckDB's
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -64,6 +65,7 @@ def _arrow_type(kind: Any) -> Any:
     return pa.string()
 
 
+@functools.cache
 def arrow_schema() -> Any:
     """The Arrow schema of an export: the typed fields of ``Followup``, then ``extra``."""
     from ..models import Followup

@@ -24,6 +24,7 @@ def walk_pages(
     decoder: msgspec.json.Decoder[Page[T]],
     key: Callable[[T], str],
     *,
+    template: str | None,
     start_page: int,
     concurrency: int,
     known_ids: Iterable[str] = (),
@@ -31,10 +32,14 @@ def walk_pages(
     """A ``PageWalk`` over a list endpoint: ``params`` (checked) with each page's number.
 
     Walks are bulk work: they run in the bulk lane unless the client's options say otherwise.
+    ``template``: the path with placeholders (``/followups/debt/{debt_id}``) that names the
+    walk's spans and metrics; None names them by the method alone.
     """
 
     async def fetch(number: int, stats: CallStats) -> Page[T]:
-        request = Request("GET", path, params={**params, "page": str(number)}, lane="bulk")
+        request = Request(
+            "GET", path, params={**params, "page": str(number)}, lane="bulk", template=template
+        )
         return await client._request(request, decoder, stats)
 
     return PageWalk(fetch, key, start_page=start_page, concurrency=concurrency, known_ids=known_ids)

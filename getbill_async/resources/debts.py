@@ -49,7 +49,8 @@ class Debts:
     async def get(self, debt_id: str) -> Debt:
         """``GET /debts/{id}``; ``NotFoundError`` when there is none."""
         path = f"/debts/{quote(check_id('debt_id', debt_id), safe='')}"
-        answer = await self._client._request(Request("GET", path), _item_decoder)
+        request = Request("GET", path, template="/debts/{id}")
+        answer = await self._client._request(request, _item_decoder)
         return answer.data
 
     async def list(
@@ -61,7 +62,7 @@ class Debts:
         stats: CallStats | None = None,
     ) -> Page[Debt]:
         """One page of ``GET /debts`` (newest first), optionally of one ``status``."""
-        request = Request("GET", "/debts", params=_params(page, limit, status))
+        request = Request("GET", "/debts", params=_params(page, limit, status), template="/debts")
         return await self._client._request(request, _page_decoder, stats)
 
     def pages(
@@ -80,6 +81,7 @@ class Debts:
             params,
             _page_decoder,
             _id_of,
+            template="/debts",
             start_page=start_page,
             concurrency=concurrency,
         )

@@ -42,6 +42,7 @@ __all__ = ["Followups"]
 
 log = logging.getLogger(LOGGER_NAME)
 _page_decoder = msgspec.json.Decoder(Page[Followup])
+_FOR_DEBT = "/followups/debt/{debt_id}"
 _item_decoder = msgspec.json.Decoder(_ItemEnvelope[Followup])
 _encoder = msgspec.json.Encoder()
 
@@ -83,7 +84,9 @@ class Followups:
             debt_id=debt_id,
         )
         return await self._client._request(
-            Request("GET", "/followups", params=params), _page_decoder, stats
+            Request("GET", "/followups", params=params, template="/followups"),
+            _page_decoder,
+            stats,
         )
 
     def pages(
@@ -114,7 +117,7 @@ class Followups:
             date_to=date_to,
             debt_id=debt_id,
         )
-        return self._walk("/followups", params, start_page, concurrency, known_ids)
+        return self._walk("/followups", "/followups", params, start_page, concurrency, known_ids)
 
     def iterate(
         self,
@@ -148,7 +151,8 @@ class Followups:
         """One page of ``GET /followups/debt/{debt_id}``."""
         path = f"/followups/debt/{_path_id('debt_id', debt_id)}"
         return await self._client._request(
-            Request("GET", path, params=page_params(page, limit)), _page_decoder
+            Request("GET", path, params=page_params(page, limit), template=_FOR_DEBT),
+            _page_decoder,
         )
 
     def iterate_for_debt(
@@ -160,11 +164,12 @@ class Followups:
     ) -> ItemWalk[Followup]:
         """Every followup of one debt (``GET /followups/debt/{debt_id}``), in order."""
         path = f"/followups/debt/{_path_id('debt_id', debt_id)}"
-        return ItemWalk(self._walk(path, page_params(1, limit), 1, concurrency))
+        return ItemWalk(self._walk(path, _FOR_DEBT, page_params(1, limit), 1, concurrency))
 
     def _walk(
         self,
         path: str,
+        template: str,
         params: dict[str, str],
         start_page: int,
         concurrency: int,
@@ -176,6 +181,7 @@ class Followups:
             params,
             _page_decoder,
             _id_of,
+            template=template,
             start_page=start_page,
             concurrency=concurrency,
             known_ids=known_ids,
@@ -270,7 +276,8 @@ class Followups:
     async def get(self, followup_id: str) -> Followup:
         """``GET /followups/{id}``; ``NotFoundError`` when there is none."""
         path = f"/followups/{_path_id('followup_id', followup_id)}"
-        answer = await self._client._request(Request("GET", path), _item_decoder)
+        request = Request("GET", path, template="/followups/{id}")
+        answer = await self._client._request(request, _item_decoder)
         return answer.data
 
     async def create(self, item: FollowupCreate | None = None, /, **fields: Any) -> Followup:
@@ -288,6 +295,7 @@ class Followups:
             "/followups",
             body=_encoder.encode(body),
             fields=msgspec.structs.asdict(body),
+            template="/followups",
         )
         client = self._client
         tries = 0
@@ -371,7 +379,9 @@ class Followups:
         """
         path = f"/followups/{_path_id('followup_id', followup_id)}"
         body = build_update(item, fields)
-        request = Request("PUT", path, body=_encoder.encode(body), fields=body.given())
+        request = Request(
+            "PUT", path, body=_encoder.encode(body), fields=body.given(), template="/followups/{id}"
+        )
         answer = await self._client._request(request, _item_decoder)
         return answer.data
 
