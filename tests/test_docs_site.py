@@ -1,9 +1,10 @@
-"""The CLI reference of the docs site is complete: every command and option of the parser."""
+"""The docs site: the CLI reference names every command and option; the README links resolve."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -37,3 +38,25 @@ def test_the_cli_reference_names_every_command_and_option() -> None:
 
 def test_a_page_without_the_marker_is_left_alone() -> None:
     assert load_hook().on_page_markdown("# Other\n") == "# Other\n"
+
+
+def slug(heading: str) -> str:
+    """The anchor Python-Markdown's toc gives a heading (its default slugify)."""
+    text = re.sub(r"[^\w\s-]", "", heading.replace("`", "")).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def test_the_readme_links_into_the_site_resolve() -> None:
+    # The site's own links are checked by `mkdocs build --strict`; the README is not part of
+    # the site, so its links into docs/ are checked here, anchors included.
+    root = HOOK.parents[2]
+    links = re.findall(r"\]\(([^)\s]+)\)", (root / "README.md").read_text())
+    local = [link for link in links if not re.match(r"[a-z]+:", link)]
+    assert local
+    for link in local:
+        path, _, anchor = link.partition("#")
+        target = root / path
+        assert target.is_file(), link
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", target.read_text(), flags=re.M)
+            assert anchor in {slug(h) for h in headings}, link
