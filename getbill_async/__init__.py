@@ -26,7 +26,9 @@ from ._client import GetBillClient
 from ._events import AttemptInfo, CallInfo, Hooks
 from ._pagination import ItemWalk, PageWalk, WalkStats
 from ._pipeline import CallStats
+from ._plan import ExportPlan
 from ._retry import RetryPolicy
+from .bulk import CreateBatch, CreateResult
 from .errors import (
     AmbiguousWriteError,
     APIConnectionError,
@@ -46,6 +48,7 @@ from .errors import (
     ValidationError,
     WriteNotSentError,
 )
+from .export import ExportError, ExportReport
 from .models import (
     CallDirection,
     Debt,
@@ -81,8 +84,13 @@ __all__ = [
     "ClientCredentials",
     "Clock",
     "ConfigurationError",
+    "CreateBatch",
+    "CreateResult",
     "Debt",
     "DecodeError",
+    "ExportError",
+    "ExportPlan",
+    "ExportReport",
     "Followup",
     "FollowupCreate",
     "FollowupStatus",

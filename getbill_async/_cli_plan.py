@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._cli_log import read_rows
+from ._log_rows import read_rows
 from ._plan import plan_writes
 
 if TYPE_CHECKING:

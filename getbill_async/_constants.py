@@ -20,6 +20,10 @@ DEFAULT_PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 100
 #: Pages in flight (and held) ahead of the consumer; see _pagination.py for the reasoning.
 DEFAULT_CONCURRENCY = 4
+#: A walk remembers at least this many of the last ids it yielded (about 150 KB), so that a
+#: burst of this many new followups during one pause (an hour's budget wait, say) cannot
+#: slide an item already read back into the walk; beyond it the window grows with ``total``.
+WALK_REMEMBERED_IDS = 2000
 
 #: Refresh an OAuth token this long before it expires (capped at a tenth of its lifetime).
 TOKEN_REFRESH_MARGIN = 60.0

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Generic, TypeVar, cast
 
+from ._constants import WALK_REMEMBERED_IDS
 from ._pipeline import CallStats
 from .models import Page
 
@@ -95,7 +96,12 @@ class PageWalk(Generic[T]):
 
     def __aiter__(self) -> AsyncIterator[Page[T]]:
         if self._gen is None:
-            self._gen = self._walk()
+            # The generator gets what it needs, never ``self``: a walk dropped after a
+            # ``break`` is freed at once (no reference cycle waits for the cyclic GC), and
+            # the generator's finalizer cancels the pages in flight right away.
+            self._gen = _walk(
+                self._fetch, self._key, self._start, self._concurrency, self._known, self.stats
+            )
         return self._gen
 
     async def __anext__(self) -> Page[T]:
@@ -116,56 +122,115 @@ class PageWalk(Generic[T]):
     ) -> None:
         await self.aclose()
 
-    async def _walk(self) -> AsyncGenerator[Page[T], None]:
-        stats, fetch, ahead = self.stats, self._fetch, self._concurrency - 1
-        recent: deque[set[str]] = deque([self._known], maxlen=self._concurrency + 2)
-        ahead_tasks: dict[int, asyncio.Task[Page[T]]] = {}
-        number = self._start
-        page = await fetch(number, stats.calls)
-        stats.total_at_start = page.pagination.total
-        last = page.pagination.pages
-        scheduled = number
-        try:
-            while True:
-                stats.total_at_end = page.pagination.total
-                last = max(last, page.pagination.pages)
-                if not page.data:
-                    return
-                while scheduled < last and scheduled < number + ahead:
-                    scheduled += 1
-                    ahead_tasks[scheduled] = asyncio.ensure_future(fetch(scheduled, stats.calls))
-                yield self._fresh(page, recent)
-                if number >= last:
-                    return
-                number += 1
-                task = ahead_tasks.pop(number, None)
-                if task is None:
-                    scheduled = max(scheduled, number)
-                    page = await fetch(number, stats.calls)
-                else:
-                    page = await task
-        finally:
-            for task in ahead_tasks.values():
-                task.cancel()
-            if ahead_tasks:
-                await asyncio.gather(*ahead_tasks.values(), return_exceptions=True)
 
-    def _fresh(self, page: Page[T], recent: deque[set[str]]) -> Page[T]:
-        key, ids = self._key, set()
-        kept: list[T] = []
-        for item in page.data:
-            k = key(item)
-            if k in ids or any(k in seen for seen in recent):
-                self.stats.duplicates_skipped += 1
-                continue
-            ids.add(k)
-            kept.append(item)
-        recent.append(ids)
-        self.stats.pages += 1
-        self.stats.items += len(kept)
-        if len(kept) == len(page.data):
-            return page
-        return Page(data=kept, pagination=page.pagination)
+async def _walk(
+    fetch: Fetch[T],
+    key: Callable[[T], str],
+    number: int,
+    concurrency: int,
+    known: set[str],
+    stats: WalkStats,
+) -> AsyncGenerator[Page[T], None]:
+    ahead = concurrency - 1
+    recent = _Recent(known, floor_pages=concurrency + 2, floor_items=WALK_REMEMBERED_IDS)
+    ahead_tasks: dict[int, asyncio.Task[Page[T]]] = {}
+    page = await fetch(number, stats.calls)
+    stats.total_at_start = page.pagination.total
+    last = page.pagination.pages
+    scheduled = number
+    try:
+        while True:
+            stats.total_at_end = page.pagination.total
+            last = max(last, page.pagination.pages)
+            if not page.data:
+                return
+            while scheduled < last and scheduled < number + ahead:
+                scheduled += 1
+                ahead_tasks[scheduled] = asyncio.ensure_future(fetch(scheduled, stats.calls))
+            yield _fresh(page, key, recent, stats)
+            if number >= last:
+                return
+            number += 1
+            task = ahead_tasks.pop(number, None)
+            if task is None:
+                scheduled = max(scheduled, number)
+                page = await fetch(number, stats.calls)
+            else:
+                page = await task
+    finally:
+        for task in ahead_tasks.values():
+            task.cancel()
+        if ahead_tasks:
+            await asyncio.gather(*ahead_tasks.values(), return_exceptions=True)
+
+
+class _Recent:
+    """The ids of the last pages: enough of them to recognise an item that slid back.
+
+    Newest-first lists push every item down by one per followup created meanwhile, so an item
+    read on page k can come back up to ``ceil(inserts / limit)`` pages later. The window is
+    sized from the inserts seen so far (the growth of ``total``) plus two pages, and never
+    smaller than ``floor_items`` ids: the growth of a sudden burst (a budget pause during
+    which hundreds of followups arrived) is only seen on the first page read after it, when
+    the pages it shifts must still be remembered. Memory stays bounded by the window.
+    """
+
+    __slots__ = ("pages", "index", "floor_pages", "floor_items", "serial", "first", "peak")
+
+    def __init__(self, known: set[str], floor_pages: int, floor_items: int) -> None:
+        self.pages: deque[tuple[int, list[str]]] = deque()
+        self.index: dict[str, int] = {}  # id -> serial of the newest page that held it
+        self.floor_pages = floor_pages
+        self.floor_items = floor_items
+        self.serial = 0
+        self.first: int | None = None
+        self.peak = 0
+        if known:
+            self._append(list(known))
+
+    def seen(self, item_id: str) -> bool:
+        return item_id in self.index
+
+    def add(self, ids: list[str], total: int, limit: int) -> None:
+        if self.first is None:
+            self.first = total
+        self.peak = max(self.peak, total)
+        per_page = max(1, limit)
+        keep = max(
+            self.floor_pages,
+            -(-self.floor_items // per_page),
+            -(-(self.peak - self.first) // per_page) + 2,
+        )
+        self._append(ids)
+        while len(self.pages) > keep:
+            serial, old = self.pages.popleft()
+            for item_id in old:
+                if self.index.get(item_id) == serial:
+                    del self.index[item_id]
+
+    def _append(self, ids: list[str]) -> None:
+        self.serial += 1
+        self.pages.append((self.serial, ids))
+        for item_id in ids:
+            self.index[item_id] = self.serial
+
+
+def _fresh(page: Page[T], key: Callable[[T], str], recent: _Recent, stats: WalkStats) -> Page[T]:
+    ids: dict[str, None] = {}
+    kept: list[T] = []
+    for item in page.data:
+        k = key(item)
+        if k in ids or recent.seen(k):
+            stats.duplicates_skipped += 1
+            continue
+        ids[k] = None
+        kept.append(item)
+    recent.add(list(ids), page.pagination.total, page.pagination.limit)
+    stats.pages += 1
+    stats.items += len(kept)
+    if len(kept) == len(page.data):
+        return page
+    return Page(data=kept, pagination=page.pagination)
 
 
 class ItemWalk(Generic[T]):

@@ -181,15 +181,18 @@ async def _with_client(args: argparse.Namespace) -> int:
     client = make_client(args)
     try:
         async with client:
+            # The command's work is bulk work: a service sharing the OAuth client through
+            # Redis keeps the reserve of every window for its interactive calls.
+            bulk = client.with_options(priority="bulk")
             if args.command == "export":
-                return await run_export(args, client)
+                return await run_export(args, bulk)
             if args.command == "sync":
                 from ._cli_sync import run_sync
 
-                return await run_sync(args, client)
+                return await run_sync(args, bulk)
             from ._cli_log import run_log
 
-            return await run_log(args, client)
+            return await run_log(args, bulk)
     finally:
         closer = getattr(client.budget, "aclose", None)  # a RedisBudget owns a connection
         if closer is not None:

@@ -11,6 +11,8 @@ from aiohttp import web
 from getbill_async import GetBillClient
 from getbill_async.sandbox import Sandbox
 
+from .loopback import serve
+
 
 class PageServer:
     """A list endpoint that answers slowly and records how many requests overlap."""
@@ -180,3 +182,48 @@ async def test_dropping_a_walk_after_break_finalizes_cleanly(
     assert reported == [], reported
     assert not pending_tasks()
     assert server.served <= 4
+
+
+async def test_break_cancels_in_flight_pages_at_once_without_the_cyclic_gc() -> None:
+    import gc
+
+    server = PageServer(pages=30, delay=0.4)
+    app = web.Application()
+    app.router.add_get("/v1/followups", server.handle)
+    gc.disable()  # finalizing must not wait for a collection
+    try:
+        async with serve(app) as root:
+            async with GetBillClient("t0k3n", base_url=root + "/v1") as client:
+                async for page in client.followups.pages(limit=10, concurrency=8):
+                    if page.pagination.page == 1:
+                        break
+                before = server.served
+                for _ in range(20):  # well under the 0.4 s the pages in flight take
+                    if not pending_tasks():
+                        break
+                    await asyncio.sleep(0.005)
+                assert not pending_tasks(), "pages fetched ahead are still in flight"
+                await asyncio.sleep(0.9)
+                assert server.served == before, "pages kept being fetched after the break"
+    finally:
+        gc.enable()
+
+
+async def test_a_long_pause_with_hundreds_of_inserts_leaks_no_duplicates() -> None:
+    async with Sandbox(followups=3000, seed=3) as sandbox:
+        original = sandbox.followup_ids()
+        async with GetBillClient(sandbox.token, base_url=sandbox.base_url) as client:
+            walk = client.followups.iterate(limit=100, concurrency=4)
+            ids: list[str] = []
+            async for f in walk:
+                ids.append(f.id)
+                if len(ids) == 500:
+                    # A budget pause of an hour, say, during which 900 followups arrived:
+                    # every item read so far slides nine pages on, past pages already read.
+                    sandbox.insert_followups(900)
+                elif len(ids) in (1500, 2500):
+                    sandbox.insert_followups(300)  # and more later: the window grows
+        assert len(ids) == len(set(ids)), "no duplicates"
+        assert set(original) <= set(ids)
+        assert walk.stats.duplicates_skipped >= 900  # how many depends on the pages in flight
+        assert walk.stats.total_at_end == 4500

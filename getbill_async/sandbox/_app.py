@@ -151,6 +151,10 @@ def endpoint(state: State, scope: str, cls: str, handler: ApiHandler) -> Handler
         stats = state.stats
         stats.requests += 1
         kind = state.faults.draw(stats.requests) if state.faults is not None else None
+        if request.can_read_body:
+            # Like a real server: the whole request is in before it is acted on, and a client
+            # that hangs up afterwards (a timeout, a kill) does not undo the write.
+            await request.read()
         if state.latency > 0:
             await asyncio.sleep(state.latency)
         grant = bearer_grant(state, request)
