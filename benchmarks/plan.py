@@ -90,7 +90,7 @@ async def main() -> None:
         [
             {
                 "benchmark": "plan",
-                "metric": "worst |plan/actual - 1| over the cases",
+                "metric": "worst plan error, abs(plan / actual - 1)",
                 "ratio": round(worst, 2),
                 "goal": 0.3,
                 "better": "lower",

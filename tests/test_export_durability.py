@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from getbill_async import GetBillClient, RateLimit, RetryPolicy
+from getbill_async import DecodeError, GetBillClient, RateLimit, RetryPolicy
 from getbill_async.export import ExportError
 from getbill_async.sandbox import Sandbox
 from tests.test_export import StopAfter, jsonl_ids
@@ -139,3 +139,31 @@ async def test_csv_has_an_extra_column_and_guards_formulas(newer_api: str, tmp_p
     with open(raw, newline="") as handle:
         plain = list(csv.DictReader(handle))
     assert (plain[0]["summary"], plain[1]["notes"]) == ("=HYPERLINK(1)", "\tx")
+
+
+async def test_an_item_that_is_no_followup_fails_csv_with_a_decode_error(
+    tmp_path: Path,
+) -> None:
+    async def followups(request: web.Request) -> web.Response:
+        item = (
+            b'{"status":"sent"}' if request.query.get("status") else b'{"id":"f1","status":"sent"}'
+        )
+        body = b'{"data":[' + item + b"],"
+        body += b'"pagination":{"total":1,"page":1,"limit":100,"pages":1}}'
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/followups", followups)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with newer_client(f"http://127.0.0.1:{runner.addresses[0][1]}") as client:
+            with pytest.raises(DecodeError, match="an item is not a followup.*debt_id"):
+                await client.followups.export(tmp_path / "f.csv", format="csv")
+            await client.followups.export(tmp_path / "f.jsonl")  # JSONL writes it as it came
+            with pytest.raises(DecodeError, match="an item has no string id"):
+                await client.followups.export(tmp_path / "g.jsonl", status="sent")
+    finally:
+        await runner.cleanup()
+    assert (tmp_path / "f.jsonl").read_bytes() == b'{"id":"f1","status":"sent"}\n'

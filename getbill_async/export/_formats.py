@@ -18,6 +18,7 @@ import msgspec
 
 from .._pagination import PageWalk
 from .._validate import list_params
+from ..errors import DecodeError
 from ..models import Followup, Page
 from ..resources import walk_pages
 
@@ -54,7 +55,10 @@ _encoder = msgspec.json.Encoder()
 
 
 def raw_id(item: msgspec.Raw) -> str:
-    return _id_decoder.decode(item).id
+    try:
+        return _id_decoder.decode(item).id
+    except msgspec.DecodeError as exc:  # the walk skips duplicates by id: it needs one
+        raise DecodeError(f"GET /followups: an item has no string id: {exc}") from None
 
 
 def raw_pages(
@@ -99,7 +103,10 @@ def jsonl_lines(items: list[msgspec.Raw]) -> bytes:
 
 def split_item(item: msgspec.Raw) -> tuple[Followup, bytes | None]:
     """The typed followup, and the fields it does not know as a JSON object (None if none)."""
-    followup = _followup_decoder.decode(item)
+    try:
+        followup = _followup_decoder.decode(item)
+    except msgspec.DecodeError as exc:  # the page was JSON, but this item is no followup
+        raise DecodeError(f"GET /followups: an item is not a followup: {exc}") from None
     fields = _fields_decoder.decode(item)
     if fields.keys() <= _KNOWN:
         return followup, None
