@@ -19,8 +19,9 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Mapping
 from typing import TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 import aiohttp
 import msgspec
@@ -70,6 +71,16 @@ T = TypeVar("T")
 log = logging.getLogger(LOGGER_NAME)
 _NOT_SENT = Outcome(sent=False)
 _NO_ANSWER = Outcome(sent=True)
+
+
+# Kept because make bench shows it: urlencode quotes every key and value afresh, a tenth of
+# the SDK's own CPU per page; keys and values repeat (page numbers, limits, statuses).
+_quote = functools.lru_cache(maxsize=1024)(quote_plus)
+
+
+def query_string(params: Mapping[str, str]) -> str:
+    """What ``urllib.parse.urlencode(params)`` gives, for string keys and values."""
+    return "&".join([f"{_quote(k)}={_quote(v)}" for k, v in params.items()])
 
 
 class _Call:
@@ -254,7 +265,7 @@ class Pipeline:
             call.generation = self.auth.generation
             url = self.base_url + request.path
             if request.params:
-                url += "?" + urlencode(request.params)
+                url += "?" + query_string(request.params)
             probe.started = True
             probe_token = PROBE.set(probe)
             try:
