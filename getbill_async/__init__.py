@@ -25,8 +25,8 @@ from ._budget import (
 from ._client import GetBillClient
 from ._events import AttemptInfo, CallInfo, Hooks
 from ._pagination import ItemWalk, PageWalk, WalkStats
-from ._pipeline import CallStats
 from ._plan import ExportPlan
+from ._request import CallStats
 from ._retry import RetryPolicy
 from .bulk import CreateBatch, CreateResult
 from .errors import (

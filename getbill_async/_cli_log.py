@@ -175,7 +175,7 @@ async def run_log(args: argparse.Namespace, client: GetBillClient) -> int:
     bad = [r for r in rows if r.problem is not None]
     for row in bad:
         assert row.problem is not None
-        print(f"{source}:{row.line}: {row.problem.field}: {row.problem.message}", file=sys.stderr)
+        print(f"{source}:{row.line}: {row.problem.message}", file=sys.stderr)  # names the field
     if bad and not args.skip_invalid:
         print(
             f"{len(bad)} invalid row(s) of {len(rows)}; nothing sent "

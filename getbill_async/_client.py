@@ -19,7 +19,8 @@ from ._auth import ClientCredentials, OAuthTokenSource, TokenSource, token_sourc
 from ._budget import LANES, Budget, BudgetStatus, Lane, LocalBudget, RateLimit
 from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
 from ._events import Hooks, event_stream
-from ._pipeline import CallOptions, CallStats, Pipeline, Request, SentAwareRequest
+from ._pipeline import Pipeline
+from ._request import CallOptions, CallStats, Request, SentAwareRequest
 from ._retry import RetryPolicy
 from .errors import ConfigurationError
 from .resources.debts import Debts

@@ -108,11 +108,12 @@ class Ledger:
         """Seconds until ``lane`` may take a slot (0: now). ``None``: only an answer can free
         one: in the cold start the first answer; otherwise a window after some answer."""
         self._expire(now)
-        flying = self.in_flight()
+        flying = self._flying["interactive"] + self._flying["bulk"]
         if self._cold and flying:
             return None
         blocked = max(0.0, self._blocked_until - now)
-        excess = len(self._frees) + flying - self.cap(lane)
+        cap = self.limit if lane == "interactive" else bulk_cap(self.limit, self.reserve)
+        excess = len(self._frees) + flying - cap
         if excess < 0:
             return blocked
         if excess < len(self._frees):
@@ -216,11 +217,16 @@ class Ledger:
         self._notify()
 
     def _take(self, now: float, count: int, taker: str) -> None:
+        frees = self._frees
         free_at = now + self.window
-        if self._frees and free_at < self._frees[-1]:
-            free_at = self._frees[-1]  # a grown window: keep the order, err on the safe side
-        self._frees.extend([free_at] * count)
-        self._takers.extend([taker] * count)
+        if frees and free_at < frees[-1]:
+            free_at = frees[-1]  # a grown window: keep the order, err on the safe side
+        if count == 1:
+            frees.append(free_at)
+            self._takers.append(taker)
+        else:
+            frees.extend([free_at] * count)
+            self._takers.extend([taker] * count)
 
     def _learn_rules(self, limit: int | None, window: float | None) -> None:
         if limit is not None and 0 < limit < self.limit:
@@ -238,7 +244,7 @@ class Ledger:
         self._expire(now)
         # The server counted at this request's arrival, after ``taken_at``: our slots that
         # freed here since then may still have been in its window, so they count as seen.
-        seen = len(self._frees) + self.in_flight()
+        seen = len(self._frees) + self._flying["interactive"] + self._flying["bulk"]
         for free_at in reversed(self._freed):
             if free_at <= taken_at:
                 break

@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Generic, TypeVar, cast
 
 from ._constants import WALK_REMEMBERED_IDS
-from ._pipeline import CallStats
+from ._request import CallStats
 from .models import Page
 
 __all__ = ["ItemWalk", "PageWalk", "WalkStats"]

@@ -6,9 +6,9 @@ backoff loop, the token request included.
 
 Two rules that long jobs rely on:
 
-- **Sent means sent.** aiohttp's ``on_request_headers_sent`` trace tells whether a request left.
-  One that never did (a connect timeout, a wait for a pooled connection) holds no budget slot
-  and is not an ambiguous write: it is simply tried again.
+- **Sent means sent.** The session's request class (``SentAwareRequest``) notes when a request
+  starts writing to a connection. One that never did (a connect timeout, a wait for a pooled
+  connection) holds no budget slot and is not an ambiguous write: it is simply tried again.
 - **A deadline is a deadline.** ``RetryPolicy.max_time`` bounds the whole call: budget waits,
   tries and the pauses between them. A budget wait that would pass it is cut off at once.
 """
@@ -20,156 +20,67 @@ import functools
 import logging
 import time
 from collections.abc import Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
-from urllib.parse import urlencode
+from typing import TypeVar
+from urllib.parse import quote_plus
 
 import aiohttp
 import msgspec
 from yarl import URL
 
+from ._answers import ambiguous, decode, error_for_status, read_capped
 from ._auth import TokenSource
-from ._budget import Budget, Kind, Lane, Outcome, Slot
+from ._budget import Budget, Lane, Outcome, Slot
 from ._constants import LOGGER_NAME, USER_AGENT
 from ._events import CallInfo, EventStream
-from ._redact import SecretHeaders, redact, redact_url
-from ._retry import Retryable, RetryPolicy, retry_after_seconds, should_retry, with_retries
+from ._redact import SecretHeaders, redact
+from ._request import (
+    PROBE,
+    SENT,
+    CallOptions,
+    CallStats,
+    Probe,
+    Request,
+    SentAwareRequest,
+    SentRecord,
+    track_sent,
+)
+from ._retry import Retryable, RetryPolicy, should_retry, with_retries
 from .errors import (
     AmbiguousWriteError,
     APIConnectionError,
-    APIError,
     APITimeoutError,
     AuthenticationError,
     BudgetExhaustedError,
-    DecodeError,
     GetBillError,
-    NotFoundError,
-    PermissionDeniedError,
     RateLimitError,
-    ServerError,
-    ValidationError,
 )
-from .models import _ErrorEnvelope
 
-__all__ = ["CallOptions", "CallStats", "Pipeline", "Request", "RetryPolicy", "SentRecord"]
+__all__ = [
+    "SENT",
+    "CallOptions",
+    "CallStats",
+    "Pipeline",
+    "Request",
+    "RetryPolicy",
+    "SentAwareRequest",
+    "SentRecord",
+    "error_for_status",
+]
 
 T = TypeVar("T")
 log = logging.getLogger(LOGGER_NAME)
-_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
 _NOT_SENT = Outcome(sent=False)
 _NO_ANSWER = Outcome(sent=True)
-_IDENTITY = ("", "identity")
 
 
-@dataclass
-class CallStats:
-    """Counters of requests sent, retries and budget waits (per walk, or for a whole client)."""
-
-    requests: int = 0
-    retries: int = 0
-    budget_waits: int = 0
-    budget_wait_seconds: float = 0.0
-
-    def add(self, other: CallStats) -> None:
-        self.requests += other.requests
-        self.retries += other.retries
-        self.budget_waits += other.budget_waits
-        self.budget_wait_seconds += other.budget_wait_seconds
+# Kept because make bench shows it: urlencode quotes every key and value afresh, a tenth of
+# the SDK's own CPU per page; keys and values repeat (page numbers, limits, statuses).
+_quote = functools.lru_cache(maxsize=1024)(quote_plus)
 
 
-@dataclass(frozen=True)
-class CallOptions:
-    """How one call is made: ``client.with_options(...)`` gives a view with other ones.
-
-    ``max_wait``: the longest budget wait (``None``: the budget's own ``RateLimit.max_wait``;
-    ``math.inf``: no cap). ``priority``: the lane (``None``: the call's own, bulk for walks,
-    exports and ``create_many``, interactive for single calls).
-    """
-
-    timeout: float
-    retry: RetryPolicy
-    max_wait: float | None = None
-    priority: Lane | None = None
-
-
-@dataclass(frozen=True)
-class Request:
-    """What a resource asks for. ``fields`` (writes) travel into ``AmbiguousWriteError``."""
-
-    method: str
-    path: str  # already escaped, relative to base_url
-    params: Mapping[str, str] | None = None
-    # Out of the repr: a body may hold a presigned URL, and requests sit in tracebacks.
-    body: bytes | None = field(default=None, repr=False)
-    fields: Mapping[str, Any] | None = field(default=None, repr=False)
-    lane: Lane = "interactive"
-    # The path with placeholders ("/followups/{id}"): spans and metrics are named by it.
-    template: str | None = None
-
-    @property
-    def kind(self) -> Kind:
-        return "read" if self.method == "GET" else "write"
-
-    def describe(self) -> str:
-        page = self.params.get("page") if self.params else None
-        return f"{self.method} {self.path}" + (f" page {page}" if page else "")
-
-
-class SentRecord:
-    """Set as ``SENT`` around a write to learn whether any of its tries left this process.
-
-    ``create_many`` uses it: a create cancelled mid-flight is reported as ambiguous when it
-    was sent, and as not sent (safe to send again) otherwise.
-    """
-
-    __slots__ = ("sent",)
-
-    def __init__(self) -> None:
-        self.sent = False
-
-
-SENT: ContextVar[SentRecord | None] = ContextVar("getbill_sent", default=None)
-
-
-class _Probe:
-    """One try: did it start sending, and did it get as far as writing to a connection."""
-
-    __slots__ = ("started", "sent")
-
-    def __init__(self) -> None:
-        self.started = False
-        self.sent = False
-
-
-_PROBE: ContextVar[_Probe | None] = ContextVar("getbill_probe", default=None)
-
-
-class SentAwareRequest(aiohttp.ClientRequest):
-    """aiohttp's request, noting when it starts writing to a connection it was given.
-
-    Until then (connecting, waiting for a pooled connection) nothing can have reached the
-    server. aiohttp's ``on_request_headers_sent`` trace says the same a little later, but a
-    trace costs a dozen awaits on every request; this costs a context-variable read.
-    """
-
-    async def send(self, conn: Any) -> aiohttp.ClientResponse:
-        probe = _PROBE.get()
-        if probe is not None:
-            probe.sent = True
-        return await super().send(conn)
-
-
-def _track_sent(session: aiohttp.ClientSession) -> bool:
-    """Make ``session`` note sent requests; False when that cannot be known."""
-    request_class = getattr(session, "_request_class", None)
-    if isinstance(request_class, type) and issubclass(request_class, SentAwareRequest):
-        return True
-    if request_class is aiohttp.ClientRequest:
-        # A session made by the caller, with aiohttp's own request class: use ours.
-        session._request_class = SentAwareRequest
-        return True
-    return False  # a custom request class: count every started try as sent (the safe side)
+def query_string(params: Mapping[str, str]) -> str:
+    """What ``urllib.parse.urlencode(params)`` gives, for string keys and values."""
+    return "&".join([f"{_quote(k)}={_quote(v)}" for k, v in params.items()])
 
 
 class _Call:
@@ -191,41 +102,6 @@ class _Call:
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
-
-
-def error_for_status(
-    status: int, body: bytes, request: Request, headers: Mapping[str, str]
-) -> APIError:
-    """The exception for an error answer, from the documented envelope where there is one."""
-    if 300 <= status < 400:
-        location = redact_url(headers.get("Location", "") or "nowhere")
-        message = (
-            f"redirected to {location}: redirects are not followed, so that credentials never "
-            "leave base_url's host; check base_url"
-        )
-        return APIError(message, status=status, method=request.method, path=request.path)
-    try:
-        env = _error_decoder.decode(body)
-        message, code, details = env.message or f"HTTP {status}", env.code, env.details
-    except (msgspec.DecodeError, RecursionError):
-        message = f"HTTP {status}, body starts {redact_url(repr(body[:80]))}"
-        code, details = None, None
-    kw: dict[str, Any] = dict(
-        status=status, code=code, details=details, method=request.method, path=request.path
-    )
-    if status == 401:
-        return AuthenticationError(message, **kw)
-    if status == 403:
-        return PermissionDeniedError(message, **kw)
-    if status == 404:
-        return NotFoundError(message, **kw)
-    if status in (400, 422):
-        return ValidationError(message, **kw)
-    if status == 429:
-        return RateLimitError(message, retry_after=retry_after_seconds(details, headers), **kw)
-    if status >= 500:
-        return ServerError(message, **kw)
-    return APIError(message, **kw)
 
 
 class Pipeline:
@@ -251,7 +127,7 @@ class Pipeline:
         self.options = options
         self.max_response_bytes = max_response_bytes
         self.stats = stats if stats is not None else CallStats()
-        self._tracks_sent = _track_sent(session)
+        self._tracks_sent = track_sent(session)
         rate_limit = getattr(budget, "rate_limit", None)
         self._budget_max_wait: float | None = getattr(rate_limit, "max_wait", None)
 
@@ -377,7 +253,7 @@ class Pipeline:
     async def _attempt(self, call: _Call, decoder: msgspec.json.Decoder[T]) -> T:
         request = call.request
         slot = await self._acquire(call)
-        probe = _Probe()
+        probe = Probe()
         answered: Outcome | None = None
         try:
             timeout, by_deadline = self._timeout(call)
@@ -389,9 +265,9 @@ class Pipeline:
             call.generation = self.auth.generation
             url = self.base_url + request.path
             if request.params:
-                url += "?" + urlencode(request.params)
+                url += "?" + query_string(request.params)
             probe.started = True
-            probe_token = _PROBE.set(probe)
+            probe_token = PROBE.set(probe)
             try:
                 async with self.session.request(
                     request.method,
@@ -407,7 +283,7 @@ class Pipeline:
                     headers = resp.headers
                     if call.info is not None and call.info.last is not None:
                         call.info.last.answered(status, headers)
-                    body = await self._read(resp, request)
+                    body = await read_capped(resp, request, self.max_response_bytes)
             except aiohttp.ClientConnectorError as exc:
                 # The connection never opened: nothing reached the server.
                 probe.sent = False
@@ -427,7 +303,7 @@ class Pipeline:
                 error = APIConnectionError(self._say(exc, request))
                 raise self._no_answer(request, error, self._sent(probe)) from None
             finally:
-                _PROBE.reset(probe_token)
+                PROBE.reset(probe_token)
             error_answer = (
                 None if 200 <= status < 300 else error_for_status(status, body, request, headers)
             )
@@ -451,11 +327,11 @@ class Pipeline:
             if should_retry(slot.kind, status, True):
                 raise Retryable(error_answer)
             if request.kind == "write" and status >= 500:
-                raise self._ambiguous(request, error_answer)
+                raise ambiguous(request, error_answer)
             raise error_answer
-        return self._decode(request, status, headers, body, decoder)
+        return decode(request, status, headers, body, decoder)
 
-    def _sent(self, probe: _Probe) -> bool:
+    def _sent(self, probe: Probe) -> bool:
         """Whether a try that got no answer may have reached the server."""
         if self._tracks_sent:
             return probe.sent
@@ -470,73 +346,10 @@ class Pipeline:
             headers["Content-Type"] = "application/json"
         return headers
 
-    def _decode(
-        self,
-        request: Request,
-        status: int,
-        headers: Mapping[str, str],
-        body: bytes,
-        decoder: msgspec.json.Decoder[T],
-    ) -> T:
-        content_type = headers.get("Content-Type", "")
-        try:
-            if "json" not in content_type:
-                raise DecodeError(
-                    f"{request.describe()}: expected JSON, got {content_type or 'no content type'}",
-                    status=status,
-                    body=body,
-                )
-            try:
-                return decoder.decode(body)
-            except (msgspec.DecodeError, RecursionError) as exc:
-                raise DecodeError(
-                    f"{request.describe()}: answer is not the documented JSON ({exc})",
-                    status=status,
-                    body=body,
-                ) from None
-        except DecodeError as exc:
-            if request.kind == "read":
-                raise Retryable(exc) from None
-            raise self._ambiguous(request, exc) from None
-
-    async def _read(self, resp: aiohttp.ClientResponse, request: Request) -> bytes:
-        """The body, decoded (gunzipped...), refused past ``max_response_bytes`` *decoded*:
-        a small compressed answer can inflate a thousandfold."""
-        cap = self.max_response_bytes
-        length = resp.content_length
-        if length is not None and length > cap:
-            raise self._too_large(resp, request)
-        if length is not None and resp.headers.get("Content-Encoding", "").lower() in _IDENTITY:
-            return await resp.read()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > cap:
-                raise self._too_large(resp, request)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, resp: aiohttp.ClientResponse, request: Request) -> DecodeError:
-        return DecodeError(
-            f"{request.describe()}: answer larger than max_response_bytes="
-            f"{self.max_response_bytes} (decoded)",
-            status=resp.status,
-        )
-
     def _no_answer(self, request: Request, error: APIConnectionError, sent: bool) -> Exception:
         if should_retry(request.kind, None, sent):
             return Retryable(error)
-        return self._ambiguous(request, error)
-
-    def _ambiguous(self, request: Request, cause: GetBillError) -> AmbiguousWriteError:
-        return AmbiguousWriteError(
-            str(cause),
-            method=request.method,
-            path=request.path,
-            fields=request.fields or {},
-            cause=cause,
-        )
+        return ambiguous(request, error)
 
     def _say(self, exc: BaseException, request: Request) -> str:
         return (

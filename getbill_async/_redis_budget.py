@@ -50,7 +50,7 @@ try:
     from redis.exceptions import RedisClusterException, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from ._redis_conn import RedisClient, Wakeups, class_status, connect, tagged, where
+    from ._redis_conn import RedisClient, Wakeups, connect, tagged, where
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisBudget needs redis-py: pip install 'getbill-async[redis]'") from exc
 
@@ -68,7 +68,7 @@ from ._budget import (
 from ._budget_types import check_lane, ends_cold_start
 from ._constants import LOGGER_NAME
 from ._redis_fallback import Fallback
-from ._redis_lua import ACQUIRE, RELEASE, STATUS
+from ._redis_lua import ACQUIRE, COLD, RELEASE, STATUS, class_status, sleep_for, text
 from .errors import BudgetExhaustedError, BudgetUnavailableError, ConfigurationError
 
 __all__ = ["DEFAULT_KEY", "RedisBudget", "budget_from_url"]
@@ -77,17 +77,10 @@ T = TypeVar("T")
 log = logging.getLogger(LOGGER_NAME)
 KINDS: tuple[Kind, ...] = ("read", "write")
 DEFAULT_KEY = "getbill:default"
-# Why a refused acquire waits (see ACQUIRE): known, an answer in flight, the cold start's first
-# answer, interactive requests ahead. The last two have no estimate: only max_wait bounds them.
-_KNOWN, _ANSWER, _COLD, _BEHIND = 0, 1, 2, 3
 
 
 class _FellBack(Exception):
     """The budget fell back to its local share while this task waited for its turn."""
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _number(value: float | int | None) -> str:
@@ -158,8 +151,7 @@ class RedisBudget:
         self._prefix = tagged(key)
         self._scripts = tuple(self._redis.register_script(s) for s in (ACQUIRE, RELEASE, STATUS))
         self._locks = {(kind, lane): asyncio.Lock() for kind in KINDS for lane in LANES}
-        self._events = {kind: asyncio.Event() for kind in KINDS}
-        self._wakeups = Wakeups(self._redis, [self._channel(k) for k in KINDS], self._woken)
+        self._wakeups = Wakeups(self._redis, [self._channel(k) for k in KINDS])
         self._fallback = Fallback(self.rate_limit, expected_workers, self.fallback_retry)
         self._release_failed = False
         self._forgetting: set[asyncio.Task[Any]] = set()
@@ -245,71 +237,53 @@ class RedisBudget:
         start = time.monotonic()
         waiter = uuid.uuid4().hex
         async with self._locks[kind, lane]:
-            while True:
-                if not probe and self._fallback.active():
-                    raise _FellBack  # Redis failed for a task ahead of this one meanwhile
-                slot_id = lane[0] + uuid.uuid4().hex
-                woken = self._events[kind]  # taken before asking, so no release slips by
-                args: list[str | float] = [
-                    limit,
-                    window,
-                    self.lease,
-                    slot_id,
-                    int(self.rate_limit.pace),
-                    self.rate_limit.reserve,
-                    waiter,
-                    self.poll,
-                    self._channel(kind),
-                ]
-                keys = self._keys(kind)
-                try:
-                    answer = await self._call(
-                        f"acquiring a {kind} slot",
-                        lambda: self._scripts[0](keys=keys, args=args),  # noqa: B023
-                    )
-                except asyncio.CancelledError:
-                    self._forget(kind, slot_id)  # the script may have run: give the slot back
-                    raise
-                except BudgetUnavailableError as exc:
-                    if isinstance(exc.__cause__, (asyncio.TimeoutError, RedisTimeoutError)):
-                        self._forget(kind, slot_id)  # no answer, yet it may have run
-                    raise
-                if int(answer[0]) == 1:
-                    # The handle: the slot's id and when Redis admitted it.
-                    token = f"{slot_id} {_text(answer[1])}"
-                    return Slot(kind, time.monotonic() - start, token, lane=lane)
-                wait, why = float(_text(answer[1])), int(answer[2])
-                waited = time.monotonic() - start
-                if max_wait is not None:
-                    if why in (_COLD, _BEHIND):
-                        # No estimate: an answer, or an interactive request, is due any moment.
-                        if waited >= max_wait:
-                            raise BudgetExhaustedError(kind, 0.0, max_wait)
-                        wait = min(wait, max_wait - waited)
-                    else:
-                        # Only answers can free a slot: a window from now at the soonest.
-                        estimate = min(wait, window) if why == _ANSWER else wait
-                        if waited + estimate > max_wait:
-                            raise BudgetExhaustedError(kind, estimate, max_wait)
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("shared %s budget full (%s, why %d): %.3fs", kind, lane, why, wait)
-                await self._sleep(woken, wait)
-
-    async def _sleep(self, woken: asyncio.Event, wait: float) -> None:
-        """Sleep until the next slot frees (plus jitter, so the fleet does not wake as one),
-        a release is published, or ``poll`` passes."""
-        self._wakeups.ensure()
-        seconds = min(self.poll, wait + random.uniform(0.0, min(0.05, 0.005 + 0.01 * wait)))
-        try:
-            await asyncio.wait_for(woken.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
-
-    def _woken(self, channel: str) -> None:
-        for kind in KINDS:
-            if channel == self._channel(kind):
-                self._events[kind].set()
-                self._events[kind] = asyncio.Event()
+            marked = False  # an interactive waiter left a mark that holds bulk back
+            try:
+                while True:
+                    if not probe and self._fallback.active():
+                        raise _FellBack  # Redis failed for a task ahead of this one meanwhile
+                    slot_id = lane[0] + uuid.uuid4().hex
+                    # Taken before asking, so no release slips by between the answer and the sleep.
+                    woken = self._wakeups.event(self._channel(kind))
+                    args: list[str | float] = [
+                        limit,
+                        window,
+                        self.lease,
+                        slot_id,
+                        int(self.rate_limit.pace),
+                        self.rate_limit.reserve,
+                        waiter,
+                        self.poll,
+                        self._channel(kind),
+                    ]
+                    keys = self._keys(kind)
+                    try:
+                        answer = await self._call(
+                            f"acquiring a {kind} slot",
+                            lambda: self._scripts[0](keys=keys, args=args),  # noqa: B023
+                        )
+                    except asyncio.CancelledError:
+                        self._forget(kind, slot_id)  # the script may have run: give the slot back
+                        raise
+                    except BudgetUnavailableError as exc:
+                        if isinstance(exc.__cause__, (asyncio.TimeoutError, RedisTimeoutError)):
+                            self._forget(kind, slot_id)  # no answer, yet it may have run
+                        raise
+                    if int(answer[0]) == 1:
+                        # The handle: the slot's id and when Redis admitted it.
+                        token = f"{slot_id} {text(answer[1])}"
+                        return Slot(kind, time.monotonic() - start, token, lane=lane)
+                    wait, why = float(text(answer[1])), int(answer[2])
+                    marked = lane == "interactive" and why != COLD
+                    waited = time.monotonic() - start
+                    wait = sleep_for(kind, why, wait, waited, max_wait, window)
+                    # Plus jitter, so the fleet does not wake as one; at most `poll`.
+                    jitter = random.uniform(0.0, min(0.05, 0.005 + 0.01 * wait))
+                    await self._wakeups.sleep(woken, min(self.poll, wait + jitter))
+            except (asyncio.CancelledError, BudgetExhaustedError):
+                if marked:  # gone without being served: let bulk requests go at once
+                    self._background(self._redis.zrem(self._keys(kind)[5], waiter))
+                raise
 
     async def release(self, slot: Slot, outcome: Outcome) -> None:
         if not slot.token:
@@ -348,7 +322,18 @@ class RedisBudget:
             self._release_failed = False
 
     def _forget(self, kind: Kind, token: str) -> None:
-        task = asyncio.ensure_future(self.release(Slot(kind, 0.0, token), Outcome(sent=False)))
+        self._background(self.release(Slot(kind, 0.0, token), Outcome(sent=False)))
+
+    def _background(self, call: Awaitable[Any]) -> None:
+        """Run a clean-up call without waiting for it (``aclose`` does); failures only log."""
+
+        async def run() -> None:
+            try:
+                await asyncio.wait_for(call, self.timeout)
+            except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
+                log.debug("budget clean-up in Redis failed: %s", exc)
+
+        task = asyncio.ensure_future(run())
         self._forgetting.add(task)
         task.add_done_callback(self._forgetting.discard)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from typing import TypeAlias
 
 import redis.asyncio as aioredis
@@ -23,11 +22,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
-from ._budget import ClassStatus
 from ._constants import LOGGER_NAME
 from .errors import ConfigurationError
 
-__all__ = ["RedisClient", "Wakeups", "class_status", "connect", "tagged", "where"]
+__all__ = ["RedisClient", "Wakeups", "connect", "tagged", "where"]
 
 #: The clients a ``RedisBudget`` accepts: one node (or a proxy in front of many), or a cluster.
 RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
@@ -72,39 +70,36 @@ def where(client: RedisClient, key: str) -> str:
     return f"Redis at {place} (db {kw.get('db', 0)}, key {key!r})"
 
 
-def class_status(answer: list[bytes | str]) -> ClassStatus:
-    """A ``ClassStatus`` from the ``STATUS`` script's answer."""
-    lim, win, used, flying, wait, blocked, cold, cap, *shares = (
-        float(v.decode() if isinstance(v, bytes) else v) for v in answer
-    )
-    return ClassStatus(
-        limit=int(lim),
-        window=win,
-        used=int(used),
-        in_flight=int(flying),
-        remaining=max(0, int(lim - used - flying)),
-        next_slot_in=wait,
-        blocked_for=blocked,
-        cold=cold == 1,
-        reserved=int(lim - cap),
-        lanes=dict(zip(("interactive", "bulk", "other"), map(int, shares), strict=True)),
-    )
-
-
 class Wakeups:
-    """One subscriber per budget: ``on_message(channel)`` runs for each published release."""
+    """One subscriber per budget; a message on a channel sets that channel's current event.
 
-    def __init__(self, client: RedisClient, channels: list[str], on_message: Callable[[str], None]):
+    Take ``event(channel)`` before asking Redis, then ``sleep(event, seconds)``: a release
+    published in between is not missed.
+    """
+
+    def __init__(self, client: RedisClient, channels: list[str]) -> None:
         self._client = client
         self._channels = channels
-        self._on_message = on_message
+        self._events = {channel: asyncio.Event() for channel in channels}
         self._task: asyncio.Task[None] | None = None
         self._pubsub: aioredis.client.PubSub | None = None
 
-    def ensure(self) -> None:
-        """Listen, unless already listening (a lost listener is started again here)."""
-        if self._task is None or self._task.done():
+    def event(self, channel: str) -> asyncio.Event:
+        return self._events[channel]
+
+    async def sleep(self, event: asyncio.Event, seconds: float) -> None:
+        """Until ``event`` is set or ``seconds`` pass (listening, if not yet)."""
+        if self._task is None or self._task.done():  # a lost listener starts again here
             self._task = asyncio.ensure_future(self._listen())
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _on_message(self, channel: str) -> None:
+        if channel in self._events:
+            self._events[channel].set()
+            self._events[channel] = asyncio.Event()
 
     async def _listen(self) -> None:
         pubsub = self._pubsub = self._client.pubsub()

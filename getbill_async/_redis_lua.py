@@ -1,4 +1,5 @@
-"""The Lua scripts behind ``RedisBudget``: each runs atomically on the Redis server.
+"""The Lua scripts behind ``RedisBudget`` (each runs atomically on the Redis server), and how
+to read their answers.
 
 Per class (read, write) the keys are: ``slots``, a sorted set of counted slots scored by when
 each frees; ``inflight``, slots taken and not yet answered, scored by when their lease ends;
@@ -14,7 +15,14 @@ server's headers counted it, another program sent it); ``STATUS`` counts the lan
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "RELEASE", "STATUS"]
+from ._budget_types import ClassStatus, Kind
+from .errors import BudgetExhaustedError
+
+__all__ = ["ACQUIRE", "COLD", "RELEASE", "STATUS", "class_status", "sleep_for", "text"]
+
+# Why a refused acquire waits (see ACQUIRE): known, an answer in flight, the cold start's first
+# answer, interactive requests ahead. The last two have no estimate: only max_wait bounds them.
+KNOWN, ANSWER, COLD, BEHIND = 0, 1, 2, 3
 
 # Shared by the three scripts. KEYS: slots, inflight, pause, pace, server, waiting.
 _COMMON = """
@@ -87,6 +95,8 @@ local limit, window = rules(tonumber(ARGV[1]), tonumber(ARGV[2]))
 local lease, id, reserve = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6])
 local waiter, poll = ARGV[7], tonumber(ARGV[8])
 local bulk = string.sub(id, 1, 1) == 'b'
+-- A call tried again after a lost connection may have run already: it decides afresh.
+redis.call('ZREM', inflight, id)
 local used, flying = expire(window, lease)
 if cold() and flying > 0 then
   local at = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
@@ -195,3 +205,44 @@ return {tostring(limit), tostring(window), tostring(used), tostring(flying), tos
         tostring(shares.i), tostring(shares.b), tostring(shares.u)}
 """
 )
+
+
+def sleep_for(
+    kind: Kind, why: int, wait: float, waited: float, max_wait: float | None, window: float
+) -> float:
+    """How long to sleep, as ACQUIRE said why it refused; raises when ``max_wait`` is out."""
+    if max_wait is None:
+        return wait
+    if why in (COLD, BEHIND):
+        # No estimate: an answer, or an interactive request, is due any moment.
+        if waited >= max_wait:
+            raise BudgetExhaustedError(kind, 0.0, max_wait)
+        return min(wait, max_wait - waited)
+    # Only answers can free a slot: a window from now at the soonest.
+    estimate = min(wait, window) if why == ANSWER else wait
+    if waited + estimate > max_wait:
+        raise BudgetExhaustedError(kind, estimate, max_wait)
+    return wait
+
+
+def text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def class_status(answer: list[bytes | str]) -> ClassStatus:
+    """A ``ClassStatus`` from the ``STATUS`` script's answer."""
+    lim, win, used, flying, wait, blocked, cold, cap, *shares = (
+        float(v.decode() if isinstance(v, bytes) else v) for v in answer
+    )
+    return ClassStatus(
+        limit=int(lim),
+        window=win,
+        used=int(used),
+        in_flight=int(flying),
+        remaining=max(0, int(lim - used - flying)),
+        next_slot_in=wait,
+        blocked_for=blocked,
+        cold=cold == 1,
+        reserved=int(lim - cap),
+        lanes=dict(zip(("interactive", "bulk", "other"), map(int, shares), strict=True)),
+    )

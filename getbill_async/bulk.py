@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from ._constants import LOGGER_NAME
-from ._pipeline import SENT, SentRecord
+from ._request import SENT, SentRecord
 from ._validate import fail
 from .errors import AmbiguousWriteError, GetBillError, WriteNotSentError
 from .models import Followup, FollowupCreate

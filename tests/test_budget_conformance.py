@@ -203,6 +203,19 @@ async def test_a_waiting_interactive_request_goes_before_waiting_bulk_ones(make:
     await bulk.release(await asyncio.wait_for(waiting_bulk, 1.5), OK)
 
 
+async def test_an_interactive_request_that_gives_up_holds_no_bulk_back(make: Make) -> None:
+    bulk, service = make(reads=2), make(reads=2)
+    await warm(service)
+    held = await bulk.acquire("read", lane="bulk")
+    waiting_bulk = asyncio.ensure_future(bulk.acquire("read", lane="bulk"))
+    assert await pending(waiting_bulk)
+    with pytest.raises(BudgetExhaustedError):
+        await service.acquire("read", max_wait=0.2)  # refused: it leaves, unserved
+    await asyncio.sleep(0.1)  # a Redis one takes its mark back in a task
+    await bulk.release(held, Outcome(sent=False))
+    await bulk.release(await asyncio.wait_for(waiting_bulk, 0.5), OK)
+
+
 def test_reserve_is_validated() -> None:
     with pytest.raises(ValueError, match=r"RateLimit.reserve must be a number >= 0 and < 1"):
         RateLimit(reserve=1.0)

@@ -95,3 +95,40 @@ async def test_without_redis_it_asks_the_server_with_one_named_read() -> None:
     assert "X-RateLimit-Limit: 40" in out and "X-RateLimit-Remaining: 39" in out
     assert "X-RateLimit-Window: 60" in out
     assert sb.token not in out
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
+async def test_watch_on_a_terminal_draws_a_live_table(redis_server: RedisServer) -> None:
+    import pty
+
+    client_id = fresh_key().replace(":", "-")
+    budget = await seed(redis_server.url, client_id)
+    args = ["budget", "--redis", redis_server.url, "--watch", "--count", "2", "--interval", "0.1"]
+    code = "import sys; from getbill_async.cli import main; sys.exit(main(sys.argv[1:]))"
+    leader, follower = pty.openpty()
+    try:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", code, *args, cwd=ROOT,
+                env={**os.environ, "GETBILL_CLIENT_ID": client_id, "COLUMNS": "160"},
+                stdout=follower, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            os.close(follower)  # the child has its own copy
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        await budget.aclose()
+    text = shown.decode(errors="replace")
+    assert "shared budget: Redis at 127.0.0.1:" in text  # rich's table title
+    assert "│" in text or "┃" in text, "no rich table drawn"
+    assert "1/1/9" in text

@@ -24,7 +24,8 @@ from getbill_async import (
     GetBillError,
     Page,
 )
-from getbill_async._pipeline import Pipeline, Request, error_for_status
+from getbill_async._answers import decode, error_for_status
+from getbill_async._pipeline import Request
 from getbill_async._retry import Retryable
 from getbill_async._validate import build_create, build_update, list_params
 from getbill_async.models import _ItemEnvelope
@@ -40,7 +41,6 @@ SETTINGS = settings(
 # Untrusted input (answers, webhook bodies) gets the full 200; the rest, half.
 LIGHT = settings(SETTINGS, max_examples=100)
 JSON_HEADERS = {"Content-Type": "application/json"}
-_PIPELINE = Pipeline.__new__(Pipeline)  # _decode needs no session, budget or auth
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "page": msgspec.json.Decoder(Page[Followup]),
     "item": msgspec.json.Decoder(_ItemEnvelope[Followup]),
@@ -76,7 +76,7 @@ def decode_like_the_pipeline(name: str, body: bytes, method: str = "GET") -> Any
     """What a resource gets back: the decoded answer, or the error the pipeline surfaces."""
     request = Request(method, "/followups", body=b"{}" if method != "GET" else None)
     try:
-        return _PIPELINE._decode(request, 200, JSON_HEADERS, body, _DECODERS[name])
+        return decode(request, 200, JSON_HEADERS, body, _DECODERS[name])
     except Retryable as retry:  # a read's decode failure is retried, then surfaces as its error
         raise retry.error from None
 

@@ -24,7 +24,7 @@ from getbill_async import (
 )
 from getbill_async.sandbox import STATIC_CLIENT, Sandbox
 from tests.helpers import max_in_window
-from tests.redis_fixtures import RedisServer
+from tests.redis_fixtures import RedisServer, free_port
 from tests.test_redis_budget import ROOT, fleet, fresh_key, run_fleet
 
 OK = Outcome(status=200)
@@ -91,6 +91,20 @@ async def test_a_blackholed_redis_costs_one_timeout_not_one_per_queued_task() ->
         os.kill(server.pid, signal.SIGCONT)
         await budget.aclose()
         server.close()
+
+
+async def test_a_worker_on_its_fallback_share_believes_its_share_of_what_is_left() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    rate = RateLimit(reads=40, window=60.0)
+    budget = RedisBudget(url, fresh_key(), rate, fallback=True, expected_workers=4, timeout=0.3)
+    async with budget:
+        slot = await budget.acquire("read")
+        assert slot.token == ""  # a local slot: 1/4 of the limit
+        headers = {"X-RateLimit-Limit": "40", "X-RateLimit-Remaining": "20"}
+        await budget.release(slot, Outcome(status=200, headers=headers))
+        status = (await budget.status()).reads
+    # Every worker that fell back reads the same 20: each may take a quarter of them.
+    assert (status.limit, status.remaining) == (10, 5)
 
 
 def lane_worker(config_json: str) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 
 from .._pagination import PageWalk
-from .._pipeline import CallStats, Request
+from .._request import CallStats, Request
 from ..models import Page
 
 if TYPE_CHECKING:

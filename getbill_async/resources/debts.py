@@ -9,7 +9,7 @@ import msgspec
 
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT
 from .._pagination import ItemWalk, PageWalk
-from .._pipeline import CallStats, Request
+from .._request import CallStats, Request
 from .._validate import check_id, page_params
 from ..models import Debt, Page, _ItemEnvelope
 from . import walk_pages

@@ -15,9 +15,9 @@ import msgspec
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT, LOGGER_NAME
 from .._media import MediaKind, download_media
 from .._pagination import ItemWalk, PageWalk
-from .._pipeline import CallStats, Request
 from .._plan import ExportPlan, plan_export
 from .._progress import Progress
+from .._request import CallStats, Request
 from .._validate import build_create, build_update, check_id, list_params, page_params
 from ..bulk import CreateBatch
 from ..errors import AmbiguousWriteError, GetBillError
