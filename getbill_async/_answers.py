@@ -7,7 +7,7 @@ test (the property tests feed them arbitrary bytes).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import msgspec
@@ -29,9 +29,19 @@ from .errors import (
 )
 from .models import _ErrorEnvelope
 
-__all__ = ["ambiguous", "decode", "error_for_status", "read_capped"]
+__all__ = ["Decodes", "ambiguous", "decode", "error_for_status", "read_capped"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Decodes(Protocol[T_co]):
+    """What the pipeline decodes an answer with: a ``msgspec.json.Decoder``, or anything with
+    its ``decode`` that raises ``msgspec.DecodeError`` on a bad body."""
+
+    def decode(self, buf: bytes, /) -> T_co: ...
+
+
 _error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
 _IDENTITY = ("", "identity")
 
@@ -76,7 +86,7 @@ def decode(
     status: int,
     headers: Mapping[str, str],
     body: bytes,
-    decoder: msgspec.json.Decoder[T],
+    decoder: Decodes[T],
 ) -> T:
     """The decoded answer; a body that is not the documented JSON is retried (reads) or makes
     the write ambiguous."""

@@ -12,9 +12,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
-import msgspec
 from yarl import URL
 
+from ._answers import Decodes
 from ._auth import ClientCredentials, OAuthTokenSource, TokenSource, token_source
 from ._budget import LANES, Budget, BudgetStatus, Lane, LocalBudget, RateLimit
 from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
@@ -184,7 +184,7 @@ class GetBillClient:
         return view
 
     async def _request(
-        self, request: Request, decoder: msgspec.json.Decoder[T], stats: CallStats | None = None
+        self, request: Request, decoder: Decodes[T], stats: CallStats | None = None
     ) -> T:
         """The one way resources send: through the pipeline, with this client's options."""
         return await self._root._pipeline().request(request, decoder, stats, self._options)

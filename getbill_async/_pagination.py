@@ -188,9 +188,6 @@ class _Recent:
         if known:
             self._append(list(known))
 
-    def seen(self, item_id: str) -> bool:
-        return item_id in self.index
-
     def add(self, ids: list[str], total: int, limit: int) -> None:
         if self.first is None:
             self.first = total
@@ -211,24 +208,28 @@ class _Recent:
     def _append(self, ids: list[str]) -> None:
         self.serial += 1
         self.pages.append((self.serial, ids))
-        for item_id in ids:
-            self.index[item_id] = self.serial
+        self.index.update(dict.fromkeys(ids, self.serial))
 
 
 def _fresh(page: Page[T], key: Callable[[T], str], recent: _Recent, stats: WalkStats) -> Page[T]:
-    ids: dict[str, None] = {}
-    kept: list[T] = []
-    for item in page.data:
-        k = key(item)
-        if k in ids or recent.seen(k):
-            stats.duplicates_skipped += 1
-            continue
-        ids[k] = None
-        kept.append(item)
-    recent.add(list(ids), page.pagination.total, page.pagination.limit)
+    data = page.data
+    keys = list(map(key, data))
+    unique = dict.fromkeys(keys)
+    if len(unique) == len(keys) and recent.index.keys().isdisjoint(keys):
+        kept = data  # the usual page: nothing met before, checked without a loop in Python
+    else:
+        kept, seen = [], recent.index
+        unique = {}
+        for item, k in zip(data, keys, strict=True):
+            if k in unique or k in seen:
+                stats.duplicates_skipped += 1
+                continue
+            unique[k] = None
+            kept.append(item)
+    recent.add(list(unique), page.pagination.total, page.pagination.limit)
     stats.pages += 1
     stats.items += len(kept)
-    if len(kept) == len(page.data):
+    if kept is data:
         return page
     return Page(data=kept, pagination=page.pagination)
 

@@ -24,10 +24,9 @@ from typing import TypeVar
 from urllib.parse import quote_plus
 
 import aiohttp
-import msgspec
 from yarl import URL
 
-from ._answers import ambiguous, decode, error_for_status, read_capped
+from ._answers import Decodes, ambiguous, decode, error_for_status, read_capped
 from ._auth import TokenSource
 from ._budget import Budget, Lane, Outcome, Slot
 from ._constants import LOGGER_NAME, USER_AGENT
@@ -134,7 +133,7 @@ class Pipeline:
     async def request(
         self,
         request: Request,
-        decoder: msgspec.json.Decoder[T],
+        decoder: Decodes[T],
         stats: CallStats | None = None,
         options: CallOptions | None = None,
     ) -> T:
@@ -159,7 +158,7 @@ class Pipeline:
         EventStream.end_call(info, None)
         return answer
 
-    async def _send(self, call: _Call, decoder: msgspec.json.Decoder[T]) -> T:
+    async def _send(self, call: _Call, decoder: Decodes[T]) -> T:
         """The call's tries, and once more after a token refresh when the API said 401."""
         try:
             return await self._tries(call, decoder)
@@ -171,7 +170,7 @@ class Pipeline:
             await self.auth.refresh(self.session, call.generation)
             return await self._tries(call, decoder)
 
-    async def _tries(self, call: _Call, decoder: msgspec.json.Decoder[T]) -> T:
+    async def _tries(self, call: _Call, decoder: Decodes[T]) -> T:
         return await with_retries(
             call.options.retry,
             functools.partial(
@@ -181,7 +180,7 @@ class Pipeline:
             on_retry=functools.partial(self._on_retry, call),
         )
 
-    async def _observed(self, call: _Call, decoder: msgspec.json.Decoder[T]) -> T:
+    async def _observed(self, call: _Call, decoder: Decodes[T]) -> T:
         """``_attempt``, with its end reported to the event stream (it reports the start)."""
         assert call.info is not None
         try:
@@ -250,7 +249,7 @@ class Pipeline:
             raise APITimeoutError(f"{call.request.describe()}: RetryPolicy.max_time has passed")
         return aiohttp.ClientTimeout(total=left), True
 
-    async def _attempt(self, call: _Call, decoder: msgspec.json.Decoder[T]) -> T:
+    async def _attempt(self, call: _Call, decoder: Decodes[T]) -> T:
         request = call.request
         slot = await self._acquire(call)
         probe = Probe()

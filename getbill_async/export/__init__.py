@@ -55,7 +55,7 @@ from ._checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ._formats import CSV_COLUMNS, csv_header, csv_rows, jsonl_lines, raw_id, raw_pages
+from ._formats import CSV_COLUMNS, csv_header, csv_rows, jsonl_lines, raw_pages
 from ._sinks import COMMIT_SECONDS, ByteSink, Sink
 
 if TYPE_CHECKING:
@@ -221,7 +221,8 @@ async def export_followups(
                         )
                         started_progress = True
                     number = page.pagination.page
-                    sink.write(number, page.data, [raw_id(item) for item in page.data])
+                    items = page.data
+                    sink.write(number, [i.raw for i in items], [i.id for i in items])
                     written += len(page.data)
                     if sink.due():
                         commit()

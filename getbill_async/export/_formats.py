@@ -31,6 +31,7 @@ __all__ = [
     "csv_header",
     "csv_rows",
     "jsonl_lines",
+    "RawItem",
     "raw_id",
     "raw_pages",
     "split_item",
@@ -47,18 +48,44 @@ class _IdOnly(msgspec.Struct, gc=False):
     id: str
 
 
+class RawItem:
+    """One followup as the server sent it (``raw``), with its ``id`` for duplicate skipping."""
+
+    __slots__ = ("raw", "id")
+
+    def __init__(self, raw: msgspec.Raw, item_id: str) -> None:
+        self.raw = raw
+        self.id = item_id
+
+
 _raw_page_decoder = msgspec.json.Decoder(Page[msgspec.Raw])
-_id_decoder = msgspec.json.Decoder(_IdOnly)
+_ids_page_decoder = msgspec.json.Decoder(Page[_IdOnly])
 _followup_decoder = msgspec.json.Decoder(Followup)
 _fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _encoder = msgspec.json.Encoder()
 
 
-def raw_id(item: msgspec.Raw) -> str:
-    try:
-        return _id_decoder.decode(item).id
-    except msgspec.DecodeError as exc:  # the walk skips duplicates by id: it needs one
-        raise DecodeError(f"GET /followups: an item has no string id: {exc}") from None
+class _RawPageDecoder:
+    """Decodes a page twice in C, as raw items and as ids, then pairs them: far cheaper than
+    a Python call per item to find its id."""
+
+    def decode(self, buf: bytes, /) -> Page[RawItem]:
+        page = _raw_page_decoder.decode(buf)
+        try:
+            ids = _ids_page_decoder.decode(buf).data
+        except msgspec.ValidationError as exc:  # the walk skips duplicates by id: it needs one
+            raise DecodeError(f"GET /followups: an item has no string id: {exc}") from None
+        return Page(
+            data=[RawItem(raw, one.id) for raw, one in zip(page.data, ids, strict=True)],
+            pagination=page.pagination,
+        )
+
+
+_raw_pages_decoder = _RawPageDecoder()
+
+
+def raw_id(item: RawItem) -> str:
+    return item.id
 
 
 def raw_pages(
@@ -69,14 +96,14 @@ def raw_pages(
     start_page: int,
     known_ids: Iterable[str],
     filters: dict[str, Any],
-) -> PageWalk[msgspec.Raw]:
+) -> PageWalk[RawItem]:
     """The ``GET /followups`` walk of ``client.followups.pages``, items kept as raw bytes."""
     params = list_params(page=start_page, limit=limit, **filters)
     return walk_pages(
         client,
         "/followups",
         params,
-        _raw_page_decoder,
+        _raw_pages_decoder,
         raw_id,
         template="/followups",
         start_page=start_page,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
-import msgspec
-
+from .._answers import Decodes
 from .._pagination import PageWalk
 from .._request import CallStats, Request
 from ..models import Page
@@ -21,7 +20,7 @@ def walk_pages(
     client: GetBillClient,
     path: str,
     params: dict[str, str],
-    decoder: msgspec.json.Decoder[Page[T]],
+    decoder: Decodes[Page[T]],
     key: Callable[[T], str],
     *,
     template: str | None,
