@@ -264,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GetBillError as exc:
         print(f"getbill {args.command}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a missing folder, a full disk, no permission: one line, no trace
+        print(f"getbill {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"getbill {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -261,3 +261,18 @@ def test_retry_policy_is_shared_by_the_create_many_view() -> None:
     client = GetBillClient("t", base_url="http://127.0.0.1:9/v1", retry=RetryPolicy(max_tries=2))
     batch = client.followups.create_many([], concurrency=1)
     assert batch.in_flight == 0 and batch.taken == 0
+
+
+@pytest.mark.timeout(60)
+async def test_an_output_in_a_missing_folder_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    async with Sandbox(followups=20) as sb:
+        env = {**os.environ, "GETBILL_TOKEN": sb.token, "GETBILL_BASE_URL": sb.base_url}
+        out = tmp_path / "missing" / "followups.jsonl"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "getbill_async.cli", "export", "--out", str(out),
+            "--no-progress", env=env, stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        code, _, err = await finish(proc)
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("getbill export: ") and "No such file or directory" in err
