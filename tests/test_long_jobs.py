@@ -22,7 +22,6 @@ from getbill_async import (
     AmbiguousWriteError,
     FollowupCreate,
     GetBillClient,
-    RetryPolicy,
     WriteNotSentError,
 )
 from getbill_async.bulk import CreateBatch
@@ -255,12 +254,6 @@ async def test_bom_in_a_csv_header_is_not_part_of_the_first_column(tmp_path: Pat
     calls.write_bytes("\ufeffdebt_id,type,call_id\nd1,call,x1\n".encode())
     [row] = read_rows(calls)
     assert row.problem is None and row.item is not None and row.item.debt_id == "d1"
-
-
-def test_retry_policy_is_shared_by_the_create_many_view() -> None:
-    client = GetBillClient("t", base_url="http://127.0.0.1:9/v1", retry=RetryPolicy(max_tries=2))
-    batch = client.followups.create_many([], concurrency=1)
-    assert batch.in_flight == 0 and batch.taken == 0
 
 
 @pytest.mark.timeout(60)
