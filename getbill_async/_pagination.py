@@ -34,10 +34,17 @@ from ._constants import WALK_REMEMBERED_IDS
 from ._request import CallStats
 from .models import Page
 
-__all__ = ["ItemWalk", "PageWalk", "WalkStats"]
+__all__ = ["ItemWalk", "KeyedPage", "PageWalk", "WalkStats"]
 
 T = TypeVar("T")
 Fetch = Callable[[int, CallStats], Awaitable[Page[T]]]
+
+
+class KeyedPage(Page[T], Generic[T]):
+    """A page that came with its items' ids (``ids[i]`` is ``data[i]``'s), decoded next to
+    them: the walk skips duplicates without asking each item for its key."""
+
+    ids: list[str]
 
 
 @dataclass
@@ -213,12 +220,12 @@ class _Recent:
 
 def _fresh(page: Page[T], key: Callable[[T], str], recent: _Recent, stats: WalkStats) -> Page[T]:
     data = page.data
-    keys = list(map(key, data))
+    keys = page.ids if isinstance(page, KeyedPage) else list(map(key, data))
     unique = dict.fromkeys(keys)
     if len(unique) == len(keys) and recent.index.keys().isdisjoint(keys):
-        kept = data  # the usual page: nothing met before, checked without a loop in Python
+        kept, kept_keys = data, keys  # the usual page: nothing met before, no loop in Python
     else:
-        kept, seen = [], recent.index
+        kept, kept_keys, seen = [], [], recent.index
         unique = {}
         for item, k in zip(data, keys, strict=True):
             if k in unique or k in seen:
@@ -226,11 +233,14 @@ def _fresh(page: Page[T], key: Callable[[T], str], recent: _Recent, stats: WalkS
                 continue
             unique[k] = None
             kept.append(item)
-    recent.add(list(unique), page.pagination.total, page.pagination.limit)
+            kept_keys.append(k)
+    recent.add(kept_keys, page.pagination.total, page.pagination.limit)
     stats.pages += 1
     stats.items += len(kept)
     if kept is data:
         return page
+    if isinstance(page, KeyedPage):
+        return KeyedPage(data=kept, pagination=page.pagination, ids=kept_keys)
     return Page(data=kept, pagination=page.pagination)
 
 

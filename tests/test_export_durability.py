@@ -121,6 +121,41 @@ async def test_jsonl_keeps_every_field_as_the_server_sent_it(
     assert len(lines) == 3
 
 
+async def test_an_item_met_again_is_skipped_however_the_server_wrote_its_id(
+    tmp_path: Path,
+) -> None:
+    # Page 1 escapes its ids (they are decoded); by page 2 a followup was inserted ahead, so
+    # page 1's last item slid onto page 2, its id now written plainly (read off its bytes).
+    pages = {
+        1: [b'{"id":"f\\u00e9","n":1}', b'{"id":"g\\u0031","n":2}'],
+        2: ['{"id":"g1","n":2}'.encode(), '{"id":"h","n":3}'.encode()],
+        3: ['{"id":"i","n":4}'.encode()],
+    }
+
+    async def followups(request: web.Request) -> web.Response:
+        page = int(request.query["page"])
+        body = b'{"data":[' + b",".join(pages.get(page, [])) + b'],"pagination":'
+        body += b'{"total":5,"page":%d,"limit":2,"pages":3}}' % page
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/followups", followups)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        out = tmp_path / "f.jsonl"
+        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with newer_client(base_url) as client:
+            report = await client.followups.export(out, limit=2, concurrency=1)
+    finally:
+        await runner.cleanup()
+    lines = out.read_bytes().splitlines()
+    assert [msgspec.json.decode(line)["id"] for line in lines] == ["f\u00e9", "g1", "h", "i"]
+    assert lines[0] == pages[1][0], "the server's bytes, escapes and all"
+    assert (report.items, report.duplicates_skipped) == (4, 1)
+
+
 async def test_csv_has_an_extra_column_and_guards_formulas(newer_api: str, tmp_path: Path) -> None:
     guarded, raw = tmp_path / "g.csv", tmp_path / "r.csv"
     async with newer_client(newer_api) as client:

@@ -5,6 +5,7 @@ Deterministic (``derandomize``) and quick: the same examples on every run and ev
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -28,6 +29,7 @@ from getbill_async._answers import decode, error_for_status
 from getbill_async._pipeline import Request
 from getbill_async._retry import Retryable
 from getbill_async._validate import build_create, build_update, list_params
+from getbill_async.export._formats import _RawPageDecoder
 from getbill_async.models import _ItemEnvelope
 from getbill_async.webhooks import UnknownEvent, parse_event
 
@@ -252,3 +254,34 @@ def test_debts_round_trip(debt: Debt) -> None:
 def test_followup_events_round_trip(followup: Followup, kind: str) -> None:
     event = parse_event(msgspec.json.encode({"type": kind, "data": followup, "changes": {"a": 1}}))
     assert event.type == kind and event.data == followup and event.changes == {"a": 1}
+
+
+# How a server may write an item: compact with the id first (the fast path reads the id off
+# the item's bytes), ASCII-escaped, spaced, or with the id after other members (decoded).
+_WRITERS = {
+    "compact": lambda item: msgspec.json.encode(item),
+    "escaped": lambda item: json.dumps(item, separators=(",", ":")).encode(),
+    "spaced": lambda item: json.dumps(item, ensure_ascii=False, indent=1).encode(),
+    "id last": lambda item: msgspec.json.encode(dict(reversed(list(item.items())))),
+}
+
+
+@SETTINGS
+@given(
+    items=st.lists(
+        st.fixed_dictionaries(
+            {"id": st.text(max_size=12)}, optional={"notes": json_values, "meta": record}
+        ),
+        max_size=5,
+    ),
+    ways=st.lists(st.sampled_from(sorted(_WRITERS)), min_size=5, max_size=5),
+)
+def test_raw_pages_read_each_items_id_as_a_full_decode_does(
+    items: list[dict[str, Any]], ways: list[str]
+) -> None:
+    raws = [_WRITERS[way](item) for item, way in zip(items, ways)]
+    body = b'{"data":[' + b",".join(raws) + b'],"pagination":'
+    body += b'{"total":5,"page":1,"limit":5,"pages":1}}'
+    page = _RawPageDecoder().decode(body)
+    assert page.ids == [item["id"] for item in items]
+    assert [bytes(raw) for raw in page.data] == raws, "each item's own bytes"

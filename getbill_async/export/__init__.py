@@ -45,6 +45,7 @@ import msgspec
 
 from .._budget import ClassStatus
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT, LOGGER_NAME
+from .._pagination import KeyedPage
 from .._progress import NullProgress, Progress
 from .._validate import fail, list_params
 from ._checkpoint import (
@@ -221,8 +222,8 @@ async def export_followups(
                         )
                         started_progress = True
                     number = page.pagination.page
-                    items = page.data
-                    sink.write(number, [i.raw for i in items], [i.id for i in items])
+                    assert isinstance(page, KeyedPage)  # what raw_pages yields
+                    sink.write(number, page.data, page.ids)
                     written += len(page.data)
                     if sink.due():
                         commit()
