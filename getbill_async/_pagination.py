@@ -27,6 +27,7 @@ from collections.abc import (
     Iterator,
 )
 from dataclasses import dataclass, field
+from itertools import repeat
 from types import TracebackType
 from typing import Generic, TypeVar, cast
 
@@ -186,7 +187,7 @@ class _Recent:
 
     def __init__(self, known: set[str], floor_pages: int, floor_items: int) -> None:
         self.pages: deque[tuple[int, list[str]]] = deque()
-        self.index: dict[str, int] = {}  # id -> serial of the newest page that held it
+        self.index: dict[str, int] = {}  # id -> serial of the one page that holds it
         self.floor_pages = floor_pages
         self.floor_items = floor_items
         self.serial = 0
@@ -207,10 +208,10 @@ class _Recent:
         )
         self._append(ids)
         while len(self.pages) > keep:
-            serial, old = self.pages.popleft()
-            for item_id in old:
-                if self.index.get(item_id) == serial:
-                    del self.index[item_id]
+            _, old = self.pages.popleft()
+            # An id is remembered by one page only: a page adds just the ids met nowhere in
+            # the window (the rest are skipped), so the oldest page's ids all go, in C.
+            deque(map(self.index.pop, old, repeat(None, len(old))), maxlen=0)
 
     def _append(self, ids: list[str]) -> None:
         self.serial += 1

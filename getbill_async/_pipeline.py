@@ -77,6 +77,11 @@ _NO_ANSWER = Outcome(sent=True)
 _quote = functools.lru_cache(maxsize=1024)(quote_plus)
 
 
+@functools.lru_cache(maxsize=64)
+def _timeout_of(total: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total)  # frozen: one per value serves every try
+
+
 def query_string(params: Mapping[str, str]) -> str:
     """What ``urllib.parse.urlencode(params)`` gives, for string keys and values."""
     return "&".join([f"{_quote(k)}={_quote(v)}" for k, v in params.items()])
@@ -244,7 +249,7 @@ class Pipeline:
         total = call.options.timeout
         left = call.time_left()
         if left is None or left >= total:
-            return aiohttp.ClientTimeout(total=total), False
+            return _timeout_of(total), False
         if left <= 0:
             raise APITimeoutError(f"{call.request.describe()}: RetryPolicy.max_time has passed")
         return aiohttp.ClientTimeout(total=left), True

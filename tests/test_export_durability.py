@@ -128,8 +128,8 @@ async def test_an_item_met_again_is_skipped_however_the_server_wrote_its_id(
     # page 1's last item slid onto page 2, its id now written plainly (read off its bytes).
     pages = {
         1: [b'{"id":"f\\u00e9","n":1}', b'{"id":"g\\u0031","n":2}'],
-        2: ['{"id":"g1","n":2}'.encode(), '{"id":"h","n":3}'.encode()],
-        3: ['{"id":"i","n":4}'.encode()],
+        2: [b'{"id":"g1","n":2}', b'{"id":"h","n":3}'],
+        3: [b'{"id":"i","n":4}'],
     }
 
     async def followups(request: web.Request) -> web.Response:

@@ -279,7 +279,7 @@ _WRITERS = {
 def test_raw_pages_read_each_items_id_as_a_full_decode_does(
     items: list[dict[str, Any]], ways: list[str]
 ) -> None:
-    raws = [_WRITERS[way](item) for item, way in zip(items, ways)]
+    raws = [_WRITERS[way](item) for item, way in zip(items, ways, strict=False)]
     body = b'{"data":[' + b",".join(raws) + b'],"pagination":'
     body += b'{"total":5,"page":1,"limit":5,"pages":1}}'
     page = _RawPageDecoder().decode(body)
