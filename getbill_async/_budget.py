@@ -73,11 +73,13 @@ class LocalBudget:
     async def acquire(
         self, kind: Kind, *, lane: Lane = "interactive", max_wait: float | None = None
     ) -> Slot:
+        """A slot for one request of ``kind`` (see ``Budget.acquire``)."""
         check_lane(lane)
         waited = await self._ledgers[kind].acquire(lane, max_wait)
         return Slot(kind, waited, taken_at=self._clock.now(), lane=lane)
 
     async def release(self, slot: Slot, outcome: Outcome) -> None:
+        """Hand ``slot`` back with its request's outcome (see ``Budget.release``)."""
         ledger = self._ledgers[slot.kind]
         if outcome.sent:
             ledger.complete(outcome, slot.taken_at, slot.lane)
@@ -85,10 +87,12 @@ class LocalBudget:
             ledger.cancel(slot.lane)
 
     def snapshot(self) -> BudgetStatus:
+        """``status()`` without awaiting: a local budget knows at once."""
         now = self._clock.now()
         return BudgetStatus(self._ledgers["read"].status(now), self._ledgers["write"].status(now))
 
     async def status(self) -> BudgetStatus:
+        """What each class has used, has left and waits for (see ``Budget.status``)."""
         return self.snapshot()
 
     def __repr__(self) -> str:

@@ -98,21 +98,34 @@ def check_lane(lane: str) -> None:
 class Clock(Protocol):
     """Time as the budget sees it; tests inject a fake one instead of sleeping."""
 
-    def now(self) -> float: ...
-    def wall(self) -> float: ...
-    async def sleep(self, seconds: float) -> None: ...
+    def now(self) -> float:
+        """Seconds on a clock that never goes back: slots free at ``now() + window``."""
+        ...
+
+    def wall(self) -> float:
+        """Seconds since the epoch: to read the server's ``X-RateLimit-Reset``."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
+        ...
 
 
 class MonotonicClock:
+    """The real clock: ``time.monotonic``, ``time.time`` and ``asyncio.sleep``."""
+
     __slots__ = ()
 
     def now(self) -> float:
+        """``time.monotonic()``."""
         return time.monotonic()
 
     def wall(self) -> float:
+        """``time.time()``."""
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
+        """``asyncio.sleep(seconds)``."""
         await asyncio.sleep(seconds)
 
 
@@ -164,6 +177,8 @@ class ClassStatus:
 
 @dataclass(frozen=True)
 class BudgetStatus:
+    """Both classes' budgets: ``reads`` (GET) and ``writes`` (POST, PUT)."""
+
     reads: ClassStatus
     writes: ClassStatus
 
@@ -178,9 +193,20 @@ class Budget(Protocol):
 
     async def acquire(
         self, kind: Kind, *, lane: Lane = "interactive", max_wait: float | None = None
-    ) -> Slot: ...
-    async def release(self, slot: Slot, outcome: Outcome) -> None: ...
-    async def status(self) -> BudgetStatus: ...
+    ) -> Slot:
+        """A slot for one request of ``kind``, once the window has room for it.
+
+        Raises ``BudgetExhaustedError`` if the wait would pass ``max_wait``."""
+        ...
+
+    async def release(self, slot: Slot, outcome: Outcome) -> None:
+        """Hand ``slot`` back with what came of its request: counted if it was sent, freed
+        at once if it never left; the answer's ``X-RateLimit-*`` headers correct the count."""
+        ...
+
+    async def status(self) -> BudgetStatus:
+        """What each class has used, has left and waits for, as this budget sees it now."""
+        ...
 
 
 def parse_headers(headers: Mapping[str, str] | None) -> tuple[int | None, int | None, float | None]:

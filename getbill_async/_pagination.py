@@ -66,14 +66,17 @@ class WalkStats:
 
     @property
     def requests(self) -> int:
+        """Tries made for the walk (each took a budget slot), retries included."""
         return self.calls.requests
 
     @property
     def retries(self) -> int:
+        """Tries sent again after a retryable failure (429, 5xx, a reset, a timeout)."""
         return self.calls.retries
 
     @property
     def budget_waits(self) -> int:
+        """Requests that waited for a budget slot before they were sent."""
         return self.calls.budget_waits
 
 

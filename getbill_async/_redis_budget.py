@@ -203,6 +203,8 @@ class RedisBudget:
     async def acquire(
         self, kind: Kind, *, lane: Lane = "interactive", max_wait: float | None = None
     ) -> Slot:
+        """A slot for one request of ``kind`` in the shared ledger (see ``Budget.acquire``);
+        while Redis is unreachable, from the local fallback's share of the limit."""
         if self._closed:
             raise ConfigurationError("the RedisBudget is closed")
         check_lane(lane)
@@ -286,6 +288,7 @@ class RedisBudget:
                 raise
 
     async def release(self, slot: Slot, outcome: Outcome) -> None:
+        """Hand ``slot`` back with its request's outcome (see ``Budget.release``)."""
         if not slot.token:
             await self._fallback.local.release(slot, self._fallback.fair_share(outcome))
             return
@@ -338,6 +341,8 @@ class RedisBudget:
         task.add_done_callback(self._forgetting.discard)
 
     async def status(self) -> BudgetStatus:
+        """The shared ledger's view of each class, read from Redis (the fallback's while
+        Redis is unreachable)."""
         if self._fallback.active():
             return await self._fallback.local.status()
         try:
