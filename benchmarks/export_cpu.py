@@ -1,13 +1,13 @@
 """Export CPU per item: typed decode and re-encode vs lossless raw bytes vs a bare loop.
 
 The sandbox runs in its own process (no latency, the budget out of the way); this process
-exports the same followups page by page (concurrency 1) in three ways, rounds interleaved
+reads the same followups page by page (concurrency 1) in each way below, rounds interleaved
 and their order rotated, and measures this process's CPU time (user + system) per item:
 
 - typed (the SDK's export before it became lossless): ``client.followups.pages()`` decodes
   each item into ``Followup`` and ``encode_lines`` writes it back (unknown fields lost);
 - lossless: the real ``client.followups.export(...)`` to JSONL, items kept as the server's
-  bytes; it also fsyncs each page and writes a checkpoint with the page's SHA-256;
+  bytes; it also commits (fsync, a digest of the tail, the checkpoint) every half second;
 - lossless walk alone (context): the SDK's raw page walk (budget, auth, retries, duplicate
   skipping) with nothing written: how much of the export's cost is the request path;
 - bare aiohttp: a plain loop of ``session.get`` for each page, writing the body as it came
@@ -19,7 +19,7 @@ and their order rotated, and measures this process's CPU time (user + system) pe
 
 Ratios are medians of per-round ratios against the bare loop of the same round.
 
-    python benchmarks/export_cpu.py [--followups 30000] [--rounds 5] [--json out.json]
+    python benchmarks/export_cpu.py [--followups 30000] [--rounds 9] [--json out.json]
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ async def measure(way: Way, client: GetBillClient, sb: SandboxProcess, out: Path
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--followups", type=int, default=30_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--json")
     args = parser.parse_args()
     ways: dict[str, Way] = {
