@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SandboxProcess, median, table, write_json  # noqa: E402
 
 from getbill_async import GetBillClient, Page, RateLimit  # noqa: E402
+from getbill_async._answers import Decodes  # noqa: E402
 from getbill_async._request import CallStats, Request  # noqa: E402
 from getbill_async.export._formats import raw_pages  # noqa: E402
 
@@ -87,43 +89,46 @@ class _Head(msgspec.Struct):
     pagination: _Numbers  # the data is skipped, not decoded
 
 
-async def bare(client: GetBillClient, base_url: str, token: str, out: Path) -> int:
-    headers = {"Authorization": f"Bearer {token}"}
-    head = msgspec.json.Decoder(_Head)
-    async with aiohttp.ClientSession(headers=headers) as session:
-        with open(out, "wb") as handle:
-            page = pages = total = 1
-            while page <= pages:
-                params = {"page": str(page), "limit": str(LIMIT)}
-                async with session.get(f"{base_url}/followups", params=params) as resp:
-                    body = await resp.read()
-                if page == 1:  # the loop must learn when to stop: page 1 says
-                    numbers = head.decode(body).pagination
-                    pages, total = numbers.pages, numbers.total
-                handle.write(body + b"\n")
-                handle.flush()
-                page += 1
+_head = msgspec.json.Decoder(_Head)
+_pages_as_raw = msgspec.json.Decoder(Page[msgspec.Raw])
+Fetch = Callable[[int], Awaitable[bytes]]
+
+
+async def _write_pages(fetch: Fetch, out: Path, decoder: Decodes[Any], every_page: bool) -> int:
+    """Every page's body as it came, a line each; ``decoder`` reads the pagination (of page 1
+    only, unless ``every_page``: the loop must learn when to stop, and page 1 says)."""
+    with open(out, "wb") as handle:
+        page = pages = total = 1
+        while page <= pages:
+            body = await fetch(page)
+            if every_page or page == 1:
+                numbers = decoder.decode(body).pagination
+                pages, total = numbers.pages, numbers.total
+            handle.write(body + b"\n")
+            handle.flush()
+            page += 1
     return total
 
 
-_pages_as_raw = msgspec.json.Decoder(Page[msgspec.Raw])
+async def _bare_loop(base_url: str, token: str, out: Path, parse_every_page: bool) -> int:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+
+        async def fetch(page: int) -> bytes:
+            params = {"page": str(page), "limit": str(LIMIT)}
+            async with session.get(f"{base_url}/followups", params=params) as resp:
+                return await resp.read()
+
+        if parse_every_page:
+            return await _write_pages(fetch, out, _pages_as_raw, every_page=True)
+        return await _write_pages(fetch, out, _head, every_page=False)
+
+
+async def bare(client: GetBillClient, base_url: str, token: str, out: Path) -> int:
+    return await _bare_loop(base_url, token, out, parse_every_page=False)
 
 
 async def bare_and_parse(client: GetBillClient, base_url: str, token: str, out: Path) -> int:
-    headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
-        with open(out, "wb") as handle:
-            page = pages = total = 1
-            while page <= pages:
-                params = {"page": str(page), "limit": str(LIMIT)}
-                async with session.get(f"{base_url}/followups", params=params) as resp:
-                    body = await resp.read()
-                numbers = _pages_as_raw.decode(body).pagination
-                pages, total = numbers.pages, numbers.total
-                handle.write(body + b"\n")
-                handle.flush()
-                page += 1
-    return total
+    return await _bare_loop(base_url, token, out, parse_every_page=True)
 
 
 class _Undecoded:
@@ -132,20 +137,14 @@ class _Undecoded:
 
 
 async def request_path(client: GetBillClient, base_url: str, token: str, out: Path) -> int:
-    head, undecoded, stats = msgspec.json.Decoder(_Head), _Undecoded(), CallStats()
-    with open(out, "wb") as handle:
-        page = pages = total = 1
-        while page <= pages:
-            params = {"limit": str(LIMIT), "page": str(page)}
-            request = Request("GET", "/followups", params=params, lane="bulk")
-            body = await client._request(request, undecoded, stats)
-            if page == 1:
-                numbers = head.decode(body).pagination
-                pages, total = numbers.pages, numbers.total
-            handle.write(body + b"\n")
-            handle.flush()
-            page += 1
-    return total
+    undecoded, stats = _Undecoded(), CallStats()
+
+    async def fetch(page: int) -> bytes:
+        params = {"limit": str(LIMIT), "page": str(page)}
+        request = Request("GET", "/followups", params=params, lane="bulk")
+        return await client._request(request, undecoded, stats)
+
+    return await _write_pages(fetch, out, _head, every_page=False)
 
 
 Way = Callable[[GetBillClient, str, str, Path], Awaitable[int]]

@@ -28,9 +28,9 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from itertools import repeat
-from types import TracebackType
 from typing import Generic, TypeVar, cast
 
+from ._closing import AsyncClosing
 from ._constants import WALK_REMEMBERED_IDS
 from ._request import CallStats
 from .models import Page
@@ -80,7 +80,7 @@ class WalkStats:
         return self.calls.budget_waits
 
 
-class PageWalk(Generic[T]):
+class PageWalk(AsyncClosing, Generic[T]):
     """``async for page in walk``: every page, in order. Also an async context manager;
     leaving it (or ``aclose()``) cancels what is in flight."""
 
@@ -121,17 +121,6 @@ class PageWalk(Generic[T]):
     async def aclose(self) -> None:
         if self._gen is not None:
             await self._gen.aclose()
-
-    async def __aenter__(self) -> PageWalk[T]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def _walk(
@@ -248,7 +237,7 @@ def _fresh(page: Page[T], key: Callable[[T], str], recent: _Recent, stats: WalkS
     return Page(data=kept, pagination=page.pagination)
 
 
-class ItemWalk(Generic[T]):
+class ItemWalk(AsyncClosing, Generic[T]):
     """``async for item in walk``: every item of every page, in order, once.
 
     A plain iterator over the page walk, not a second generator: when a caller breaks out
@@ -276,17 +265,6 @@ class ItemWalk(Generic[T]):
 
     async def aclose(self) -> None:
         await self.pages.aclose()
-
-    async def __aenter__(self) -> ItemWalk[T]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 _END = object()

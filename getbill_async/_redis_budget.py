@@ -41,7 +41,6 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, TypeVar
 
 try:
@@ -66,6 +65,7 @@ from ._budget import (
     parse_headers,
 )
 from ._budget_types import check_lane, ends_cold_start
+from ._closing import AsyncClosing
 from ._constants import LOGGER_NAME
 from ._redis_fallback import Fallback
 from ._redis_lua import ACQUIRE, COLD, RELEASE, STATUS, class_status, sleep_for, text
@@ -87,7 +87,7 @@ def _number(value: float | int | None) -> str:
     return "" if value is None else repr(float(value))
 
 
-class RedisBudget:
+class RedisBudget(AsyncClosing):
     """A ``Budget`` kept in Redis, shared by every worker that uses the same ``key``.
 
     ``url_or_client``: a ``redis://`` / ``rediss://`` / ``unix://`` URL (the budget owns that
@@ -373,17 +373,6 @@ class RedisBudget:
             await asyncio.gather(*self._forgetting, return_exceptions=True)
         if self._owns_client:
             await self._redis.aclose()
-
-    async def __aenter__(self) -> RedisBudget:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         r = self.rate_limit

@@ -24,9 +24,9 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
+from ._closing import AsyncClosing
 from ._constants import LOGGER_NAME
 from ._request import SENT, SentRecord
 from ._validate import fail
@@ -58,7 +58,7 @@ def _fields(item: Item) -> Mapping[str, Any]:
     return item
 
 
-class CreateBatch:
+class CreateBatch(AsyncClosing):
     """``async for result in batch``: a ``CreateResult`` per input, as each completes.
 
     Use it in ``async with`` (or call ``aclose()``) so that leaving early cancels what is in
@@ -180,17 +180,6 @@ class CreateBatch:
         closer = getattr(source, "aclose", None)
         if closer is not None:
             await closer()
-
-    async def __aenter__(self) -> CreateBatch:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __del__(self) -> None:
         running = getattr(self, "_running", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -14,7 +14,10 @@ from aiohttp import web
 from getbill_async import DecodeError, GetBillClient, RateLimit, RetryPolicy
 from getbill_async.export import ExportError
 from getbill_async.sandbox import Sandbox
+from tests.loopback import serve
 from tests.test_export import StopAfter, jsonl_ids
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 async def test_a_lost_tail_is_repaired_by_refetching_never_padded(
@@ -89,17 +92,15 @@ async def newer_api() -> AsyncIterator[str]:
         body += str(page).encode() + b',"limit":100,"pages":1}}'
         return web.Response(body=body, content_type="application/json")
 
+    async with serve(followups_app(followups)) as base_url:
+        yield base_url
+
+
+def followups_app(followups: Handler) -> web.Application:
+    """An API of one endpoint, ``GET /followups``, answered by ``followups``."""
     app = web.Application()
     app.router.add_get("/followups", followups)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    return app
 
 
 def newer_client(base_url: str) -> GetBillClient:
@@ -138,18 +139,9 @@ async def test_an_item_met_again_is_skipped_however_the_server_wrote_its_id(
         body += b'{"total":5,"page":%d,"limit":2,"pages":3}}' % page
         return web.Response(body=body, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_get("/followups", followups)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        out = tmp_path / "f.jsonl"
-        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        async with newer_client(base_url) as client:
-            report = await client.followups.export(out, limit=2, concurrency=1)
-    finally:
-        await runner.cleanup()
+    out = tmp_path / "f.jsonl"
+    async with serve(followups_app(followups)) as base_url, newer_client(base_url) as client:
+        report = await client.followups.export(out, limit=2, concurrency=1)
     lines = out.read_bytes().splitlines()
     assert [msgspec.json.decode(line)["id"] for line in lines] == ["f\u00e9", "g1", "h", "i"]
     assert lines[0] == pages[1][0], "the server's bytes, escapes and all"
@@ -187,18 +179,10 @@ async def test_an_item_that_is_no_followup_fails_csv_with_a_decode_error(
         body += b'"pagination":{"total":1,"page":1,"limit":100,"pages":1}}'
         return web.Response(body=body, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_get("/followups", followups)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        async with newer_client(f"http://127.0.0.1:{runner.addresses[0][1]}") as client:
-            with pytest.raises(DecodeError, match="an item is not a followup.*debt_id"):
-                await client.followups.export(tmp_path / "f.csv", format="csv")
-            await client.followups.export(tmp_path / "f.jsonl")  # JSONL writes it as it came
-            with pytest.raises(DecodeError, match="an item has no string id"):
-                await client.followups.export(tmp_path / "g.jsonl", status="sent")
-    finally:
-        await runner.cleanup()
+    async with serve(followups_app(followups)) as base_url, newer_client(base_url) as client:
+        with pytest.raises(DecodeError, match="an item is not a followup.*debt_id"):
+            await client.followups.export(tmp_path / "f.csv", format="csv")
+        await client.followups.export(tmp_path / "f.jsonl")  # JSONL writes it as it came
+        with pytest.raises(DecodeError, match="an item has no string id"):
+            await client.followups.export(tmp_path / "g.jsonl", status="sent")
     assert (tmp_path / "f.jsonl").read_bytes() == b'{"id":"f1","status":"sent"}\n'

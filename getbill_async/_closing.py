@@ -1,0 +1,31 @@
+"""``async with x`` for the SDK's objects that hold something open: ``x`` itself, closed by its
+``aclose()`` on the way out, however the block ends."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TypeVar
+
+__all__ = ["AsyncClosing"]
+
+_Closing = TypeVar("_Closing", bound="AsyncClosing")
+
+
+class AsyncClosing:
+    """Mixin: ``__aenter__`` gives the object, ``__aexit__`` awaits its ``aclose()``."""
+
+    __slots__ = ()
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self: _Closing) -> _Closing:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
