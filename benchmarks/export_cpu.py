@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SandboxProcess, median, table, write_json  # noqa: E402
 
 from getbill_async import GetBillClient, Page, RateLimit  # noqa: E402
-from getbill_async._answers import Decodes  # noqa: E402
-from getbill_async._request import CallStats, Request  # noqa: E402
 from getbill_async.export._formats import raw_pages  # noqa: E402
+from getbill_async.transport import CallStats, Request  # noqa: E402
+from getbill_async.transport._answers import Decodes  # noqa: E402
 
 TYPED = "typed (decode Followup + re-encode)"
 LOSSLESS = "lossless export (raw bytes, fsync, checkpoint)"
@@ -142,7 +142,7 @@ async def request_path(client: GetBillClient, base_url: str, token: str, out: Pa
     async def fetch(page: int) -> bytes:
         params = {"limit": str(LIMIT), "page": str(page)}
         request = Request("GET", "/followups", params=params, lane="bulk")
-        return await client._request(request, undecoded, stats)
+        return await client.send(request, undecoded, stats)
 
     return await _write_pages(fetch, out, _head, every_page=False)
 

@@ -9,8 +9,8 @@ async with GetBillClient(token="...") as client:
 
 from typing import TYPE_CHECKING, Any
 
-from ._auth import ClientCredentials
-from ._budget import (
+from ._client import GetBillClient
+from .budget import (
     Budget,
     BudgetStatus,
     ClassStatus,
@@ -22,12 +22,6 @@ from ._budget import (
     RateLimit,
     Slot,
 )
-from ._client import GetBillClient
-from ._events import AttemptInfo, CallInfo, Hooks
-from ._pagination import ItemWalk, PageWalk, WalkStats
-from ._plan import ExportPlan
-from ._request import CallStats
-from ._retry import RetryPolicy
 from .bulk import CreateBatch, CreateResult
 from .errors import (
     AmbiguousWriteError,
@@ -48,7 +42,7 @@ from .errors import (
     ValidationError,
     WriteNotSentError,
 )
-from .export import ExportError, ExportReport
+from .export import ExportError, ExportPlan, ExportReport
 from .models import (
     CallDirection,
     Debt,
@@ -60,9 +54,11 @@ from .models import (
     Page,
     Pagination,
 )
+from .telemetry import AttemptInfo, CallInfo, Hooks
+from .transport import CallStats, ClientCredentials, ItemWalk, PageWalk, RetryPolicy, WalkStats
 
 if TYPE_CHECKING:
-    from ._redis_budget import RedisBudget
+    from .budget.fleet import RedisBudget
 
 __version__ = "0.1.0"
 
@@ -128,11 +124,11 @@ def __getattr__(name: str) -> Any:
     # `import getbill_async` works without redis-py installed. Without it, the name is a
     # stand-in that says which extra to install when used, so `import *` still works.
     if name == "RedisBudget":
-        from . import _extras
+        from .support import available, missing_extra_class
 
-        if not _extras.available("redis"):
-            return _extras.missing_extra_class("RedisBudget", module="redis", extra="redis")
-        from ._redis_budget import RedisBudget
+        if not available("redis"):
+            return missing_extra_class("RedisBudget", module="redis", extra="redis")
+        from .budget.fleet import RedisBudget
 
         return RedisBudget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,17 +14,24 @@ from typing import Any, TypeVar
 import aiohttp
 from yarl import URL
 
-from ._answers import Decodes
-from ._auth import ClientCredentials, OAuthTokenSource, TokenSource, token_source
-from ._budget import LANES, Budget, BudgetStatus, Lane, LocalBudget, RateLimit
 from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
-from ._events import Hooks, event_stream
-from ._pipeline import Pipeline
-from ._request import CallOptions, CallStats, Request, SentAwareRequest
-from ._retry import RetryPolicy
+from .budget import LANES, Budget, BudgetStatus, Lane, LocalBudget, RateLimit
 from .errors import ConfigurationError
-from .resources.debts import Debts
-from .resources.followups import Followups
+from .resources import Debts, Followups
+from .telemetry import Hooks, event_stream
+from .transport import (
+    CallOptions,
+    CallStats,
+    ClientCredentials,
+    Decodes,
+    OAuthTokenSource,
+    Pipeline,
+    Request,
+    RetryPolicy,
+    SentAwareRequest,
+    TokenSource,
+    token_source,
+)
 
 __all__ = ["GetBillClient"]
 
@@ -183,11 +190,34 @@ class GetBillClient:
         view.debts = Debts(view)
         return view
 
-    async def _request(
+    async def send(
         self, request: Request, decoder: Decodes[T], stats: CallStats | None = None
     ) -> T:
-        """The one way resources send: through the pipeline, with this client's options."""
+        """The one way resources send: through the pipeline, with this client's options.
+
+        Args:
+            request: what to ask (method, path, params, body, lane, path template).
+            decoder: turns the answer's bytes into its type.
+            stats: counters to add this call's requests, retries and waits to.
+
+        Returns:
+            The decoded answer.
+        """
         return await self._root._pipeline().request(request, decoder, stats, self._options)
+
+    @property
+    def lane(self) -> Lane | None:
+        """The lane every call of this client goes in (``with_options(priority=...)``);
+        None: each call's own (bulk for walks, exports and ``create_many``)."""
+        return self._options.priority
+
+    def in_lane(self, lane: Lane) -> GetBillClient:
+        """A view of this client whose calls go in ``lane``: ``with_options(priority=lane)``."""
+        return self.with_options(priority=lane)
+
+    def http_session(self) -> aiohttp.ClientSession:
+        """The aiohttp session requests go through (made on first use)."""
+        return self._root._pipeline().session
 
     def _pipeline(self) -> Pipeline:
         if self._root is not self:

@@ -26,12 +26,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import dataclass
 from typing import Any
 
-from ._closing import AsyncClosing
 from ._constants import LOGGER_NAME
-from ._request import SENT, SentRecord
-from ._validate import fail
 from .errors import AmbiguousWriteError, GetBillError, WriteNotSentError
 from .models import Followup, FollowupCreate
+from .support import AsyncClosing, check_int
+from .transport import SENT, SentRecord
 
 __all__ = ["CreateBatch", "CreateResult"]
 
@@ -72,8 +71,7 @@ class CreateBatch(AsyncClosing):
         *,
         concurrency: int = 8,
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise fail("concurrency", f"must be an integer >= 1, got {concurrency!r}")
+        check_int("concurrency", concurrency)
         self._create = create
         self._source: AsyncIterator[Item] | None = None
         self._items = items

@@ -214,28 +214,6 @@ class FollowupUpdate(msgspec.Struct, kw_only=True, omit_defaults=True):
         return f"FollowupUpdate({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
-# Envelopes: how answers wrap their data. Private: callers get the data.
-class _ItemEnvelope(msgspec.Struct, Generic[T]):
-    data: T
-    error: bool = False
-
-
-class _ErrorEnvelope(msgspec.Struct):
-    error: bool = True
-    message: str = ""
-    code: int | None = None
-    details: dict[str, Any] | None = None
-
-
-class _TokenAnswer(msgspec.Struct):
-    access_token: str
-    token_type: str = "Bearer"
-    expires_in: float | None = None
-
-    def __repr__(self) -> str:
-        return f"_TokenAnswer(token_type={self.token_type!r}, expires_in={self.expires_in!r})"
-
-
 class Debt(msgspec.Struct, kw_only=True, gc=False):
     """One debt, as ``GET /debts`` and ``GET /debts/{id}`` answer it (read side).
 

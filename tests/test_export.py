@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from getbill_async import GetBillClient
-from getbill_async._budget import ClassStatus
+from getbill_async.budget import ClassStatus
 from getbill_async.export import CSV_COLUMNS, ExportError
 from getbill_async.sandbox import Sandbox
 
@@ -113,7 +113,7 @@ async def test_bad_format_is_refused_before_sending(
     from getbill_async import ValidationError
 
     with pytest.raises(ValidationError, match="format: invalid value 'xml'; allowed: jsonl, csv"):
-        await client.followups.export(tmp_path / "x", format="xml")  # type: ignore[arg-type]
+        await client.followups.export(tmp_path / "x", format="xml")
     assert sandbox.stats.requests == 0
 
 
@@ -153,7 +153,7 @@ async def test_cli_killed_mid_export_resumes_to_exactly_the_servers_ids(tmp_path
 
 
 def test_eta_knows_when_the_budget_is_the_bottleneck() -> None:
-    from getbill_async._progress import eta_seconds
+    from getbill_async.export._progress import eta_seconds
 
     spent = ClassStatus(
         limit=1000,
@@ -181,7 +181,7 @@ def test_eta_knows_when_the_budget_is_the_bottleneck() -> None:
 def test_progress_lines_off_a_terminal() -> None:
     import io
 
-    from getbill_async._progress import LineProgress, make_progress
+    from getbill_async.export._progress import LineProgress, make_progress
 
     stream = io.StringIO()
     progress = make_progress("export", stream=stream)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from getbill_async import MissingExtraError
-from getbill_async._extras import available, require
+from getbill_async.support import available, require
 
 #: Every optional dependency of the package, by its top-level module.
 OPTIONAL = ("redis", "rich", "uvloop", "pyarrow", "opentelemetry")

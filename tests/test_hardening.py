@@ -29,8 +29,8 @@ from getbill_async import (
     RetryPolicy,
     ServerError,
 )
-from getbill_async._auth import OAuthTokenSource
 from getbill_async.sandbox import FaultPlan, Sandbox
+from getbill_async.transport import OAuthTokenSource
 
 from .loopback import serve
 

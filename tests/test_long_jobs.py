@@ -248,7 +248,7 @@ async def test_a_failing_input_still_reports_what_was_in_flight(
 
 
 async def test_bom_in_a_csv_header_is_not_part_of_the_first_column(tmp_path: Path) -> None:
-    from getbill_async._log_rows import read_rows
+    from getbill_async.cli._log_rows import read_rows
 
     calls = tmp_path / "excel.csv"
     calls.write_bytes("\ufeffdebt_id,type,call_id\nd1,call,x1\n".encode())

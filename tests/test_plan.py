@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from getbill_async import GetBillClient, RateLimit, ValidationError
-from getbill_async._budget import ClassStatus
-from getbill_async._plan import simulate
+from getbill_async.budget import ClassStatus
+from getbill_async.export._plan import simulate
 from getbill_async.sandbox import Sandbox
 from tests.test_bulk_log import run_cli
 

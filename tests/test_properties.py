@@ -25,12 +25,11 @@ from getbill_async import (
     GetBillError,
     Page,
 )
-from getbill_async._answers import decode, error_for_status
-from getbill_async._pipeline import Request
-from getbill_async._retry import Retryable
-from getbill_async._validate import build_create, build_update, list_params
 from getbill_async.export._formats import _RawPageDecoder
-from getbill_async.models import _ItemEnvelope
+from getbill_async.support import build_create, build_update, list_params
+from getbill_async.transport import ItemEnvelope, Request
+from getbill_async.transport._answers import decode, error_for_status
+from getbill_async.transport._retry import Retryable
 from getbill_async.webhooks import UnknownEvent, parse_event
 
 SETTINGS = settings(
@@ -45,7 +44,7 @@ LIGHT = settings(SETTINGS, max_examples=100)
 JSON_HEADERS = {"Content-Type": "application/json"}
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "page": msgspec.json.Decoder(Page[Followup]),
-    "item": msgspec.json.Decoder(_ItemEnvelope[Followup]),
+    "item": msgspec.json.Decoder(ItemEnvelope[Followup]),
     "debts": msgspec.json.Decoder(Page[Debt]),
 }
 

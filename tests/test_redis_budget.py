@@ -35,7 +35,7 @@ from getbill_async import (
     RetryPolicy,
     Slot,
 )
-from getbill_async._redis_budget import budget_from_url
+from getbill_async.budget.fleet import budget_from_url
 from getbill_async.sandbox import STATIC_CLIENT, Sandbox
 from tests.helpers import max_in_window
 from tests.redis_fixtures import RedisServer, free_port

@@ -19,7 +19,7 @@ from getbill_async import (
     RateLimit,
     RedisBudget,
 )
-from getbill_async._redis_budget import budget_from_url
+from getbill_async.budget.fleet import budget_from_url
 from tests.redis_fixtures import RedisCluster, free_port
 
 pytestmark = pytest.mark.timeout(20)
@@ -83,7 +83,7 @@ async def test_an_unreachable_cluster_is_a_clear_error() -> None:
 
 
 def test_a_key_with_its_own_hash_tag_keeps_it() -> None:
-    from getbill_async._redis_conn import tagged
+    from getbill_async.budget.fleet._conn import tagged
 
     assert tagged("getbill:acme") == "{getbill:acme}"
     assert tagged("{tenant-7}:getbill") == "{tenant-7}:getbill"

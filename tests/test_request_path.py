@@ -31,9 +31,8 @@ from getbill_async import (
     RetryPolicy,
     ServerError,
 )
-from getbill_async._auth import OAuthTokenSource
-from getbill_async._pipeline import Request
 from getbill_async.models import Followup, Page
+from getbill_async.transport import OAuthTokenSource, Request
 
 from .loopback import serve
 
@@ -287,10 +286,10 @@ async def test_with_options_is_a_view_sharing_session_budget_and_stats(list_serv
         # the view's timeout applies to its calls only (the server waits 0.5 s here)
         sleepy = {"delay": "0.5"}
         with pytest.raises(APITimeoutError):
-            await quick.with_options(retry=RetryPolicy(max_tries=1))._request(
+            await quick.with_options(retry=RetryPolicy(max_tries=1)).send(
                 _list_request(sleepy), _PAGE_DECODER
             )
-        await client._request(_list_request(sleepy), _PAGE_DECODER)
+        await client.send(_list_request(sleepy), _PAGE_DECODER)
 
 
 def test_with_options_checks_its_arguments() -> None:

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from getbill_async import APITimeoutError, GetBillClient, RateLimit, RetryPolicy, ServerError
-from getbill_async._retry import MAX_RETRY_AFTER, retry_after_seconds, should_retry
 from getbill_async.sandbox import FaultPlan, Sandbox
+from getbill_async.transport._retry import MAX_RETRY_AFTER, retry_after_seconds, should_retry
 
 
 @pytest.mark.parametrize(

@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from .._pagination import KeyedPage, PageWalk
-from .._validate import list_params
 from ..errors import DecodeError
 from ..models import Followup, Page
-from ..resources import walk_pages
+from ..support import list_params
+from ..transport import KeyedPage, PageWalk, walk_pages
 
 if TYPE_CHECKING:
-    from .._client import GetBillClient
+    from ..transport import Sender
 
 __all__ = [
     "CSV_COLUMNS",
@@ -102,7 +101,7 @@ def _no_key(item: msgspec.Raw) -> str:  # a raw page always carries its ids
 
 
 def raw_pages(
-    client: GetBillClient,
+    client: Sender,
     *,
     limit: int,
     concurrency: int,

@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from .._extras import require
+from ..support import require
 from ._checkpoint import Mark, digest, fsync_dir, replace_durably, write_durably
 from ._formats import FIELDS, split_item
 

@@ -34,12 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._validate import fail
+from ..support import check_int, fail
 from ._checkpoint import ExportError, fsync_dir, replace_durably, write_durably
+from ._export import export_followups
+from ._options import ExportOptions, Start
 
 if TYPE_CHECKING:
-    from .._client import GetBillClient
-    from .._progress import Progress
+    from ..transport import Sender
+    from ._progress import Progress
 
 __all__ = ["NO_DATE", "SyncReport", "sync_followups"]
 
@@ -180,8 +182,33 @@ def _install(out: Path, staging: Path, pending: _Pending, suffix: str) -> tuple[
     return len(pending.days), removed
 
 
+async def _fetch(
+    client: Sender,
+    staging: Path,
+    pending: _Pending,
+    concurrency: int,
+    progress: Progress | None,
+) -> tuple[int, int]:
+    """Export the run's days into ``staging/fetched.jsonl``: (items, requests)."""
+    staging.mkdir(parents=True, exist_ok=True)
+    fetched = staging / "fetched.jsonl"
+    items = requests = 0
+    if not fetched.exists():  # present: fetched by a run killed while splitting
+        filters: dict[str, Any] = {}
+        if pending.date_from is not None:
+            filters["date_from"] = pending.date_from
+        checkpoint = fetched.with_name(fetched.name + ".checkpoint")
+        start: Start = "resume" if checkpoint.exists() else "restart"
+        options = ExportOptions(start=start, concurrency=concurrency, filters=filters)
+        report = await export_followups(client, fetched, options, progress=progress)
+        items, requests = report.items, report.requests
+    for folder in staging.glob("date=*"):
+        shutil.rmtree(folder)  # a split cut short is done again whole
+    return items, requests
+
+
 async def sync_followups(
-    client: GetBillClient,
+    client: Sender,
     out: str | os.PathLike[str],
     *,
     state: str | os.PathLike[str],
@@ -195,12 +222,9 @@ async def sync_followups(
 
     ``today`` (default: today, UTC) sets where the next run starts: ``lag_days`` before it.
     """
-    from . import export_followups
-
     if format not in ("parquet", "jsonl"):
         raise fail("format", f"invalid value {format!r}", ("parquet", "jsonl"))
-    if isinstance(lag_days, bool) or not isinstance(lag_days, int) or lag_days < 0:
-        raise fail("lag_days", f"must be an integer >= 0, got {lag_days!r}")
+    check_int("lag_days", lag_days, 0)
     day = today if today is not None else datetime.now(timezone.utc).date()
     if isinstance(day, str):
         try:
@@ -223,26 +247,8 @@ async def sync_followups(
     pending = current.pending
     items = requests = 0
     if pending.phase == "fetch":
-        staging.mkdir(parents=True, exist_ok=True)
-        fetched = staging / "fetched.jsonl"
-        if not fetched.exists():  # present: fetched by a run killed while splitting
-            filters: dict[str, Any] = {}
-            if pending.date_from is not None:
-                filters["date_from"] = pending.date_from
-            checkpoint = fetched.with_name(fetched.name + ".checkpoint")
-            report = await export_followups(
-                client,
-                fetched,
-                resume=checkpoint.exists(),
-                restart=not checkpoint.exists(),
-                concurrency=concurrency,
-                progress=progress,
-                **filters,
-            )
-            items, requests = report.items, report.requests
-        for folder in staging.glob("date=*"):
-            shutil.rmtree(folder)  # a split cut short is done again whole
-        pending.days = _split(fetched, staging, format)
+        items, requests = await _fetch(client, staging, pending, concurrency, progress)
+        pending.days = _split(staging / "fetched.jsonl", staging, format)
         pending.phase = "install"
         _save(state_path, current)
     written, removed = _install(out_dir, staging, pending, format)

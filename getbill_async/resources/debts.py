@@ -8,19 +8,17 @@ from urllib.parse import quote
 import msgspec
 
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT
-from .._pagination import ItemWalk, PageWalk
-from .._request import CallStats, Request
-from .._validate import check_id, page_params
-from ..models import Debt, Page, _ItemEnvelope
-from . import walk_pages
+from ..models import Debt, Page
+from ..support import check_id, page_params
+from ..transport import CallStats, ItemEnvelope, ItemWalk, PageWalk, Request, walk_pages
 
 if TYPE_CHECKING:
-    from .._client import GetBillClient
+    from ..transport import Sender
 
 __all__ = ["Debts"]
 
 _page_decoder = msgspec.json.Decoder(Page[Debt])
-_item_decoder = msgspec.json.Decoder(_ItemEnvelope[Debt])
+_item_decoder = msgspec.json.Decoder(ItemEnvelope[Debt])
 
 
 def _id_of(debt: Debt) -> str:
@@ -43,14 +41,14 @@ class Debts:
         ...
     """
 
-    def __init__(self, client: GetBillClient) -> None:
+    def __init__(self, client: Sender) -> None:
         self._client = client
 
     async def get(self, debt_id: str) -> Debt:
         """``GET /debts/{id}``; ``NotFoundError`` when there is none."""
         path = f"/debts/{quote(check_id('debt_id', debt_id), safe='')}"
         request = Request("GET", path, template="/debts/{id}")
-        answer = await self._client._request(request, _item_decoder)
+        answer = await self._client.send(request, _item_decoder)
         return answer.data
 
     async def list(
@@ -63,7 +61,7 @@ class Debts:
     ) -> Page[Debt]:
         """One page of ``GET /debts`` (newest first), optionally of one ``status``."""
         request = Request("GET", "/debts", params=_params(page, limit, status), template="/debts")
-        return await self._client._request(request, _page_decoder, stats)
+        return await self._client.send(request, _page_decoder, stats)
 
     def pages(
         self,

@@ -7,22 +7,14 @@ import os
 from collections.abc import AsyncIterable, Iterable, Mapping
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import msgspec
 
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT, LOGGER_NAME
-from .._media import MediaKind, download_media
-from .._pagination import ItemWalk, PageWalk
-from .._plan import ExportPlan, plan_export
-from .._progress import Progress
-from .._request import CallStats, Request
-from .._validate import build_create, build_update, check_id, list_params, page_params
 from ..bulk import CreateBatch
 from ..errors import AmbiguousWriteError, GetBillError
-from ..export import ExportReport, export_followups
-from ..export._sync import SyncReport, sync_followups
 from ..models import (
     Debt,
     Followup,
@@ -31,19 +23,28 @@ from ..models import (
     FollowupType,
     FollowupUpdate,
     Page,
-    _ItemEnvelope,
 )
-from . import walk_pages
+from ..support import (
+    build_create,
+    build_update,
+    check_id,
+    list_params,
+    page_params,
+)
+from ..transport import CallStats, ItemEnvelope, ItemWalk, PageWalk, Request, walk_pages
+from ._jobs import FollowupJobs, probe_list
+from ._media import MediaKind, download_media
+from .debts import Debts
 
 if TYPE_CHECKING:
-    from .._client import GetBillClient
+    from ..transport import Sender
 
-__all__ = ["Followups"]
+__all__ = ["Followups", "probe_list"]
 
 log = logging.getLogger(LOGGER_NAME)
 _page_decoder = msgspec.json.Decoder(Page[Followup])
 _FOR_DEBT = "/followups/debt/{debt_id}"
-_item_decoder = msgspec.json.Decoder(_ItemEnvelope[Followup])
+_item_decoder = msgspec.json.Decoder(ItemEnvelope[Followup])
 _encoder = msgspec.json.Encoder()
 
 
@@ -55,10 +56,10 @@ def _path_id(field: str, value: object) -> str:
     return quote(check_id(field, value), safe="")
 
 
-class Followups:
+class Followups(FollowupJobs):
     """The followups endpoints. Every method checks its input before anything is sent."""
 
-    def __init__(self, client: GetBillClient) -> None:
+    def __init__(self, client: Sender) -> None:
         self._client = client
 
     async def list(
@@ -83,7 +84,7 @@ class Followups:
             date_to=date_to,
             debt_id=debt_id,
         )
-        return await self._client._request(
+        return await self._client.send(
             Request("GET", "/followups", params=params, template="/followups"),
             _page_decoder,
             stats,
@@ -150,7 +151,7 @@ class Followups:
     ) -> Page[Followup]:
         """One page of ``GET /followups/debt/{debt_id}``."""
         path = f"/followups/debt/{_path_id('debt_id', debt_id)}"
-        return await self._client._request(
+        return await self._client.send(
             Request("GET", path, params=page_params(page, limit), template=_FOR_DEBT),
             _page_decoder,
         )
@@ -187,97 +188,11 @@ class Followups:
             known_ids=known_ids,
         )
 
-    async def export(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        format: Literal["jsonl", "csv", "parquet"] = "jsonl",
-        resume: bool = False,
-        restart: bool = False,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        progress: Progress | None = None,
-        formula_guard: bool = True,
-        **filters: Any,
-    ) -> ExportReport:
-        """Export every followup matching ``filters`` to JSONL, CSV or Parquet, resumably.
-
-        See ``getbill_async.export``: the file is written atomically and durably, a checkpoint
-        beside it lets ``resume=True`` continue after a crash with no duplicate and no gap;
-        JSONL keeps each item as the server sent it; CSV guards formula-like cells unless
-        ``formula_guard=False``; Parquet needs the ``parquet`` extra.
-        """
-        return await export_followups(
-            self._client,
-            path,
-            format=format,
-            resume=resume,
-            restart=restart,
-            concurrency=concurrency,
-            progress=progress,
-            formula_guard=formula_guard,
-            **filters,
-        )
-
-    async def sync(
-        self,
-        out: str | os.PathLike[str],
-        *,
-        state: str | os.PathLike[str],
-        format: Literal["parquet", "jsonl"] = "parquet",
-        lag_days: int = 3,
-        today: date | str | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        progress: Progress | None = None,
-    ) -> SyncReport:
-        """Keep ``out`` a directory of day partitions (``date=YYYY-MM-DD/``) of every followup.
-
-        The first run exports everything; later ones fetch only the days from ``lag_days``
-        before the last run on and replace those partitions atomically. See
-        ``getbill_async.export._sync``.
-        """
-        return await sync_followups(
-            self._client,
-            out,
-            state=state,
-            format=format,
-            lag_days=lag_days,
-            today=today,
-            concurrency=concurrency,
-            progress=progress,
-        )
-
-    async def plan_export(
-        self,
-        *,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        status: FollowupStatus | str | None = None,
-        type: FollowupType | str | None = None,
-        date_from: date | str | None = None,
-        date_to: date | str | None = None,
-        debt_id: str | None = None,
-    ) -> ExportPlan:
-        """How long ``export(**filters)`` would take, before it starts: an ``ExportPlan``
-        (``items``, ``requests``, ``reads_left``, ``seconds``, ``budget_bound``).
-
-        Costs one read: a ``limit=1`` probe whose answer carries the total and the
-        ``X-RateLimit-*`` headers. The time is simulated under this client's budget and
-        ``concurrency``; see ``getbill_async._plan``.
-        """
-        return await plan_export(
-            self._client,
-            concurrency=concurrency,
-            status=status,
-            type=type,
-            date_from=date_from,
-            date_to=date_to,
-            debt_id=debt_id,
-        )
-
     async def get(self, followup_id: str) -> Followup:
         """``GET /followups/{id}``; ``NotFoundError`` when there is none."""
         path = f"/followups/{_path_id('followup_id', followup_id)}"
         request = Request("GET", path, template="/followups/{id}")
-        answer = await self._client._request(request, _item_decoder)
+        answer = await self._client.send(request, _item_decoder)
         return answer.data
 
     async def create(self, item: FollowupCreate | None = None, /, **fields: Any) -> Followup:
@@ -302,7 +217,7 @@ class Followups:
         while True:
             tries += 1
             try:
-                answer = await client._request(request, _item_decoder)
+                answer = await client.send(request, _item_decoder)
                 return answer.data
             except AmbiguousWriteError as exc:
                 if body.call_id is None or not client.retry.reconcile:
@@ -322,8 +237,8 @@ class Followups:
         (interactive by default): learning whether a write happened is not bulk work.
         """
         client = self._client
-        lookup = client.with_options(priority=client._options.priority or "interactive")
-        async with lookup.followups.iterate_for_debt(debt_id) as walk:
+        lookup = Followups(client.in_lane(client.lane or "interactive"))
+        async with lookup.iterate_for_debt(debt_id) as walk:
             async for followup in walk:
                 if followup.call_id == call_id:
                     return followup
@@ -366,9 +281,9 @@ class Followups:
         what became of each create whose result was not yielded (see ``getbill_async.bulk``).
         """
         client = self._client
-        if client._options.priority is None:
-            client = client.with_options(priority="bulk")
-        return CreateBatch(client.followups.create, items, concurrency=concurrency)
+        if client.lane is None:
+            client = client.in_lane("bulk")
+        return CreateBatch(Followups(client).create, items, concurrency=concurrency)
 
     async def update(
         self, followup_id: str, item: FollowupUpdate | None = None, /, **fields: Any
@@ -382,7 +297,7 @@ class Followups:
         request = Request(
             "PUT", path, body=_encoder.encode(body), fields=body.given(), template="/followups/{id}"
         )
-        answer = await self._client._request(request, _item_decoder)
+        answer = await self._client.send(request, _item_decoder)
         return answer.data
 
     async def debt_of(self, followup: Followup | str) -> Debt:
@@ -390,7 +305,7 @@ class Followups:
         ``GET /followups/{id}`` first when given an id rather than a ``Followup``)."""
         if not isinstance(followup, Followup):
             followup = await self.get(followup)
-        return await self._client.debts.get(followup.debt_id)
+        return await Debts(self._client).get(followup.debt_id)
 
     async def download_media(
         self,
@@ -409,7 +324,7 @@ class Followups:
         """
         return await download_media(
             self.get,
-            self._client._pipeline().session,
+            self._client.http_session(),
             followup,
             path,
             kind=kind,

@@ -8,6 +8,7 @@ the documented validation errors, per-client sliding-window rate limits with the
 the followups it creates and updates, and optionally the media its followups link to.
 """
 
+from ._cli import add_arguments, run
 from ._faults import ALL_KINDS, FaultPlan
 from ._sandbox import (
     DEFAULT_CLIENT_ID,
@@ -19,6 +20,8 @@ from ._sandbox import (
 from ._state import OAuthClient, SandboxStats
 
 __all__ = [
+    "add_arguments",
+    "run",
     "ALL_KINDS",
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",

@@ -226,6 +226,36 @@ class _Draws:
         return self.below(100) < p
 
 
+def _call(
+    draw: _Draws, row: int, seed: int, kind: str, executed: bool
+) -> tuple[str | None, str | None, int | None, str | None, str | None]:
+    """A call's direction, call_id, duration, disconnection reason and recording URL."""
+    call_id = duration = disconnection = audio_url = direction = None
+    if kind in _CALL_TYPES:
+        direction = "outbound" if draw.percent(80) else "inbound"
+        if executed:
+            call_id = f"call_{(row * 7919 + seed * 104_729) % 10**9:09d}"
+            duration = 1_000 * (5 + draw.below(55 if kind == "voicemail" else 895))
+            disconnection = _DISCONNECTIONS[draw.below(len(_DISCONNECTIONS))]
+            if draw.percent(92):
+                audio_url = _media_url(seed, "recordings", f"{call_id}.mp3")
+    return direction, call_id, duration, disconnection, audio_url
+
+
+def _email(draw: _Draws, kind: str, call_ts: int | None) -> tuple[bool, int, str | None, bool, int]:
+    """An email's opened flag, open count, first opening, clicked flag and click count."""
+    opened = clicked = False
+    open_count = click_count = 0
+    first_opened = None
+    if kind == "email" and call_ts is not None and draw.percent(55):
+        opened = True
+        open_count = 1 + draw.below(6)
+        first_opened = iso(call_ts + 60 + draw.below(3_540))
+        if draw.percent(35):
+            clicked, click_count = True, 1 + draw.below(3)
+    return opened, open_count, first_opened, clicked, click_count
+
+
 def followup_record(
     row: int, cols: Columns, seed: int, followup_id: str, debt_id: str
 ) -> dict[str, Any]:
@@ -238,15 +268,7 @@ def followup_record(
     call_ts = base + _call_offset(cols.base[row]) if executed else None
     is_call = kind in _CALL_TYPES
 
-    call_id = duration = disconnection = audio_url = direction = None
-    if is_call:
-        direction = "outbound" if draw.percent(80) else "inbound"
-        if executed:
-            call_id = f"call_{(row * 7919 + seed * 104_729) % 10**9:09d}"
-            duration = 1_000 * (5 + draw.below(55 if kind == "voicemail" else 895))
-            disconnection = _DISCONNECTIONS[draw.below(len(_DISCONNECTIONS))]
-            if draw.percent(92):
-                audio_url = _media_url(seed, "recordings", f"{call_id}.mp3")
+    direction, call_id, duration, disconnection, audio_url = _call(draw, row, seed, kind, executed)
     phone = None
     if is_call or kind in ("sms", "whatsapp"):
         phone = f"+33{100_000_000 + draw.below(900_000_000)}"
@@ -254,16 +276,7 @@ def followup_record(
     if call_ts is not None and draw.percent(95):
         processed_ts = call_ts + (duration or 0) // 1000 + draw.below(600)
 
-    opened = clicked = False
-    open_count = click_count = 0
-    first_opened = None
-    if kind == "email" and call_ts is not None and draw.percent(55):
-        opened = True
-        open_count = 1 + draw.below(6)
-        first_opened = iso(call_ts + 60 + draw.below(3_540))
-        if draw.percent(35):
-            clicked, click_count = True, 1 + draw.below(3)
-
+    opened, open_count, first_opened, clicked, click_count = _email(draw, kind, call_ts)
     summary = None
     if executed and draw.percent(85):
         choices = _SUMMARIES.get(status, _GENERIC_SUMMARIES)

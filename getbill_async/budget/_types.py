@@ -1,0 +1,252 @@
+"""The budget's vocabulary, shared by the local ledger and the Redis one: what a request asks
+for (a class and a lane), what comes back (an outcome), the rules both ledgers apply to it
+(header parsing, the cold start, the bulk lane's cap) and what a status reports."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from .._constants import DEFAULT_READS, DEFAULT_WINDOW, DEFAULT_WRITES
+
+__all__ = [
+    "Budget",
+    "BudgetStatus",
+    "ClassStatus",
+    "Clock",
+    "Kind",
+    "LANES",
+    "Lane",
+    "MonotonicClock",
+    "Outcome",
+    "RateLimit",
+    "Slot",
+    "bulk_cap",
+    "check_lane",
+    "ends_cold_start",
+    "parse_headers",
+]
+
+Kind = Literal["read", "write"]
+#: Who is asking: a person waiting on an answer, or a bulk job (walks, exports, create_many).
+#: Waiting interactive requests go ahead of waiting bulk ones, and ``RateLimit.reserve`` keeps a
+#: share of every window that bulk work may not take.
+Lane = Literal["interactive", "bulk"]
+LANES: tuple[Lane, ...] = ("interactive", "bulk")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """The budget a client keeps: ``reads`` and ``writes`` per sliding ``window`` seconds.
+
+    ``max_wait``: a request that would wait longer than this for a slot raises
+    ``BudgetExhaustedError`` at once (``None``: wait as long as it takes, for batch work).
+    ``pace``: spread requests evenly (one per ``window / limit`` seconds) instead of letting a
+    burst through; off by default, see the README for the measurements behind that choice.
+    ``reserve``: the share of each limit that bulk requests may not take (0 <= reserve < 1):
+    bulk work is admitted while fewer than ``limit x (1 - reserve)`` slots are taken, so
+    interactive calls find room even while an export runs. 0, the default, keeps no reserve.
+    """
+
+    reads: int = DEFAULT_READS
+    writes: int = DEFAULT_WRITES
+    window: float = DEFAULT_WINDOW
+    max_wait: float | None = None
+    pace: bool = False
+    reserve: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("reads", "writes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"RateLimit.{name} must be an integer >= 1, got {value!r}")
+        if not self.window > 0:
+            raise ValueError(f"RateLimit.window must be > 0 seconds, got {self.window!r}")
+        if self.max_wait is not None and self.max_wait < 0:
+            raise ValueError(f"RateLimit.max_wait must be >= 0 or None, got {self.max_wait!r}")
+        reserve = self.reserve
+        if (
+            isinstance(reserve, bool)
+            or not isinstance(reserve, (int, float))
+            or not 0 <= reserve < 1
+        ):
+            raise ValueError(
+                "RateLimit.reserve must be a number >= 0 and < 1 (the share of each limit "
+                f"kept for interactive calls), got {reserve!r}"
+            )
+
+    def limit(self, kind: Kind) -> int:
+        return self.reads if kind == "read" else self.writes
+
+
+def bulk_cap(limit: int, reserve: float) -> int:
+    """How many slots may be taken when a bulk request is admitted: ``limit x (1 - reserve)``,
+    rounded up, so bulk work always gets at least one (the Lua scripts use the same formula)."""
+    # The epsilon keeps 40 x 0.8 = 32.000000000000004 from rounding up to 33.
+    return max(1, math.ceil(limit * (1.0 - reserve) - 1e-9))
+
+
+def check_lane(lane: str) -> None:
+    if lane not in LANES:
+        raise ValueError(f"lane must be 'interactive' or 'bulk', got {lane!r}")
+
+
+class Clock(Protocol):
+    """Time as the budget sees it; tests inject a fake one instead of sleeping."""
+
+    def now(self) -> float:
+        """Seconds on a clock that never goes back: slots free at ``now() + window``."""
+        ...
+
+    def wall(self) -> float:
+        """Seconds since the epoch: to read the server's ``X-RateLimit-Reset``."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
+        ...
+
+
+class MonotonicClock:
+    """The real clock: ``time.monotonic``, ``time.time`` and ``asyncio.sleep``."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        """``time.monotonic()``."""
+        return time.monotonic()
+
+    def wall(self) -> float:
+        """``time.time()``."""
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        """``asyncio.sleep(seconds)``."""
+        await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A taken slot: hand it back with ``release`` when the answer came (or the try gave up)."""
+
+    kind: Kind
+    waited: float = 0.0
+    token: str = ""  # a budget's own handle (the Redis one uses it)
+    taken_at: float = 0.0  # on the budget's clock: the request reached the server after it
+    lane: Lane = "interactive"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came back: the status (None: no answer), the headers, a 429's wait.
+
+    ``sent=False``: the request never left (no connection, no token), so it holds no slot.
+    """
+
+    status: int | None = None
+    headers: Mapping[str, str] | None = None
+    retry_after: float | None = None
+    sent: bool = True
+
+
+@dataclass(frozen=True)
+class ClassStatus:
+    """One class's budget as the ledger sees it.
+
+    ``cold``: no answer from the server has been seen yet, so requests of this class go one at
+    a time. ``reserved``: slots the bulk lane may not take. ``lanes``: the slots taken (counted
+    and in flight) by ``interactive`` and ``bulk`` requests, and by ``other`` programs that the
+    server's headers revealed.
+    """
+
+    limit: int
+    window: float
+    used: int
+    in_flight: int
+    remaining: int
+    next_slot_in: float  # seconds until a request could be admitted (0: now)
+    blocked_for: float  # seconds left of a server-imposed pause (429)
+    cold: bool = False
+    reserved: int = 0
+    lanes: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """Both classes' budgets: ``reads`` (GET) and ``writes`` (POST, PUT)."""
+
+    reads: ClassStatus
+    writes: ClassStatus
+
+
+@runtime_checkable
+class Budget(Protocol):
+    """What the request pipeline needs from a budget.
+
+    ``acquire``'s ``lane`` says who asks (see ``Lane``); ``max_wait``, when given, replaces the
+    budget's own ``RateLimit.max_wait`` for this one request (``math.inf``: no cap).
+    """
+
+    async def acquire(
+        self, kind: Kind, *, lane: Lane = "interactive", max_wait: float | None = None
+    ) -> Slot:
+        """A slot for one request of ``kind``, once the window has room for it.
+
+        Raises ``BudgetExhaustedError`` if the wait would pass ``max_wait``."""
+        ...
+
+    async def release(self, slot: Slot, outcome: Outcome) -> None:
+        """Hand ``slot`` back with what came of its request: counted if it was sent, freed
+        at once if it never left; the answer's ``X-RateLimit-*`` headers correct the count."""
+        ...
+
+    async def status(self) -> BudgetStatus:
+        """What each class has used, has left and waits for, as this budget sees it now."""
+        ...
+
+
+def parse_headers(headers: Mapping[str, str] | None) -> tuple[int | None, int | None, float | None]:
+    """``(limit, remaining, window)`` from the ``X-RateLimit-*`` headers, where present."""
+    if not headers:
+        return None, None, None
+    limit, remaining, window = (
+        _header_number(headers, "X-RateLimit-Limit"),
+        _header_number(headers, "X-RateLimit-Remaining"),
+        _header_number(headers, "X-RateLimit-Window"),
+    )
+    return (
+        int(limit) if limit is not None else None,
+        int(remaining) if remaining is not None else None,
+        window,
+    )
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def ends_cold_start(outcome: Outcome) -> bool:
+    """Whether this answer ends a class's cold start (one request at a time until then).
+
+    The docs say every answer carries ``X-RateLimit-*``, and the first one tells what other
+    programs spent. An answer without them also ends it, so a server (or a test double) that
+    never sends them is not served one request at a time forever, except a 401 (sent before
+    the server knows the client, so it counts nothing) and a 5xx (it may come from a proxy in
+    front of the API): those prove nothing about the window. No answer proves nothing either.
+    """
+    if outcome.status is None:
+        return False
+    if parse_headers(outcome.headers)[1] is not None:
+        return True
+    return outcome.status < 500 and outcome.status != 401

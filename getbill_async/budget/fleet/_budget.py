@@ -1,0 +1,405 @@
+"""A rate budget shared by every process and host that uses one OAuth client: ``RedisBudget``.
+
+GetBill counts requests per OAuth client, so ten workers on one client share one sliding
+window. Each keeps a ``LocalBudget``-style ledger in Redis instead of in memory: per class
+(read, write) a sorted set of counted slots scored by when each frees, and a sorted set of slots
+in flight scored by when their lease ends. Admission is one Lua script, so it is atomic, and it
+reads ``TIME`` on the Redis server: one clock decides for the whole fleet, and a worker whose
+clock is seconds off (or whose monotonic clock started elsewhere) cannot break the window. The
+worker only measures durations (how long to sleep), never instants.
+
+The rules are ``LocalBudget``'s: a slot counts from the answer's time (Redis's ``TIME`` when the
+release runs); a request in flight holds a slot; ``Outcome(sent=False)`` gives the slot back;
+``X-RateLimit-Remaining`` lower than the ledger's count adds the unseen requests as taken *now*;
+a 429 pauses the class, here for every worker. A full budget costs no polling: the script says
+when the next slot frees, the worker sleeps that long plus a little jitter, and wakes early
+when another worker's release is published on the class's channel (or after ``poll`` seconds,
+in case a message was lost).
+
+    budget = RedisBudget("redis://localhost:6379/0", "getbill:acme", RateLimit(reads=1000))
+    async with budget, GetBillClient(token, rate_limit=budget) as client:
+        ...
+
+Keys, per class: ``{<key>}:<class>:slots``, ``:inflight``, ``:pause``, ``:pace``, ``:server``,
+``:waiting`` and the channel ``:freed`` (see ``_redis_lua``); the hash tag keeps one budget in
+one slot of a Redis Cluster. Each key expires on its own once the fleet has been idle for a
+window and two leases. Redis's clock must run at the server's rate (any NTP-disciplined host
+does); only a step *forward* of the Redis host's clock could free slots early.
+
+Redis restarted, or failed over to an empty replica: the ledger is gone, and with it what the
+server had counted. Until an answer is seen again, the scripts admit one request per class at a
+time across the fleet (the cold start), so the first answer's headers rebuild the count. A
+restart shorter than ``timeout`` is ridden out: a lost connection is tried again within it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+try:
+    from redis.asyncio.cluster import RedisCluster
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisClusterException, RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from ._conn import RedisClient, Wakeups, connect, tagged, where
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("RedisBudget needs redis-py: pip install 'getbill-async[redis]'") from exc
+
+from ..._constants import LOGGER_NAME
+from ...errors import BudgetExhaustedError, BudgetUnavailableError, ConfigurationError
+from ...support import AsyncClosing
+from .. import (
+    LANES,
+    BudgetStatus,
+    ClassStatus,
+    Kind,
+    Lane,
+    Outcome,
+    RateLimit,
+    Slot,
+    parse_headers,
+)
+from .._types import check_lane, ends_cold_start
+from ._fallback import Fallback
+from ._lua import ACQUIRE, COLD, RELEASE, STATUS, class_status, sleep_for, text
+
+__all__ = ["DEFAULT_KEY", "RedisBudget", "budget_from_url"]
+
+T = TypeVar("T")
+log = logging.getLogger(LOGGER_NAME)
+KINDS: tuple[Kind, ...] = ("read", "write")
+DEFAULT_KEY = "getbill:default"
+
+
+class _FellBack(Exception):
+    """The budget fell back to its local share while this task waited for its turn."""
+
+
+def _number(value: float | int | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+class RedisBudget(AsyncClosing):
+    """A ``Budget`` kept in Redis, shared by every worker that uses the same ``key``.
+
+    ``url_or_client``: a ``redis://`` / ``rediss://`` / ``unix://`` URL (the budget owns that
+    client and closes it in ``aclose``; ``cluster=True`` for a Redis Cluster reached through
+    that node) or a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` of yours
+    (left open). ``key``: one per OAuth client, e.g. ``"getbill:<client id>"``; every worker of
+    that client must use the same key and the same ``rate_limit`` (its ``reserve`` included).
+
+    ``lease``: how long a slot may stay in flight before the ledger assumes its worker died. It
+    must exceed the longest time between ``acquire`` and ``release`` of one try: a token fetch
+    plus the request, each bounded by the client's ``timeout`` (30 s by default), so 2 x 30 s
+    with room for a busy event loop. Too short would count a slow request as freeing before it
+    really does (unsafe); too long only keeps a crashed worker's slot a little longer (its slot
+    frees at ``lease + window`` after it was taken), so the default errs long.
+
+    ``timeout`` bounds every Redis call; ``poll`` bounds one sleep (a lost wake-up message costs
+    at most that). Redis unreachable: ``BudgetUnavailableError``; with ``fallback=True`` a
+    WARNING and a ``LocalBudget`` with ``1 / expected_workers`` of each limit (each worker's fair
+    share, so the fleet stays under the limit however many of them fall back; the server's
+    ``X-RateLimit-Remaining`` narrows it further). Every ``fallback_retry`` seconds one request
+    tries Redis again while the others go on locally; slots spent locally meanwhile reach the
+    shared ledger through the server's headers.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | RedisClient,
+        key: str = DEFAULT_KEY,
+        rate_limit: RateLimit | None = None,
+        *,
+        cluster: bool = False,
+        fallback: bool = False,
+        expected_workers: int = 4,
+        lease: float = 120.0,
+        poll: float = 1.0,
+        timeout: float = 2.0,
+        fallback_retry: float = 30.0,
+    ) -> None:
+        if not key:
+            raise ConfigurationError("RedisBudget key must be a non-empty string")
+        if expected_workers < 1:
+            raise ConfigurationError(f"expected_workers must be >= 1, got {expected_workers!r}")
+        for name, value in (("lease", lease), ("poll", poll), ("timeout", timeout)):
+            if not value > 0:
+                raise ConfigurationError(f"RedisBudget {name} must be > 0 seconds, got {value!r}")
+        self.rate_limit = rate_limit or RateLimit()
+        self.key = key
+        self.lease = float(lease)
+        self.poll = float(poll)
+        self.timeout = float(timeout)
+        self.fallback = fallback
+        self.expected_workers = expected_workers
+        self.fallback_retry = float(fallback_retry)
+        self._redis: RedisClient
+        if isinstance(url_or_client, str):
+            self._redis = connect(url_or_client, cluster=cluster, timeout=self.timeout)
+            self._owns_client = True
+        else:
+            self._redis = url_or_client
+            self._owns_client = False
+        self._prefix = tagged(key)
+        self._scripts = tuple(self._redis.register_script(s) for s in (ACQUIRE, RELEASE, STATUS))
+        self._locks = {(kind, lane): asyncio.Lock() for kind in KINDS for lane in LANES}
+        self._wakeups = Wakeups(self._redis, [self._channel(k) for k in KINDS])
+        self._fallback = Fallback(self.rate_limit, expected_workers, self.fallback_retry)
+        self._release_failed = False
+        self._forgetting: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self._redis, RedisCluster)
+
+    # keys and Redis calls ---------------------------------------------------------------
+
+    def _keys(self, kind: Kind) -> list[str]:
+        base = f"{self._prefix}:{kind}"
+        names = ("slots", "inflight", "pause", "pace", "server", "waiting")
+        return [f"{base}:{name}" for name in names]
+
+    def _channel(self, kind: Kind) -> str:
+        return f"{self._prefix}:{kind}:freed"
+
+    def _where(self) -> str:
+        return where(self._redis, self.key)
+
+    async def _call(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One Redis round trip, bounded by ``timeout``. A lost connection (Redis restarting,
+        a failover) is tried again within that time; what still fails is BudgetUnavailable."""
+        deadline = time.monotonic() + self.timeout
+        pause = 0.02
+        while True:
+            try:
+                return await asyncio.wait_for(call(), max(0.001, deadline - time.monotonic()))
+            except RedisConnectionError as exc:
+                if time.monotonic() + pause < deadline and not isinstance(exc, RedisTimeoutError):
+                    await asyncio.sleep(pause)
+                    pause = min(0.2, pause * 2)
+                    continue
+                error: BaseException = exc
+            except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
+                error = exc
+            reason = str(error) or type(error).__name__
+            raise BudgetUnavailableError(
+                f"shared rate budget unavailable: {self._where()} failed while {doing}: {reason}"
+            ) from error
+
+    def _limits(self, kind: Kind) -> tuple[int, float]:
+        return self.rate_limit.limit(kind), float(self.rate_limit.window)
+
+    # the Budget protocol -----------------------------------------------------------------
+
+    async def acquire(
+        self, kind: Kind, *, lane: Lane = "interactive", max_wait: float | None = None
+    ) -> Slot:
+        """A slot for one request of ``kind`` in the shared ledger (see ``Budget.acquire``);
+        while Redis is unreachable, from the local fallback's share of the limit."""
+        if self._closed:
+            raise ConfigurationError("the RedisBudget is closed")
+        check_lane(lane)
+        fallback = self._fallback
+        if fallback.active():
+            return await fallback.local.acquire(kind, lane=lane, max_wait=max_wait)
+        probe = fallback.start_probe()
+        slot: Slot | None = None
+        try:
+            slot = await self._acquire_shared(kind, lane, max_wait, probe)
+        except _FellBack:
+            pass
+        except BudgetUnavailableError as exc:
+            if not self.fallback:
+                raise
+            fallback.begin(exc)
+        finally:
+            if probe:
+                fallback.end_probe(slot is not None, self._where())
+        if slot is None:
+            return await fallback.local.acquire(kind, lane=lane, max_wait=max_wait)
+        return slot
+
+    async def _acquire_shared(
+        self, kind: Kind, lane: Lane, max_wait: float | None, probe: bool
+    ) -> Slot:
+        limit, window = self._limits(kind)
+        if max_wait is None:
+            max_wait = self.rate_limit.max_wait
+        if max_wait is not None and math.isinf(max_wait):
+            max_wait = None
+        start = time.monotonic()
+        waiter = uuid.uuid4().hex
+        async with self._locks[kind, lane]:
+            marked = False  # an interactive waiter left a mark that holds bulk back
+            try:
+                while True:
+                    if not probe and self._fallback.active():
+                        raise _FellBack  # Redis failed for a task ahead of this one meanwhile
+                    slot_id = lane[0] + uuid.uuid4().hex
+                    # Taken before asking, so no release slips by between the answer and the sleep.
+                    woken = self._wakeups.event(self._channel(kind))
+                    args: list[str | float] = [
+                        limit,
+                        window,
+                        self.lease,
+                        slot_id,
+                        int(self.rate_limit.pace),
+                        self.rate_limit.reserve,
+                        waiter,
+                        self.poll,
+                        self._channel(kind),
+                    ]
+                    keys = self._keys(kind)
+                    try:
+                        answer = await self._call(
+                            f"acquiring a {kind} slot",
+                            lambda: self._scripts[0](keys=keys, args=args),  # noqa: B023
+                        )
+                    except asyncio.CancelledError:
+                        self._forget(kind, slot_id)  # the script may have run: give the slot back
+                        raise
+                    except BudgetUnavailableError as exc:
+                        if isinstance(exc.__cause__, (asyncio.TimeoutError, RedisTimeoutError)):
+                            self._forget(kind, slot_id)  # no answer, yet it may have run
+                        raise
+                    if int(answer[0]) == 1:
+                        # The handle: the slot's id and when Redis admitted it.
+                        token = f"{slot_id} {text(answer[1])}"
+                        return Slot(kind, time.monotonic() - start, token, lane=lane)
+                    wait, why = float(text(answer[1])), int(answer[2])
+                    marked = lane == "interactive" and why != COLD
+                    waited = time.monotonic() - start
+                    wait = sleep_for(kind, why, wait, waited, max_wait, window)
+                    # Plus jitter, so the fleet does not wake as one; at most `poll`.
+                    jitter = random.uniform(0.0, min(0.05, 0.005 + 0.01 * wait))
+                    await self._wakeups.sleep(woken, min(self.poll, wait + jitter))
+            except (asyncio.CancelledError, BudgetExhaustedError):
+                if marked:  # gone without being served: let bulk requests go at once
+                    self._background(self._redis.zrem(self._keys(kind)[5], waiter))
+                raise
+
+    async def release(self, slot: Slot, outcome: Outcome) -> None:
+        """Hand ``slot`` back with its request's outcome (see ``Budget.release``)."""
+        if not slot.token:
+            await self._fallback.local.release(slot, self._fallback.fair_share(outcome))
+            return
+        slot_id, _, admitted = slot.token.partition(" ")
+        limit, remaining, window = parse_headers(outcome.headers)
+        own_limit, own_window = self._limits(slot.kind)
+        args: list[str | float] = [
+            slot_id,
+            "1" if outcome.sent else "0",
+            own_limit,
+            own_window,
+            self.lease,
+            "" if outcome.status is None else str(outcome.status),
+            _number(remaining),
+            _number(limit),
+            _number(window),
+            _number(outcome.retry_after),
+            admitted,
+            self._channel(slot.kind),
+            "1" if ends_cold_start(outcome) else "0",
+        ]
+        keys = self._keys(slot.kind)
+        try:
+            await self._call(
+                f"releasing a {slot.kind} slot", lambda: self._scripts[1](keys=keys, args=args)
+            )
+        except BudgetUnavailableError as exc:
+            # The slot stays in flight in Redis until its lease ends, which errs on the safe
+            # side; raising here would hide the request's own result.
+            if not self._release_failed:
+                log.warning("%s; the slot is held until its lease ends", exc)
+            self._release_failed = True
+        else:
+            self._release_failed = False
+
+    def _forget(self, kind: Kind, token: str) -> None:
+        self._background(self.release(Slot(kind, 0.0, token), Outcome(sent=False)))
+
+    def _background(self, call: Awaitable[Any]) -> None:
+        """Run a clean-up call without waiting for it (``aclose`` does); failures only log."""
+
+        async def run() -> None:
+            try:
+                await asyncio.wait_for(call, self.timeout)
+            except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
+                log.debug("budget clean-up in Redis failed: %s", exc)
+
+        task = asyncio.ensure_future(run())
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
+
+    async def status(self) -> BudgetStatus:
+        """The shared ledger's view of each class, read from Redis (the fallback's while
+        Redis is unreachable)."""
+        if self._fallback.active():
+            return await self._fallback.local.status()
+        try:
+            reads, writes = [await self._class_status(kind) for kind in KINDS]
+        except BudgetUnavailableError:
+            if not self.fallback:
+                raise
+            return await self._fallback.local.status()
+        return BudgetStatus(reads, writes)
+
+    async def _class_status(self, kind: Kind) -> ClassStatus:
+        limit, window = self._limits(kind)
+        keys, args = self._keys(kind), [limit, window, self.lease, self.rate_limit.reserve]
+        answer = await self._call(
+            f"reading the {kind} budget", lambda: self._scripts[2](keys=keys, args=args)
+        )
+        return class_status(answer)
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop listening, hand back abandoned slots, and close the client if it is ours."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._wakeups.aclose(self.timeout)
+        if self._forgetting:
+            await asyncio.gather(*self._forgetting, return_exceptions=True)
+        if self._owns_client:
+            await self._redis.aclose()
+
+    def __repr__(self) -> str:
+        r = self.rate_limit
+        kind = ", cluster" if self.is_cluster else ""
+        reserve = f", reserve={r.reserve:g}" if r.reserve else ""
+        return (
+            f"RedisBudget(key={self.key!r}{kind}, reads={r.reads}, writes={r.writes}, "
+            f"window={r.window:g}{reserve})"
+        )
+
+
+def budget_from_url(
+    url: str,
+    rate_limit: RateLimit,
+    *,
+    fallback: bool = False,
+    key: str = DEFAULT_KEY,
+    cluster: bool = False,
+    **options: Any,
+) -> RedisBudget:
+    """The ``RedisBudget`` behind a ``--redis URL`` option (``redis://``, ``rediss://`` or
+    ``unix://``; ``cluster=True`` for a Redis Cluster); pass ``key="getbill:<client id>"`` so
+    each OAuth client has its own budget."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            f"--redis must be a redis://, rediss:// or unix:// URL, got {url.split('@')[-1]!r}"
+        )
+    if cluster and url.startswith("unix://"):
+        raise ConfigurationError("--redis-cluster needs a redis:// or rediss:// URL of a node")
+    return RedisBudget(url, key, rate_limit, fallback=fallback, cluster=cluster, **options)

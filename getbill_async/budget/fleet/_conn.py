@@ -1,0 +1,130 @@
+"""What ``RedisBudget`` needs from Redis besides its scripts: a client for one node or a
+cluster, key names that keep one budget in one hash slot, where it is (for messages), and
+wake-ups when another worker frees a slot.
+
+Wake-ups are plain pub/sub on both kinds: a ``PUBLISH`` inside a script reaches every node of a
+cluster over its bus, and the listener subscribes on the node that owns the channel's slot.
+At a budget's rate (a few messages a second at the most) the broadcast costs nothing worth a
+second code path, and it works on every Redis version (sharded pub/sub needs Redis 7). A lost
+message, or a listener whose node failed over, costs a waiter at most ``poll`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TypeAlias
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisClusterException, RedisError
+
+from ..._constants import LOGGER_NAME
+from ...errors import ConfigurationError
+
+__all__ = ["RedisClient", "Wakeups", "connect", "tagged", "where"]
+
+#: The clients a ``RedisBudget`` accepts: one node (or a proxy in front of many), or a cluster.
+RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+log = logging.getLogger(LOGGER_NAME)
+
+
+def tagged(key: str) -> str:
+    """The prefix of every key of one budget: the key in a hash tag (``{getbill:acme}``), so a
+    cluster keeps them in one slot. A key that carries its own hash tag is kept as it is."""
+    start = key.find("{")
+    if start != -1 and key.find("}", start + 2) != -1:
+        return key
+    return "{" + key + "}"
+
+
+def connect(url: str, *, cluster: bool, timeout: float) -> RedisClient:
+    """A client for ``url``, every call bounded by ``timeout``; ``cluster``: a Redis Cluster
+    reached through any of its nodes."""
+    try:
+        if cluster:
+            return RedisCluster.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+        # One quick retry for a dropped connection; a dead server fails fast.
+        retry = Retry(ExponentialBackoff(cap=0.1, base=0.02), 1)
+        return aioredis.Redis.from_url(
+            url, retry=retry, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+    except (ValueError, RedisError) as exc:
+        raise ConfigurationError(f"bad Redis URL for RedisBudget: {exc}") from None
+
+
+def where(client: RedisClient, key: str) -> str:
+    """Where a budget lives, for messages: no password, no URL."""
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes() or list(client.nodes_manager.startup_nodes.values())
+        shown = ",".join(sorted(f"{n.host}:{n.port}" for n in nodes)[:3])
+        more = ",..." if len(nodes) > 3 else ""
+        return f"Redis Cluster at {shown}{more} (key {key!r})"
+    kw = client.connection_pool.connection_kwargs
+    place = kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}"
+    return f"Redis at {place} (db {kw.get('db', 0)}, key {key!r})"
+
+
+class Wakeups:
+    """One subscriber per budget; a message on a channel sets that channel's current event.
+
+    Take ``event(channel)`` before asking Redis, then ``sleep(event, seconds)``: a release
+    published in between is not missed.
+    """
+
+    def __init__(self, client: RedisClient, channels: list[str]) -> None:
+        self._client = client
+        self._channels = channels
+        self._events = {channel: asyncio.Event() for channel in channels}
+        self._task: asyncio.Task[None] | None = None
+        self._pubsub: aioredis.client.PubSub | None = None
+
+    def event(self, channel: str) -> asyncio.Event:
+        return self._events[channel]
+
+    async def sleep(self, event: asyncio.Event, seconds: float) -> None:
+        """Until ``event`` is set or ``seconds`` pass (listening, if not yet)."""
+        if self._task is None or self._task.done():  # a lost listener starts again here
+            self._task = asyncio.ensure_future(self._listen())
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _on_message(self, channel: str) -> None:
+        if channel in self._events:
+            self._events[channel].set()
+            self._events[channel] = asyncio.Event()
+
+    async def _listen(self) -> None:
+        pubsub = self._pubsub = self._client.pubsub()
+        try:
+            await pubsub.subscribe(*self._channels)
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=60.0)
+                if message is not None:
+                    channel = message["channel"]
+                    self._on_message(channel.decode() if isinstance(channel, bytes) else channel)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            # Waiters still wake after `poll`; the next wait starts a new listener.
+            log.debug("budget wake-up channel lost: %s", exc)
+            self._pubsub = None
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def aclose(self, timeout: float) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(
+                RedisError, RedisClusterException, OSError, asyncio.TimeoutError
+            ):
+                await asyncio.wait_for(pubsub.aclose(), timeout)  # type: ignore[no-untyped-call]

@@ -1,0 +1,248 @@
+"""The Lua scripts behind ``RedisBudget`` (each runs atomically on the Redis server), and how
+to read their answers.
+
+Per class (read, write) the keys are: ``slots``, a sorted set of counted slots scored by when
+each frees; ``inflight``, slots taken and not yet answered, scored by when their lease ends;
+``pause``, until when a 429 paused the class; ``pace``, the earliest next admission when pacing;
+``server``, the limit and window the server's headers taught and whether any answer was seen;
+``waiting``, interactive requests refused for now, scored by when their mark lapses. Every key
+of one budget shares one hash tag, so on a cluster every script runs on one node. Times are
+seconds on Redis's own clock (``TIME``), never a worker's.
+
+A slot's id starts with who took it: ``i`` (interactive), ``b`` (bulk) or ``u`` (unseen: the
+server's headers counted it, another program sent it); ``STATUS`` counts the lanes' shares so.
+"""
+
+from __future__ import annotations
+
+from ...errors import BudgetExhaustedError
+from .._types import ClassStatus, Kind
+
+__all__ = ["ACQUIRE", "COLD", "RELEASE", "STATUS", "class_status", "sleep_for", "text"]
+
+# Why a refused acquire waits (see ACQUIRE): known, an answer in flight, the cold start's first
+# answer, interactive requests ahead. The last two have no estimate: only max_wait bounds them.
+KNOWN, ANSWER, COLD, BEHIND = 0, 1, 2, 3
+
+# Shared by the three scripts. KEYS: slots, inflight, pause, pace, server, waiting.
+_COMMON = """
+local slots, inflight, pause, pace, server, waiting =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local after_now = string.format('(%.6f', now)
+
+-- The configured limit and window, tightened by what the server's headers said.
+local function rules(limit, window)
+  local learned = redis.call('HMGET', server, 'limit', 'window')
+  local l, w = tonumber(learned[1]), tonumber(learned[2])
+  if l and l < limit then limit = l end
+  if w and w > window then window = w end
+  return limit, window
+end
+
+-- Cold: no answer seen since the ledger was (re)born, e.g. after Redis lost its data.
+local function cold() return redis.call('HEXISTS', server, 'seen') == 0 end
+
+-- Slots a bulk request may find taken: limit x (1 - reserve), rounded up (see bulk_cap).
+local function bulk_cap(limit, reserve)
+  return math.max(1, math.ceil(limit * (1 - reserve) - 1e-9))
+end
+
+-- A slot in flight past its lease (its worker died, or hung) reached the server by the lease's
+-- end at the latest: it becomes a counted slot freeing a window after that. Freed slots stay
+-- a lease longer (not counted), for the release script's look at the server's headers.
+local function expire(window, lease)
+  local lapsed = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'WITHSCORES')
+  for i = 1, #lapsed, 2 do
+    redis.call('ZADD', slots, tonumber(lapsed[i + 1]) + window, lapsed[i])
+  end
+  if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now) end
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now - lease)
+  return redis.call('ZCOUNT', slots, after_now, '+inf'), redis.call('ZCARD', inflight)
+end
+
+-- Seconds until fewer than `cap` are taken (0: now), and 1 when only an answer in flight can
+-- free one: then the seconds are an upper bound (that request's lease ends, and a window).
+local function wait_time(cap, window, used, flying)
+  local blocked = math.max(0, (tonumber(redis.call('GET', pause)) or 0) - now)
+  local paced = math.max(0, (tonumber(redis.call('GET', pace)) or 0) - now)
+  local excess = used + flying - cap
+  if excess < 0 then return math.max(blocked, paced), 0 end
+  if excess >= used then
+    local at = redis.call('ZRANGE', inflight, excess - used, excess - used, 'WITHSCORES')
+    return math.max(blocked, paced, tonumber(at[2]) + window - now), 1
+  end
+  local at = redis.call('ZRANGEBYSCORE', slots, after_now, '+inf', 'WITHSCORES', 'LIMIT', excess, 1)
+  return math.max(blocked, paced, tonumber(at[2]) - now), 0
+end
+
+-- Every key but the pause (which has its own expiry) outlives its latest slot, no more.
+local function keep(window, lease)
+  local ttl = math.ceil((window + 2 * lease) * 1000) + 1000
+  for _, key in ipairs({slots, inflight, pace, server}) do redis.call('PEXPIRE', key, ttl) end
+end
+"""
+
+# ARGV: limit, window, lease, id (its first letter: i or b), pace (0/1), reserve, waiter id,
+# poll, channel. Returns {1, admitted at}, or {0, wait, why}: why 0, the wait is known; 1, only
+# an answer in flight can free a slot (the wait is an upper bound); 2, the cold start waits for
+# the first answer; 3, interactive requests wait, and go first.
+ACQUIRE = (
+    _COMMON
+    + """
+local limit, window = rules(tonumber(ARGV[1]), tonumber(ARGV[2]))
+local lease, id, reserve = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6])
+local waiter, poll = ARGV[7], tonumber(ARGV[8])
+local bulk = string.sub(id, 1, 1) == 'b'
+-- A call tried again after a lost connection may have run already: it decides afresh.
+redis.call('ZREM', inflight, id)
+local used, flying = expire(window, lease)
+if cold() and flying > 0 then
+  local at = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
+  return {0, tostring(math.max(0.001, tonumber(at[2]) - now)), 2}
+end
+local cap = limit
+if bulk then
+  cap = bulk_cap(limit, reserve)
+  redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)
+  local first = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
+  if #first > 0 then return {0, tostring(math.max(0.001, tonumber(first[2]) - now)), 3} end
+end
+local wait, why = wait_time(cap, window, used, flying)
+if wait > 0 then
+  if not bulk then
+    -- Marked until this waiter asks again (it sleeps at most `poll`), with a second to spare.
+    redis.call('ZADD', waiting, now + math.min(wait, poll) + 1, waiter)
+    redis.call('PEXPIRE', waiting, math.ceil((poll + 2) * 1000))
+  end
+  return {0, tostring(wait), why}
+end
+if not bulk and redis.call('ZREM', waiting, waiter) == 1 then
+  redis.call('PUBLISH', ARGV[9], '1')  -- bulk waiters held back by this one may look again
+end
+redis.call('ZADD', inflight, now + lease, id)
+if ARGV[5] == '1' then redis.call('SET', pace, string.format('%.6f', now + window / limit)) end
+keep(window, lease)
+return {1, string.format('%.6f', now)}
+"""
+)
+
+# ARGV: id, sent (0/1), limit, window, lease, status, remaining, header limit, header window,
+# retry_after, admitted at (numbers, or '' when absent), channel, ends the cold start (0/1).
+# Returns 1.
+RELEASE = (
+    _COMMON
+    + """
+local id, sent = ARGV[1], ARGV[2] == '1'
+local limit, window = rules(tonumber(ARGV[3]), tonumber(ARGV[4]))
+local lease, status, remaining = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local said_limit, said_window = tonumber(ARGV[8]), tonumber(ARGV[9])
+local retry_after, admitted = tonumber(ARGV[10]), tonumber(ARGV[11])
+redis.call('ZREM', inflight, id)
+if not sent then
+  redis.call('ZREM', slots, id)  -- it never reached the server
+else
+  redis.call('ZADD', slots, now + window, id)  -- counted from the answer
+  if ARGV[13] == '1' then redis.call('HSET', server, 'seen', 1) end
+  -- The server's own rules, kept for every worker (and the ops view) while the ledger lives.
+  if said_limit and said_limit > 0 then
+    redis.call('HSET', server, 'limit', said_limit)
+    if said_limit < limit then limit = said_limit end
+  end
+  if said_window and said_window > 0 then
+    redis.call('HSET', server, 'window', said_window)
+    if said_window > window then window = said_window end
+  end
+  if status == 429 then
+    local wait = retry_after or window / limit
+    local until_ = now + wait
+    if until_ > (tonumber(redis.call('GET', pause)) or 0) then
+      redis.call('SET', pause, string.format('%.6f', until_), 'PX', math.ceil(wait * 1000) + 1000)
+    end
+  end
+  -- A 429's Remaining (0) counts too: the window is full of requests that may be brand new.
+  if remaining and admitted then
+    -- Requests the server counts and the ledger does not came from elsewhere and may be brand
+    -- new: taken now, freed a whole window from now. The server counted when it answered, so
+    -- every request of ours it counted frees after this one was admitted: slots freed since
+    -- are still compared (another worker may have dropped them in between).
+    expire(window, lease)
+    local seen = redis.call('ZCOUNT', slots, string.format('(%.6f', admitted), '+inf')
+    local unseen = (limit - remaining) - seen - redis.call('ZCARD', inflight)
+    for i = 1, unseen do redis.call('ZADD', slots, now + window, 'u' .. id .. ':' .. i) end
+  end
+end
+keep(window, lease)
+redis.call('PUBLISH', ARGV[12], '1')
+return 1
+"""
+)
+
+# ARGV: limit, window, lease, reserve. Returns {limit, window, used, in flight, wait, blocked,
+# cold (0/1), bulk cap, interactive, bulk, unseen} as strings; the last three count the slots
+# taken (counted and in flight) by each.
+STATUS = (
+    _COMMON
+    + """
+local limit, window = rules(tonumber(ARGV[1]), tonumber(ARGV[2]))
+local used, flying = expire(window, tonumber(ARGV[3]))
+local blocked = math.max(0, (tonumber(redis.call('GET', pause)) or 0) - now)
+local is_cold = cold()
+local wait, why = wait_time(limit, window, used, flying)
+if is_cold and flying > 0 then wait = 0
+elseif why == 1 then wait = window end  -- at the soonest, as LocalBudget says
+local shares = {i = 0, b = 0, u = 0}
+local taken = redis.call('ZRANGEBYSCORE', slots, after_now, '+inf')
+for _, list in ipairs({taken, redis.call('ZRANGE', inflight, 0, -1)}) do
+  for _, member in ipairs(list) do
+    local who = string.sub(member, 1, 1)
+    if shares[who] then shares[who] = shares[who] + 1 end
+  end
+end
+return {tostring(limit), tostring(window), tostring(used), tostring(flying), tostring(wait),
+        tostring(blocked), is_cold and '1' or '0', tostring(bulk_cap(limit, tonumber(ARGV[4]))),
+        tostring(shares.i), tostring(shares.b), tostring(shares.u)}
+"""
+)
+
+
+def sleep_for(
+    kind: Kind, why: int, wait: float, waited: float, max_wait: float | None, window: float
+) -> float:
+    """How long to sleep, as ACQUIRE said why it refused; raises when ``max_wait`` is out."""
+    if max_wait is None:
+        return wait
+    if why in (COLD, BEHIND):
+        # No estimate: an answer, or an interactive request, is due any moment.
+        if waited >= max_wait:
+            raise BudgetExhaustedError(kind, 0.0, max_wait)
+        return min(wait, max_wait - waited)
+    # Only answers can free a slot: a window from now at the soonest.
+    estimate = min(wait, window) if why == ANSWER else wait
+    if waited + estimate > max_wait:
+        raise BudgetExhaustedError(kind, estimate, max_wait)
+    return wait
+
+
+def text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def class_status(answer: list[bytes | str]) -> ClassStatus:
+    """A ``ClassStatus`` from the ``STATUS`` script's answer."""
+    lim, win, used, flying, wait, blocked, cold, cap, *shares = (
+        float(v.decode() if isinstance(v, bytes) else v) for v in answer
+    )
+    return ClassStatus(
+        limit=int(lim),
+        window=win,
+        used=int(used),
+        in_flight=int(flying),
+        remaining=max(0, int(lim - used - flying)),
+        next_slot_in=wait,
+        blocked_for=blocked,
+        cold=cold == 1,
+        reserved=int(lim - cap),
+        lanes=dict(zip(("interactive", "bulk", "other"), map(int, shares), strict=True)),
+    )

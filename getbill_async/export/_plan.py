@@ -1,0 +1,155 @@
+"""How long a job will take, before it starts: export and bulk-log plans.
+
+A plan is a pure estimate from the figures of one read (a ``Probe``): a ``limit=1`` probe of
+``GET /followups`` (with the export's filters, made by ``resources.probe_list``), whose answer
+carries the total and the ``X-RateLimit-*`` headers (the budget takes them in) and whose round
+trip times the network. The job is then simulated request by request: each
+request takes a budget slot (slots free a window after they were taken; the ones already
+used in the window are assumed spread over it, the probe's own freeing last) and one of
+``concurrency`` connections, for one round trip plus the client's CPU per item. The plan is
+an estimate: a budget shared with other programs, or followups arriving meanwhile, move it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass
+
+from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT
+from ..budget import BudgetStatus, ClassStatus
+
+__all__ = ["ExportPlan", "Probe", "plan_export", "plan_writes", "simulate"]
+
+# The client's CPU per item on a page (decode, checks, writing): benchmarks/export_cpu.py
+# measures 5-9 us on a small machine; the rounder figure keeps a fast network's plan honest.
+CPU_PER_ITEM = 10e-6
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What a job will cost: ``items``, ``requests``, the ``reads_left`` (writes, for a log
+    plan) in the budget's window now, the estimated wall ``seconds``, and whether the budget,
+    not the network, sets the pace (``budget_bound``)."""
+
+    items: int
+    requests: int
+    reads_left: int
+    seconds: float
+    budget_bound: bool
+
+    def describe(self, what: str = "export") -> str:
+        pace = "budget-bound" if self.budget_bound else "network-bound"
+        return (
+            f"{what} plan: {self.items:,} items in {self.requests:,} requests; "
+            f"{self.reads_left:,} left in the budget's window now; "
+            f"about {_duration(self.seconds)} ({pace})"
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def simulate(
+    requests: int,
+    budget: ClassStatus,
+    concurrency: int,
+    seconds_each: float,
+    probe_age: float | None,
+) -> float:
+    """Wall seconds for ``requests`` requests under ``budget``, ``concurrency`` at a time
+    after the first (which goes alone). ``probe_age``: how long ago the probe took one of
+    the used slots (None: the probe was of another class)."""
+    if requests <= 0:
+        return 0.0
+    limit, window = budget.limit, budget.window
+    used = max(0, limit - budget.remaining)
+    # Slots taken before: the probe's frees last (a window after it was sent); any others
+    # (other programs, earlier jobs) are taken to be spread evenly over the window.
+    slots = [0.0] * (limit - used)
+    others = used if probe_age is None else max(0, used - 1)
+    slots += [window * (i + 1) / (others + 1) for i in range(others)]
+    if used > others and probe_age is not None:
+        slots.append(max(0.0, window - probe_age))
+    heapq.heapify(slots)
+    wait = max(budget.next_slot_in, budget.blocked_for)
+    workers = [wait] * concurrency
+    end = 0.0
+    for number in range(requests):
+        start = max(heapq.heappop(slots), heapq.heappop(workers))
+        finish = start + seconds_each
+        heapq.heappush(slots, start + window)
+        heapq.heappush(workers, finish)
+        if number == 0:  # the first goes alone (page 1 says how many pages there are)
+            workers = [finish] * concurrency
+        end = max(end, finish)
+    return end
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a ``limit=1`` probe of ``GET /followups`` told: the ``total`` under its filters,
+    its round trip (``rtt``), when it was sent (``sent_at``, monotonic), and the budget's
+    ``status`` right after its answer (its headers taken in)."""
+
+    total: int
+    rtt: float
+    sent_at: float
+    status: BudgetStatus
+
+
+def plan_export(
+    probe: Probe, *, limit: int = DEFAULT_PAGE_LIMIT, concurrency: int = DEFAULT_CONCURRENCY
+) -> ExportPlan:
+    """The plan of an export whose probe said ``probe``: a pure estimate, no request.
+
+    Args:
+        probe: the figures of the export's ``limit=1`` probe.
+        limit: items per page of the export.
+        concurrency: pages in flight at once.
+
+    Returns:
+        The plan (see the module docstring for how it is simulated).
+    """
+    items = probe.total
+    requests = max(1, math.ceil(items / limit))
+    reads = probe.status.reads
+    per_page = probe.rtt + min(limit, max(items, 1)) * CPU_PER_ITEM
+    # A walk keeps concurrency - 1 pages in flight while its consumer holds one.
+    in_flight = max(1, concurrency - 1)
+    seconds = simulate(requests, reads, in_flight, per_page, time.monotonic() - probe.sent_at)
+    return ExportPlan(
+        items=items,
+        requests=requests,
+        reads_left=reads.remaining,
+        seconds=seconds,
+        budget_bound=requests > reads.remaining,
+    )
+
+
+def plan_writes(probe: Probe, writes: int, concurrency: int) -> ExportPlan:
+    """The plan of ``writes`` creates, ``concurrency`` at a time: a pure estimate from a
+    probe that timed the network and brought the server's headers.
+
+    Args:
+        probe: the figures of a ``limit=1`` read (its round trip stands for a write's).
+        writes: how many creates.
+        concurrency: creates in flight at once.
+
+    Returns:
+        The plan; ``reads_left`` holds the writes left in the window.
+    """
+    status = probe.status.writes
+    seconds = simulate(writes, status, concurrency, probe.rtt, None)
+    return ExportPlan(
+        items=writes,
+        requests=writes,
+        reads_left=status.remaining,
+        seconds=seconds,
+        budget_bound=writes > status.remaining,
+    )

@@ -1,0 +1,29 @@
+"""Small helpers that every layer above the models uses: input checks that name the field
+(``_validate``), optional extras imported on demand (``_extras``), and one async-with mixin
+(``_closing``)."""
+
+from ._closing import AsyncClosing
+from ._extras import available, missing_extra_class, require
+from ._validate import (
+    build_create,
+    build_update,
+    check_id,
+    check_int,
+    fail,
+    list_params,
+    page_params,
+)
+
+__all__ = [
+    "AsyncClosing",
+    "available",
+    "build_create",
+    "build_update",
+    "check_id",
+    "check_int",
+    "fail",
+    "list_params",
+    "missing_extra_class",
+    "page_params",
+    "require",
+]

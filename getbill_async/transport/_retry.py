@@ -1,0 +1,139 @@
+"""Retry decisions: small pure functions, easy to read and to test; and the one retry loop.
+
+What may be tried again without risking a second write, how long a 429 asks to wait, and
+``with_retries``: the loop that every request on the request path goes through (API calls and
+token requests alike).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import backoff
+
+from ..budget import Kind
+from ..errors import GetBillError
+
+T = TypeVar("T")
+
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "RETRYABLE_STATUSES",
+    "RetryPolicy",
+    "Retryable",
+    "with_retries",
+    "retry_after_seconds",
+    "should_retry",
+]
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The longest pause a 429 may ask for; a larger or non-finite value (a broken proxy, a
+#: ``Retry-After: inf``) would freeze the budget for good, so it is treated as unknown.
+MAX_RETRY_AFTER = 86_400.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the pipeline retries: exponential backoff with full jitter.
+
+    ``max_tries`` bounds the tries of one call (1: never retry); ``max_time`` bounds its
+    seconds, budget waits included (``None``: no bound but ``max_tries``); the n-th wait is
+    drawn from ``[0, min(cap, base * 2**n)]``. ``reconcile``: after an ambiguous create that
+    carries a ``call_id``, look for it among the debt's followups before trying again.
+    """
+
+    max_tries: int = 8
+    max_time: float | None = None
+    base: float = 0.25
+    cap: float = 20.0
+    reconcile: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_tries < 1:
+            raise ValueError(f"RetryPolicy.max_tries must be >= 1, got {self.max_tries!r}")
+        if self.max_time is not None and self.max_time <= 0:
+            raise ValueError(f"RetryPolicy.max_time must be > 0 or None, got {self.max_time!r}")
+
+
+def retry_after_seconds(
+    details: Mapping[str, Any] | None, headers: Mapping[str, str], now: float | None = None
+) -> float | None:
+    """A 429's wait: ``details.retry_after``, else ``Retry-After``, else ``X-RateLimit-Reset``."""
+    value = (details or {}).get("retry_after")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        if value <= MAX_RETRY_AFTER:
+            return float(value)
+        value = None  # absurd: look at the headers instead
+    for name in ("Retry-After", "X-RateLimit-Reset"):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            number = float(raw)
+        except ValueError:
+            continue
+        if name == "X-RateLimit-Reset":
+            number -= now if now is not None else time.time()
+        if 0 <= number <= MAX_RETRY_AFTER and math.isfinite(number):
+            return number
+    return None
+
+
+def should_retry(kind: Kind, status: int | None, sent: bool) -> bool:
+    """Whether a failed try may be repeated without risking a second write.
+
+    ``status`` None: no answer (``sent`` says whether the request may have left).
+    """
+    if status == 429:
+        return True  # refused before acting, for reads and writes alike
+    if kind == "read":
+        return status is None or status in RETRYABLE_STATUSES
+    return status is None and not sent
+
+
+class Retryable(Exception):
+    """A failed try worth another; ``error`` is what the caller sees when the tries run out."""
+
+    def __init__(self, error: GetBillError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def with_retries(
+    policy: RetryPolicy,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    deadline: float | None = None,
+    on_retry: Callable[[int, float, GetBillError], None] | None = None,
+) -> T:
+    """The one retry loop of the request path: ``attempt()`` until it returns, or raises
+    anything but ``Retryable``, or the tries or the time run out (then that try's error).
+
+    Waits are backoff's exponential sequence with full jitter, drawn only after a failure (the
+    loop costs nothing when the first try succeeds); a wait is cut to what is left before
+    ``deadline`` (monotonic seconds). ``on_retry(tries so far, wait, error)`` is told of each.
+    """
+    tries = 0
+    waits: Iterator[float] | None = None
+    while True:
+        tries += 1
+        try:
+            return await attempt()
+        except Retryable as failed:
+            left = None if deadline is None else deadline - time.monotonic()
+            if tries >= policy.max_tries or (left is not None and left <= 0):
+                raise failed.error from None
+            if waits is None:
+                waits = backoff.expo(factor=policy.base, max_value=policy.cap)
+                next(waits)  # the generator's first value only primes it
+            wait = backoff.full_jitter(next(waits))
+            if left is not None:
+                wait = min(wait, left)
+            if on_retry is not None:
+                on_retry(tries, wait, failed.error)
+        await asyncio.sleep(wait)

@@ -1,0 +1,85 @@
+"""GetBill's webhooks: check the signature, decode typed events, serve them with aiohttp.
+
+GetBill POSTs ``{"type": "...", "data": {...}, "changes": {...}?}`` to your endpoint with
+``X-GetBill-Signature``, the hex HMAC-SHA256 of the raw body under your webhook secret, and
+wants a 2xx within 10 seconds::
+
+    from aiohttp import web
+    from getbill_async.webhooks import (
+        DuplicateFilter, PaymentReceived, WebhookEvent, WebhookReceiver)
+
+    async def on_event(event: WebhookEvent) -> None:
+        if isinstance(event, PaymentReceived):
+            await ledger.record(event.data)        # raise, and the sender gets a 5xx
+
+    receiver = WebhookReceiver(secret, on_event, acknowledge="after",
+                               duplicates=DuplicateFilter(ttl=86_400))
+    app = web.Application()
+    app.router.add_post("/getbill/webhooks", receiver.handler)
+    app.on_cleanup.append(receiver.on_cleanup)  # waits for callbacks still running
+
+``acknowledge="before"`` (the default) answers 204 at once and runs the callback afterwards:
+quick, but an event whose callback fails, or whose process dies, is gone. ``"after"`` answers
+2xx only when the callback succeeded within ``deadline`` (8 s, under GetBill's 10 s) and 5xx
+otherwise, so a sender that retries delivers the event again.
+"""
+
+from ._receiver import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONCURRENT,
+    KNOWN_TYPES,
+    SIGNATURE_HEADER,
+    CompanyCreditsLow,
+    DebtCreated,
+    DebtStatusChanged,
+    DebtUpdated,
+    DuplicateFilter,
+    FollowupCompleted,
+    FollowupCreated,
+    FollowupFailed,
+    FollowupUpdated,
+    PaymentFailed,
+    PaymentPlanCanceled,
+    PaymentPlanCompleted,
+    PaymentPlanCreated,
+    PaymentReceived,
+    ReportGenerated,
+    UnknownEvent,
+    WebhookCallback,
+    WebhookEvent,
+    WebhookReceiver,
+    parse_event,
+    verify_signature,
+    webhook_handler,
+)
+
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_CONCURRENT",
+    "KNOWN_TYPES",
+    "SIGNATURE_HEADER",
+    "CompanyCreditsLow",
+    "DebtCreated",
+    "DebtStatusChanged",
+    "DebtUpdated",
+    "DuplicateFilter",
+    "FollowupCompleted",
+    "FollowupCreated",
+    "FollowupFailed",
+    "FollowupUpdated",
+    "PaymentFailed",
+    "PaymentPlanCanceled",
+    "PaymentPlanCompleted",
+    "PaymentPlanCreated",
+    "PaymentReceived",
+    "ReportGenerated",
+    "UnknownEvent",
+    "WebhookCallback",
+    "WebhookEvent",
+    "WebhookReceiver",
+    "parse_event",
+    "verify_signature",
+    "webhook_handler",
+]

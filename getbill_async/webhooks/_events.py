@@ -1,0 +1,169 @@
+"""Webhook events: the signature check, the typed events and ``parse_event``.
+
+Public through ``getbill_async.webhooks``; kept apart so the receiver's module stays short.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import string
+from typing import Any, Union, get_args
+
+import msgspec
+
+from ..errors import DecodeError
+from ..models import Debt, Followup
+
+SIGNATURE_HEADER = "X-GetBill-Signature"
+_HEX = frozenset(string.hexdigits)
+
+
+def verify_signature(body: bytes, signature: str, secret: str) -> bool:
+    """Whether ``signature`` is the hex HMAC-SHA256 of ``body`` under ``secret``.
+
+    Compared in constant time; a ``sha256=`` prefix, surrounding spaces and the case of the
+    hex digits are tolerated. An empty, non-hex or wrong-length signature is ``False``.
+    """
+    if not isinstance(signature, str) or not secret:
+        return False
+    given = signature.strip()
+    if given[:7].lower() == "sha256=":
+        given = given[7:].strip()
+    if len(given) != 64 or not _HEX.issuperset(given):
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, given.lower())
+
+
+class _Event(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
+    """Base of the documented events; ``type`` is the event's name (``"followup.created"``)."""
+
+    changes: dict[str, Any] | None = None
+
+    @property
+    def type(self) -> str:
+        tag = self.__struct_config__.tag
+        return tag if isinstance(tag, str) else ""
+
+
+class _FollowupEvent(_Event):
+    data: Followup
+
+
+class FollowupCreated(_FollowupEvent, tag="followup.created"):
+    """A followup was created; ``data`` is the followup."""
+
+
+class FollowupUpdated(_FollowupEvent, tag="followup.updated"):
+    """A followup was updated; ``changes`` holds the fields that changed."""
+
+
+class FollowupCompleted(_FollowupEvent, tag="followup.completed"):
+    """A followup was carried out."""
+
+
+class FollowupFailed(_FollowupEvent, tag="followup.failed"):
+    """A followup failed."""
+
+
+class _DebtEvent(_Event):
+    data: Debt
+
+
+class DebtCreated(_DebtEvent, tag="debt.created"):
+    """A debt was created."""
+
+
+class DebtUpdated(_DebtEvent, tag="debt.updated"):
+    """A debt was updated."""
+
+
+class DebtStatusChanged(_DebtEvent, tag="debt.status_changed"):
+    """A debt's status changed (an open set: companies add their own statuses)."""
+
+
+# The docs name these events but not their fields: their data stays a dict.
+class _DataEvent(_Event):
+    data: dict[str, Any]
+
+
+class PaymentReceived(_DataEvent, tag="payment.received"):
+    pass
+
+
+class PaymentFailed(_DataEvent, tag="payment.failed"):
+    pass
+
+
+class PaymentPlanCreated(_DataEvent, tag="payment_plan.created"):
+    pass
+
+
+class PaymentPlanCompleted(_DataEvent, tag="payment_plan.completed"):
+    pass
+
+
+class PaymentPlanCanceled(_DataEvent, tag="payment_plan.canceled"):
+    pass
+
+
+class CompanyCreditsLow(_DataEvent, tag="company.credits_low"):
+    pass
+
+
+class ReportGenerated(_DataEvent, tag="report.generated"):
+    pass
+
+
+class UnknownEvent(msgspec.Struct, kw_only=True, gc=False):
+    """An event type this version of the SDK does not know: its name and raw data."""
+
+    type: str
+    data: Any = None
+    changes: Any = None
+
+
+_KnownEvent = Union[  # noqa: UP007 - msgspec needs a runtime Union of the tagged structs
+    FollowupCreated,
+    FollowupUpdated,
+    FollowupCompleted,
+    FollowupFailed,
+    DebtCreated,
+    DebtUpdated,
+    DebtStatusChanged,
+    PaymentReceived,
+    PaymentFailed,
+    PaymentPlanCreated,
+    PaymentPlanCompleted,
+    PaymentPlanCanceled,
+    CompanyCreditsLow,
+    ReportGenerated,
+]
+WebhookEvent = Union[_KnownEvent, UnknownEvent]  # noqa: UP007
+KNOWN_TYPES: frozenset[str] = frozenset(
+    str(cls.__struct_config__.tag) for cls in get_args(_KnownEvent)
+)
+
+_known_decoder: msgspec.json.Decoder[_KnownEvent] = msgspec.json.Decoder(_KnownEvent)
+_unknown_decoder = msgspec.json.Decoder(UnknownEvent)
+
+
+def parse_event(body: bytes) -> WebhookEvent:
+    """The typed event in a webhook body.
+
+    A documented type decodes to its struct; a type this SDK does not know decodes to
+    ``UnknownEvent`` (never an error). A body that is not a JSON object with a string
+    ``type``, or a documented event whose data does not fit, raises ``DecodeError``.
+    """
+    try:
+        return _known_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError) as known_error:
+        first = known_error
+    try:
+        event = _unknown_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        event = None
+    if event is not None and event.type not in KNOWN_TYPES:
+        return event
+    raise DecodeError(f"webhook body is not a documented event ({first})", body=body) from None
