@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -220,7 +220,9 @@ async def test_a_body_that_a_middleware_read_first_is_still_checked() -> None:
     seen: list[WebhookEvent] = []
 
     @web.middleware
-    async def reads_the_body(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def reads_the_body(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         await request.read()  # as a logging or auditing middleware does
         return await handler(request)
 
