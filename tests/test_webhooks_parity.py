@@ -83,6 +83,13 @@ AFTER = (("acknowledge", "after"),)
 CASES = (
     Case("typed event", (Post(CREATED),), (204,), (FollowupCreated,)),
     Case("typed event, acknowledged after", (Post(CREATED),), (204,), (FollowupCreated,), AFTER),
+    Case(
+        "acknowledged before the callback ends",
+        (Post(CREATED),),
+        (204,),
+        (FollowupCreated,),
+        callback="hang",
+    ),
     Case("sha256= prefix", (Post(CREATED, "sha256=" + sign(CREATED)),), (204,), (FollowupCreated,)),
     Case("unknown type", (Post(UNKNOWN),), (204,), (UnknownEvent,)),
     Case("duration_ms as text", (Post(DURATION_AS_TEXT),), (204,), (UndecodedEvent,)),
