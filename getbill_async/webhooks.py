@@ -21,7 +21,12 @@ wants a 2xx within 10 seconds::
 The same receiver is an ASGI application, for FastAPI, Starlette or Litestar::
 
     api = FastAPI(lifespan=receiver.lifespan)   # shutdown waits for callbacks still running
-    api.mount("/getbill/webhooks", receiver.asgi)
+    api.mount("/getbill/webhooks", receiver.asgi)  # the URL for GetBill ends with a slash
+
+A correctly signed body is never answered 4xx: one that does not decode as a documented event
+reaches the callback as an ``UndecodedEvent`` (its raw parts, and why), so no signed event is
+lost to a decoding rule. The aiohttp handler and the ASGI app are two thin adapters over one
+core (``_webhook_core``): they answer alike, and share the counters and duplicate filter.
 
 ``acknowledge="before"`` (the default) answers 204 at once and runs the callback afterwards:
 quick, but an event whose callback fails, or whose process dies, is gone. ``"after"`` answers
