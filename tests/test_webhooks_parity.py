@@ -19,7 +19,10 @@ import aiohttp
 import msgspec
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from getbill_async.errors import DecodeError
 from getbill_async.webhooks import (
     SIGNATURE_HEADER,
     DebtCreated,
@@ -291,3 +294,33 @@ def test_what_parse_event_refuses_decode_event_keeps(
     assert isinstance(undecoded, UndecodedEvent)
     assert (undecoded.type, undecoded.data, undecoded.body) == (kind, data, body)
     assert error in undecoded.error
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=4,
+)
+kinds = st.sampled_from(["followup.created", "debt.created", "payment.received", "x.y", ""])
+bodies = (
+    st.binary(max_size=64)
+    | st.builds(lambda k, d: msgspec.json.encode({"type": k, "data": d}), kinds, json_values)
+    | st.builds(
+        lambda k, d: msgspec.json.encode({"type": k, "data": {**FOLLOWUP, **d}}),
+        kinds,
+        st.dictionaries(st.sampled_from(list(FOLLOWUP) + ["duration_ms"]), json_values),
+    )
+)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+@given(body=bodies)
+def test_decode_event_never_raises_and_keeps_what_it_cannot_decode(body: bytes) -> None:
+    event = decode_event(body)
+    assert isinstance(event.type, str)
+    try:
+        assert parse_event(body) == event
+    except DecodeError:
+        assert isinstance(event, UndecodedEvent) and event.body == body and event.error
