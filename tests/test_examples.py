@@ -121,3 +121,21 @@ async def test_service_example_serves_lookups_and_webhooks_during_an_export() ->
     assert "budget waits: interactive 0.0s, bulk" in out
     assert "GET /followups/{id} x6" in out and "POST /followups x1" in out
     assert "http.client.request.duration" in out and "getbill.budget.wait" in out
+
+
+@pytest.mark.timeout(60)
+async def test_fastapi_webhooks_example_runs_the_whole_loop() -> None:
+    # The FastAPI twin of webhook_service.py: uvicorn serves the mounted receiver.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "fastapi_webhooks.py"),
+        cwd=EXAMPLES,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out_bytes, err = await asyncio.wait_for(proc.communicate(), 50)
+    assert proc.returncode == 0, err.decode()
+    out = out_bytes.decode()
+    assert "6 events received, 6 delivered" in out
+    assert out.count("changed: status, summary") == 3
+    assert err.decode() == ""

@@ -533,6 +533,25 @@ async def test_unknown_route_answers_the_envelope(http: aiohttp.ClientSession, s
     assert (status, body["code"]) == (405, 405)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/followups/abc", {"GET", "PUT"}),
+        ("PATCH", "/followups", {"GET", "POST"}),
+        ("POST", "/debts/d1", {"GET"}),
+    ],
+)
+async def test_method_not_allowed_names_the_allowed_methods(
+    http: aiohttp.ClientSession, sb: Sandbox, method: str, path: str, allowed: set[str]
+) -> None:
+    # RFC 9110 15.5.6: a 405 carries Allow, the methods the resource supports.
+    status, body, headers = await call(http, sb, method, path)
+    assert (status, body["code"]) == (405, 405)
+    assert {m.strip() for m in headers["Allow"].split(",")} == allowed
+    async with http.get(sb.token_url) as r:
+        assert (r.status, r.headers["Allow"]) == (405, "POST")
+
+
 # --- rate limits ----------------------------------------------------------------------------
 
 

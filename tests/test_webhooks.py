@@ -201,7 +201,6 @@ async def test_handler_answers_before_the_callback_runs(
         ({}, b'{"type":"x"}', 401),
         ({SIGNATURE_HEADER: "deadbeef"}, b'{"type":"x"}', 401),
         ({SIGNATURE_HEADER: sign(b'{"type":"y"}')}, b'{"type":"x"}', 401),
-        ({SIGNATURE_HEADER: sign(b"[1]")}, b"[1]", 400),
         ({SIGNATURE_HEADER: sign(b"x" * 5000)}, b"x" * 5000, 413),
     ],
 )

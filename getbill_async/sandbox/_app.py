@@ -324,9 +324,13 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         if exc.status not in (404, 405):
             raise
         status, body = error(exc.status, _REASONS[exc.status])
-        return web.Response(
+        response = web.Response(
             status=status, body=msgspec.json.encode(body), content_type="application/json"
         )
+        if "Allow" in exc.headers:
+            # RFC 9110 15.5.6: a 405 lists the methods the resource does allow.
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
 
 
 def build_app(state: State) -> web.Application:

@@ -1,4 +1,4 @@
-"""GetBill's webhooks: check the signature, decode typed events, serve them with aiohttp.
+"""GetBill's webhooks: check the signature, decode typed events, serve them (aiohttp or ASGI).
 
 GetBill POSTs ``{"type": "...", "data": {...}, "changes": {...}?}`` to your endpoint with
 ``X-GetBill-Signature``, the hex HMAC-SHA256 of the raw body under your webhook secret, and
@@ -17,6 +17,16 @@ wants a 2xx within 10 seconds::
     app = web.Application()
     app.router.add_post("/getbill/webhooks", receiver.handler)
     app.on_cleanup.append(receiver.on_cleanup)  # waits for callbacks still running
+
+The same receiver is an ASGI application, for FastAPI, Starlette or Litestar::
+
+    api = FastAPI(lifespan=receiver.lifespan)   # shutdown waits for callbacks still running
+    api.mount("/getbill/webhooks", receiver.asgi)  # the URL for GetBill ends with a slash
+
+A correctly signed body is never answered 4xx: one that does not decode as a documented event
+reaches the callback as an ``UndecodedEvent`` (its raw parts, and why), so no signed event is
+lost to a decoding rule. The aiohttp handler and the ASGI app are two thin adapters over one
+core (``_core``): they answer alike, and share the counters and duplicate filter.
 
 ``acknowledge="before"`` (the default) answers 204 at once and runs the callback afterwards:
 quick, but an event whose callback fails, or whose process dies, is gone. ``"after"`` answers
@@ -45,10 +55,14 @@ from ._receiver import (
     PaymentPlanCreated,
     PaymentReceived,
     ReportGenerated,
+    UndecodedEvent,
     UnknownEvent,
+    WebhookAsgiApp,
     WebhookCallback,
     WebhookEvent,
     WebhookReceiver,
+    decode_event,
+    make_asgi_app,
     parse_event,
     verify_signature,
     webhook_handler,
@@ -75,10 +89,14 @@ __all__ = [
     "PaymentPlanCreated",
     "PaymentReceived",
     "ReportGenerated",
+    "UndecodedEvent",
     "UnknownEvent",
+    "WebhookAsgiApp",
     "WebhookCallback",
     "WebhookEvent",
     "WebhookReceiver",
+    "decode_event",
+    "make_asgi_app",
     "parse_event",
     "verify_signature",
     "webhook_handler",

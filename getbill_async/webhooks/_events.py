@@ -1,4 +1,4 @@
-"""Webhook events: the signature check, the typed events and ``parse_event``.
+"""Webhook events: the signature check, the typed events, ``parse_event`` and ``decode_event``.
 
 Public through ``getbill_async.webhooks``; kept apart so the receiver's module stays short.
 """
@@ -124,6 +124,40 @@ class UnknownEvent(msgspec.Struct, kw_only=True, gc=False):
     changes: Any = None
 
 
+class UndecodedEvent(msgspec.Struct, kw_only=True, gc=False):
+    """A signed body that does not decode as a documented event: its raw parts and why.
+
+    The receivers deliver it instead of refusing the body, so a correctly signed event is
+    never lost to a decoding rule (a ``followup.created`` whose ``duration_ms`` is the
+    string ``"180000"``, a ``debt.created`` whose ``amount`` is ``"12.50"``, a body that is
+    not JSON at all). Handle it the way you handle a poison message: store ``body`` and look
+    at it later, or repair what ``error`` names and pass it on.
+
+    Attributes:
+        type: the body's ``"type"`` when it is a string (``"followup.created"``), else ``""``.
+        data: the body's ``"data"`` as plain JSON values (dicts, lists, strings, numbers),
+            or ``None`` when the body is not a JSON object.
+        changes: the body's ``"changes"``, the same way.
+        error: why it did not decode; msgspec's message names the field's path
+            (``"Expected `int`, got `str` - at `$.data.duration_ms`"``).
+        body: the raw body, byte for byte as it was signed.
+    """
+
+    type: str = ""
+    data: Any = None
+    changes: Any = None
+    error: str = ""
+    body: bytes = b""
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    """The parts of any JSON object, kept as they are."""
+
+    type: Any = None
+    data: Any = None
+    changes: Any = None
+
+
 _KnownEvent = Union[  # noqa: UP007 - msgspec needs a runtime Union of the tagged structs
     FollowupCreated,
     FollowupUpdated,
@@ -140,30 +174,70 @@ _KnownEvent = Union[  # noqa: UP007 - msgspec needs a runtime Union of the tagge
     CompanyCreditsLow,
     ReportGenerated,
 ]
-WebhookEvent = Union[_KnownEvent, UnknownEvent]  # noqa: UP007
+WebhookEvent = Union[_KnownEvent, UnknownEvent, UndecodedEvent]  # noqa: UP007
 KNOWN_TYPES: frozenset[str] = frozenset(
     str(cls.__struct_config__.tag) for cls in get_args(_KnownEvent)
 )
 
 _known_decoder: msgspec.json.Decoder[_KnownEvent] = msgspec.json.Decoder(_KnownEvent)
 _unknown_decoder = msgspec.json.Decoder(UnknownEvent)
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
 
 
 def parse_event(body: bytes) -> WebhookEvent:
     """The typed event in a webhook body.
 
     A documented type decodes to its struct; a type this SDK does not know decodes to
-    ``UnknownEvent`` (never an error). A body that is not a JSON object with a string
-    ``type``, or a documented event whose data does not fit, raises ``DecodeError``.
+    ``UnknownEvent`` (never an error). ``decode_event`` is the same without the error.
+
+    Args:
+        body: the raw body of the POST.
+
+    Returns:
+        The event: one of the documented structs, or ``UnknownEvent``.
+
+    Raises:
+        DecodeError: the body is not a JSON object with a string ``type``, or it is a
+            documented event whose data does not fit.
     """
+    event, error = _decode(body)
+    if event is None:
+        raise DecodeError(f"webhook body is not a documented event ({error})", body=body)
+    return event
+
+
+def decode_event(body: bytes) -> WebhookEvent:
+    """The event in a webhook body, never an error: what the receivers deliver.
+
+    Args:
+        body: the raw body of the POST (check its signature first).
+
+    Returns:
+        What ``parse_event`` returns, or an ``UndecodedEvent`` (with the raw parts and the
+        reason) where ``parse_event`` raises ``DecodeError``.
+    """
+    event, error = _decode(body)
+    if event is not None:
+        return event
     try:
-        return _known_decoder.decode(body)
+        raw = _envelope_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        raw = _Envelope()
+    kind = raw.type if isinstance(raw.type, str) else ""
+    return UndecodedEvent(type=kind, data=raw.data, changes=raw.changes, error=error, body=body)
+
+
+def _decode(body: bytes) -> tuple[WebhookEvent | None, str]:
+    """The typed or unknown event, or None and why not."""
+    try:
+        return _known_decoder.decode(body), ""
     except (msgspec.DecodeError, RecursionError) as known_error:
-        first = known_error
+        why = str(known_error) or type(known_error).__name__
     try:
         event = _unknown_decoder.decode(body)
-    except (msgspec.DecodeError, RecursionError):
-        event = None
-    if event is not None and event.type not in KNOWN_TYPES:
-        return event
-    raise DecodeError(f"webhook body is not a documented event ({first})", body=body) from None
+    except (msgspec.DecodeError, RecursionError) as unknown_error:
+        # Not even an object with a string type: this error says more than the first.
+        return None, str(unknown_error) or type(unknown_error).__name__
+    if event.type not in KNOWN_TYPES:
+        return event, ""
+    return None, why

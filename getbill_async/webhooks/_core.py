@@ -1,0 +1,234 @@
+"""The webhook receiver's core: everything that does not depend on the web framework.
+
+An adapter (the aiohttp handler, the ASGI app) reads the body with the ``max_body`` cap and
+the signature header, calls ``_receive(body, signature)``, writes the ``_Reply`` it gets, and
+then calls ``reply.begin()``, in a ``finally``, so a callback acknowledged before it runs
+starts only once its 2xx is on its way, and always starts, even when the sender has hung up.
+Invariants, whichever adapter serves the request:
+
+- a body over ``max_body`` is 413 and a missing or wrong signature 401, before any decoding;
+- a correctly signed body is never answered 4xx: it reaches the callback as its typed event,
+  an ``UnknownEvent`` or an ``UndecodedEvent`` (see ``decode_event``);
+- at most ``max_concurrent`` callbacks run at once, and every answer is due ``deadline``
+  seconds after the request arrived.
+
+Public through ``getbill_async.webhooks`` (``WebhookReceiver`` is this class with adapters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, Union
+
+import msgspec
+
+from ._events import UndecodedEvent, WebhookEvent, decode_event, verify_signature
+from ._support import DuplicateFilter, _settle, _Slots
+
+log = logging.getLogger("getbill_async.webhooks")
+
+DEFAULT_MAX_BODY = 1 << 20
+DEFAULT_DEADLINE = 8.0
+DEFAULT_MAX_CONCURRENT = 64
+_ACKNOWLEDGE = ("before", "after")
+
+WebhookCallback = Callable[[WebhookEvent], Union[Awaitable[None], None]]  # noqa: UP007
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """What to answer: a status, an error message (None: no body), and what starts after."""
+
+    status: int
+    message: str | None = None
+    then: Callable[[], None] | None = None
+
+    @property
+    def body(self) -> bytes:
+        if self.message is None:
+            return b""
+        envelope = {"error": True, "message": self.message, "code": self.status}
+        return msgspec.json.encode(envelope)
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        headers = [("Content-Type", "application/json")] if self.message is not None else []
+        if self.status == 503:
+            headers.append(("Retry-After", "1"))
+        return headers
+
+    def begin(self) -> None:
+        """Start what waits for the answer (a callback acknowledged before it runs)."""
+        if self.then is not None:
+            self.then()
+
+
+_NO_CONTENT = _Reply(204)
+
+
+class _ReceiverCore:
+    """Checks, decodes, filters and dispatches one webhook body, whatever serves it."""
+
+    def __init__(
+        self,
+        secret: str,
+        callback: WebhookCallback,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        acknowledge: Literal["before", "after"] = "before",
+        deadline: float = DEFAULT_DEADLINE,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        duplicates: DuplicateFilter | None = None,
+    ) -> None:
+        if not secret:
+            raise ValueError("the webhook secret is empty")
+        if max_body < 1:
+            raise ValueError(f"max_body must be >= 1, got {max_body!r}")
+        if acknowledge not in _ACKNOWLEDGE:
+            raise ValueError(f"acknowledge must be 'before' or 'after', got {acknowledge!r}")
+        if not 0 < deadline <= 3600:
+            raise ValueError(f"deadline must be in (0, 3600] seconds, got {deadline!r}")
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent!r}")
+        self._secret = secret
+        self._callback = callback
+        self.max_body = max_body
+        self.acknowledge = acknowledge
+        self.deadline = deadline
+        self.duplicates = duplicates
+        self._slots = _Slots(max_concurrent)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: dict[bytes, asyncio.Future[bool]] = {}
+        self._running = 0
+        self.received = 0
+        self.rejected = 0
+        self.repeated = 0
+        self.failed = 0
+        self.busy = 0
+        self.undecoded = 0
+
+    def __repr__(self) -> str:
+        # Never the secret: the settings and the counters only.
+        return (
+            f"<{type(self).__name__} acknowledge={self.acknowledge!r} "
+            f"received={self.received} pending={self._running}>"
+        )
+
+    @property
+    def pending(self) -> int:
+        """Callbacks started and not finished yet."""
+        return self._running
+
+    async def _receive(self, body: bytes | None, signature: str) -> _Reply:
+        """The answer to one POST: ``body`` is None when it was over ``max_body``."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.deadline
+        if body is None:
+            return self._refuse(413, "body too large")
+        if not verify_signature(body, signature, self._secret):
+            return self._refuse(401, "missing or invalid signature")
+        event = decode_event(body)
+        self.received += 1
+        if isinstance(event, UndecodedEvent):
+            self.undecoded += 1
+            log.warning("webhook %r delivered undecoded: %s", event.type, event.error)
+        if self.duplicates is None:
+            return await self._dispatch(event, due, None)
+        digest = self.duplicates.digest(body)
+        if digest in self.duplicates:
+            return self._repeated(event)
+        first = self._inflight.get(digest)
+        if first is not None:
+            return await self._follow(first, event, due)
+        outcome: asyncio.Future[bool] = loop.create_future()
+        self._inflight[digest] = outcome
+        try:
+            return await self._dispatch(event, due, digest)
+        finally:
+            del self._inflight[digest]
+            _settle(outcome, False)
+
+    async def _dispatch(self, event: WebhookEvent, due: float, digest: bytes | None) -> _Reply:
+        loop = asyncio.get_running_loop()
+        if not await self._slots.take(due - loop.time()):
+            self.busy += 1
+            log.warning("webhook %s answered 503: %d callbacks busy", event.type, self._running)
+            return _Reply(503, "busy, send again later")
+        if self.acknowledge == "before":
+            self._succeeded(digest)
+            # Answer first: GetBill wants a 2xx within 10 s whatever the callback does. The
+            # slot is the task's from here; the adapter starts it once the 204 is written.
+            return _Reply(204, then=lambda: self._start(event))
+        try:
+            await asyncio.wait_for(self._call(event), max(due - loop.time(), 0.0))
+        except asyncio.TimeoutError:
+            self.failed += 1
+            log.warning("webhook callback on a %s event passed its deadline", event.type)
+            return _Reply(503, "callback passed its deadline")
+        except Exception:
+            self.failed += 1
+            log.exception("webhook callback failed on a %s event", event.type)
+            return _Reply(500, "callback failed")
+        finally:
+            self._slots.release()
+        self._succeeded(digest)
+        return _NO_CONTENT
+
+    async def _follow(self, first: asyncio.Future[bool], event: WebhookEvent, due: float) -> _Reply:
+        """A copy of an event still being handled: answer with the first one's outcome."""
+        timeout = max(due - asyncio.get_running_loop().time(), 0.0)
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(first), timeout)
+        except asyncio.TimeoutError:
+            ok = False
+        if ok:
+            return self._repeated(event)
+        return _Reply(503, "the same event is being handled, send again later")
+
+    def _succeeded(self, digest: bytes | None) -> None:
+        if digest is not None:
+            assert self.duplicates is not None
+            self.duplicates.add(digest)
+            _settle(self._inflight[digest], True)
+
+    def _repeated(self, event: WebhookEvent) -> _Reply:
+        self.repeated += 1
+        log.info("webhook %s answered 204 without a callback: already handled", event.type)
+        return _NO_CONTENT
+
+    def _refuse(self, status: int, reason: str) -> _Reply:
+        self.rejected += 1
+        log.warning("webhook refused with %d: %s", status, reason)
+        return _Reply(status, reason)
+
+    def _start(self, event: WebhookEvent) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_and_release(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, event: WebhookEvent) -> None:
+        self._running += 1
+        try:
+            result = self._callback(event)
+            if inspect.isawaitable(result):
+                await result
+        finally:
+            self._running -= 1
+
+    async def _run_and_release(self, event: WebhookEvent) -> None:
+        try:
+            await self._call(event)
+        except Exception:
+            self.failed += 1
+            log.exception("webhook callback failed on a %s event", event.type)
+        finally:
+            self._slots.release()
+
+    async def aclose(self) -> None:
+        """Wait for the callbacks still running (new ones may start until the server stops)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
