@@ -1,0 +1,463 @@
+"""A server that misbehaves at random: nothing doubled, lost, hung or leaked.
+
+Hypothesis draws a ``Script`` for the hostile server of ``tests/hostile_server.py`` (status
+codes, 3xx and odd 2xx included; empty, truncated, cut, oversized and non-JSON bodies; lying
+pagination; garbage ``X-RateLimit-*`` and ``retry_after``; error messages that echo the secrets
+the request carried) and runs a walk, an export (resumed against an honest server if it
+failed), two creates and a ``create_many`` against it, then one walk with the server honest
+again. The invariants:
+
+- only the SDK's own errors escape (``GetBillError``), never a raw aiohttp, msgspec or Python
+  error;
+- no create is sent again once the server has made it, and a create the server made is never
+  reported as a plain failure (only success, or ``AmbiguousWriteError``);
+- no id is yielded or exported twice, and a walk or export that ends without an error has
+  every item;
+- a walk asks a bounded number of pages; no operation outlasts its bound, and the budget
+  promises no wait longer than the windows the server could sanely have meant;
+- no secret (the bearer token, the client secret, a token issued) shows in any message, log
+  record, repr, or traceback formatted with its locals;
+- no answer larger than ``max_response_bytes`` is accepted.
+
+Deterministic (``derandomize``, no example database) and bounded: about 50 examples in well
+under a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import functools
+import json
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from getbill_async import (
+    AmbiguousWriteError,
+    ClientCredentials,
+    Followup,
+    GetBillClient,
+    GetBillError,
+    RateLimit,
+    RetryPolicy,
+)
+
+from .hostile_server import (
+    CAP,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    LIMIT,
+    TOKEN,
+    WINDOW,
+    Fault,
+    HostileServer,
+    Script,
+)
+from .loopback import serve
+
+T = TypeVar("T")
+
+MAX_TRIES = 3
+OP_BOUND = 5.0  # seconds: any one operation, retries and budget waits included
+SANE_WINDOW = 1.0  # the longest window or pause a sane header here can mean
+CREATE_SLOTS = 6  # slots 0 and 1: create(); 2 to 5: create_many
+SETTINGS = settings(
+    max_examples=50,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+# -- what the server may say -------------------------------------------------------------
+
+# Values a careful client can use (all short here), then values no sane server sends: a
+# client must ignore these, not believe them.
+RATE_VALUES: dict[str, list[str]] = {
+    "X-RateLimit-Remaining": ["0", "1", "-1", "abc", "nan", "1e400", "99999999999999999999", ""],
+    "X-RateLimit-Window": ["0.1", "-1", "0", "nan", "inf", "1e15", "100000", "abc", ""],
+    "X-RateLimit-Limit": ["-1", "0", "abc", "nan", "1e400", ""],
+    "X-RateLimit-Reset": ["+0.05", "-1", "abc", "nan", "+1e9", "+-5000", "2024-01-22T10:30Z"],
+    "Retry-After": ["0.01", "-5", "1e400", "inf", "nan", "abc", "Wed, 21 Oct 2015 07:28:00 GMT"],
+}
+rate_headers = st.lists(
+    st.sampled_from(sorted(RATE_VALUES)).flatmap(
+        lambda name: st.tuples(st.just(name), st.sampled_from(RATE_VALUES[name]))
+    ),
+    max_size=3,
+    unique_by=lambda pair: pair[0],
+).map(tuple)
+retry_after = st.sampled_from(
+    [None, 0, 0.01, 0.05, -1, "5", 1e18, True, [1], {"s": 1}, 1e308, 86_401]
+)
+BODIES = ["honest", "empty", "html", "truncated", "cut", "oversized", "garbage", "echo", "plain"]
+READ_STATUSES = [200, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404]
+READ_STATUSES += [405, 409, 418, 422, 429, 500, 502, 503, 504]
+LIES = ["none", "wrong_echo", "empty", "hole", "repeat", "huge_pages", "negative_total"]
+LIES += ["zero_pages"]
+
+
+def faults(
+    statuses: list[int], lies: list[str], *, commit: bool = False
+) -> st.SearchStrategy[Fault]:
+    return st.builds(
+        Fault,
+        status=st.sampled_from(statuses),
+        body=st.sampled_from(BODIES),
+        lie=st.sampled_from(lies),
+        rate=rate_headers,
+        retry_after=retry_after,
+        commit=st.just(commit),
+        echo=st.booleans(),
+        wrong_echo=st.sampled_from([1, 2, 0, -1, 10**9]),
+    )
+
+
+page_faults = faults(READ_STATUSES, LIES)
+# A create the server made, then an answer that does not say so clearly; or one it did not
+# make, and an answer that may say anything but success.
+made_then = faults(
+    [201, 200, 202, 204, 206, 301, 303, 307, 500, 502, 503, 504], ["none"], commit=True
+)
+not_made = faults([400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504, 303], ["none"])
+lookup_faults = faults([500, 503, 429, 401, 404, 303, 200], ["none"]).filter(
+    lambda f: f.status != 200 or f.body != "honest"
+)
+token_faults = st.builds(
+    Fault,
+    status=st.sampled_from([200, 400, 401, 403, 429, 500, 503, 302, 307]),
+    body=st.sampled_from(BODIES),
+    rate=rate_headers,
+    retry_after=retry_after,
+    echo=st.booleans(),
+    token=st.sampled_from(
+        ["honest", "crlf", "unicode", "blank", "expires_zero", "expires_negative"]
+    ),
+)
+
+
+@st.composite
+def scripts(draw: st.DrawFn) -> Script:
+    items = draw(st.integers(0, 35))
+    pages = -(-items // LIMIT) + 1
+    keys = st.tuples(st.integers(1, pages), st.integers(1, 2))
+    script = Script(
+        items=items,
+        pages=draw(st.dictionaries(keys, page_faults, max_size=4)),
+        creates=draw(
+            st.dictionaries(
+                st.tuples(st.integers(0, CREATE_SLOTS - 1), st.integers(1, 2)),
+                made_then | not_made,
+                max_size=4,
+            )
+        ),
+        lookups=draw(st.dictionaries(st.integers(1, 3), lookup_faults, max_size=2)),
+        tokens=draw(st.dictionaries(st.integers(1, 3), token_faults, max_size=2)),
+    )
+    if draw(st.booleans()):
+        lie = draw(st.sampled_from([*LIES[1:], "ignore_page"]))
+        page = draw(st.integers(1, pages))
+        echo = draw(st.sampled_from([1, 2]))
+        script.persistent = {page: Fault(lie=lie, wrong_echo=echo)}  # type: ignore[arg-type]
+    return script
+
+
+@dataclass(frozen=True)
+class Setup:
+    oauth: bool
+    concurrency: int
+    max_time: float | None
+    format: str
+    walk: str
+
+
+setups = st.builds(
+    Setup,
+    oauth=st.booleans(),
+    concurrency=st.integers(1, 3),
+    max_time=st.sampled_from([None, 2.0]),
+    format=st.sampled_from(["jsonl", "csv"]),
+    walk=st.sampled_from(["items", "pages"]),
+)
+
+
+# -- one episode ---------------------------------------------------------------------------
+
+
+@dataclass
+class Episode:
+    """What happened, and what broke an invariant."""
+
+    server: HostileServer
+    setup: Setup
+    violations: list[str] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+    def fail(self, text: str) -> None:
+        self.violations.append(text)
+
+    def walk_bound(self) -> int:
+        """Pages a walk may ask: each page that exists, those fetched ahead past the end
+        and one past that, each tried ``MAX_TRIES`` times, again after a token refresh, and
+        asked once more when it came back short."""
+        pages = self.server.script.real_pages() + self.setup.concurrency + 2
+        return pages * MAX_TRIES * 2 * 2
+
+    async def guarded(
+        self, name: str, run: Callable[[], Awaitable[T]]
+    ) -> tuple[T | None, BaseException | None]:
+        """``run()`` under the operation's time bound: its value, or the error it raised.
+        An error other than the SDK's, or hitting the bound, is a violation."""
+        started = time.monotonic()
+        try:
+            return await asyncio.wait_for(run(), OP_BOUND), None
+        except asyncio.TimeoutError as exc:
+            self.fail(f"{name}: still running after {OP_BOUND}s")
+            return None, exc
+        except GetBillError as exc:
+            self.errors.append(exc)
+            return None, exc
+        except Exception as exc:
+            self.errors.append(exc)
+            self.fail(f"{name}: a raw {type(exc).__name__} escaped: {exc!r}"[:300])
+            return None, exc
+        finally:
+            elapsed = time.monotonic() - started
+            if elapsed > OP_BOUND + 0.5:
+                self.fail(f"{name}: took {elapsed:.1f}s")
+
+
+async def _walk(client: GetBillClient, how: str, concurrency: int, ids: list[str]) -> None:
+    if how == "items":
+        async with client.followups.iterate(limit=LIMIT, concurrency=concurrency) as walk:
+            async for followup in walk:
+                ids.append(followup.id)
+    else:
+        async with client.followups.pages(limit=LIMIT, concurrency=concurrency) as pages:
+            async for page in pages:
+                ids.extend(f.id for f in page.data)
+
+
+def _exported_ids(out: Path, fmt: str) -> list[str]:
+    """The ids in the export's file, or in its partial file when it did not finish."""
+    path = out if out.exists() else out.with_name(out.name + ".partial")
+    if not path.exists():
+        return []
+    text = path.read_text()
+    if fmt == "csv":
+        return [row["id"] for row in csv.DictReader(text.splitlines())]
+    return [json.loads(line)["id"] for line in text.splitlines() if line.strip()]
+
+
+def _check_walk(ep: Episode, name: str, ids: list[str], ended_ok: bool) -> None:
+    expected = [f["id"] for f in ep.server.store]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        ep.fail(
+            f"{name}: ids given twice: {twice[:5]} ({len(ids)} given, {len(set(ids))} distinct)"
+        )
+    if any(i.startswith("OVERSIZE") for i in ids):
+        ep.fail(f"{name}: items of an answer over max_response_bytes were accepted")
+    if ended_ok and set(ids) != set(expected):
+        missing = sorted(set(expected) - set(ids))
+        ep.fail(
+            f"{name}: ended without an error but {len(missing)} items are missing: {missing[:5]}"
+        )
+    asked = ep.server.list_requests[name]
+    if asked > ep.walk_bound():
+        ep.fail(f"{name}: {asked} page requests, over the bound of {ep.walk_bound()}")
+
+
+async def _walk_op(ep: Episode, client: GetBillClient, name: str) -> None:
+    ep.server.phase = name
+    ids: list[str] = []
+    setup = ep.setup
+    _, error = await ep.guarded(name, lambda: _walk(client, setup.walk, setup.concurrency, ids))
+    _check_walk(ep, name, ids, error is None)
+
+
+async def _export_op(ep: Episode, client: GetBillClient, out: Path) -> None:
+    setup = ep.setup
+    settings: dict[str, Any] = dict(format=setup.format, limit=LIMIT, concurrency=setup.concurrency)
+    ep.server.phase = "export"
+    _, error = await ep.guarded("export", lambda: client.followups.export(out, **settings))
+    _check_walk(ep, "export", _exported_ids(out, setup.format), error is None)
+    if error is None or not isinstance(error, GetBillError):
+        return
+    # The export failed: against an honest server, resuming it ends the job, each item once.
+    ep.server.phase, ep.server.honest = "resume", True
+    _, error = await ep.guarded(
+        "resume", lambda: client.followups.export(out, resume=True, **settings)
+    )
+    ep.server.honest = False
+    if error is not None:
+        ep.fail(f"resume: failed against an honest server: {error!r}"[:300])
+    _check_walk(ep, "resume", _exported_ids(out, setup.format), error is None)
+
+
+def _create_fields(slot: int) -> dict[str, Any]:
+    return {"debt_id": f"debtc{slot}", "type": "call", "call_id": f"call{slot}"}
+
+
+async def _create_many(client: GetBillClient, outcomes: dict[int, Any]) -> None:
+    rows = [_create_fields(slot) for slot in range(2, CREATE_SLOTS)]
+    async with client.followups.create_many(rows, concurrency=2) as batch:
+        async for result in batch:
+            outcomes[2 + result.index] = result.followup or result.error
+    for result in batch.unreported:
+        outcomes[2 + result.index] = result.error
+
+
+async def _create_ops(ep: Episode, client: GetBillClient) -> None:
+    ep.server.phase = "create"
+    outcomes: dict[int, Any] = {}
+    for slot in (0, 1):
+        fields = _create_fields(slot)
+        made, error = await ep.guarded(
+            f"create {slot}", functools.partial(client.followups.create, **fields)
+        )
+        outcomes[slot] = made if error is None else error
+    await ep.guarded("create_many", lambda: _create_many(client, outcomes))
+    for slot in range(CREATE_SLOTS):
+        outcome = outcomes.get(slot)
+        if isinstance(outcome, GetBillError) and all(outcome is not e for e in ep.errors):
+            ep.errors.append(outcome)
+        _check_create(ep, f"call{slot}", outcome)
+
+
+def _check_create(ep: Episode, call_id: str, outcome: object) -> None:
+    """Sent once made; success only if made; a plain failure only if not made."""
+    resent = ep.server.posts_after_commit[call_id]
+    if resent:
+        ep.fail(f"{call_id}: sent {resent} more time(s) after the server had made it")
+    made = ep.server.committed.get(call_id)
+    if isinstance(outcome, Followup):
+        if made is None or outcome.id != made["id"]:
+            ep.fail(f"{call_id}: returned {outcome.id}; the server made {made}")
+    elif isinstance(outcome, GetBillError) and not isinstance(outcome, AmbiguousWriteError):
+        if made is not None:
+            ep.fail(f"{call_id}: made, but reported as {type(outcome).__name__}: {outcome}"[:300])
+
+
+async def _budget_check(ep: Episode, client: GetBillClient) -> None:
+    status = await client.budget_status()
+    ep.texts.append(repr(status))
+    for kind in ("reads", "writes"):
+        one = getattr(status, kind)
+        if not 0 < one.window <= SANE_WINDOW:
+            ep.fail(f"budget: the {kind} window became {one.window}")
+        if one.blocked_for > SANE_WINDOW or one.next_slot_in > SANE_WINDOW + one.window:
+            ep.fail(
+                f"budget: {kind} blocked for {one.blocked_for:.3g}s, next slot in "
+                f"{one.next_slot_in:.3g}s"
+            )
+
+
+def _client(base: str, setup: Setup) -> GetBillClient:
+    token: str | ClientCredentials = TOKEN
+    if setup.oauth:
+        token = ClientCredentials(CLIENT_ID, CLIENT_SECRET, token_url=f"{base}/token")
+    return GetBillClient(
+        token,
+        base_url=f"{base}/v1",
+        rate_limit=RateLimit(reads=1000, writes=500, window=WINDOW),
+        retry=RetryPolicy(max_tries=MAX_TRIES, base=0.001, cap=0.01, max_time=setup.max_time),
+        timeout=1.0,
+        max_response_bytes=CAP,
+    )
+
+
+async def _episode(ep: Episode, out: Path) -> None:
+    async with serve(ep.server.app) as base:
+        ep.server.request_cap = ep.walk_bound() * 2
+        async with _client(base, ep.setup) as client:
+            await _walk_op(ep, client, "walk")
+            await _export_op(ep, client, out)
+            await _create_ops(ep, client)
+            # The server is honest again: the client must be too, at once.
+            ep.server.honest = True
+            await _walk_op(ep, client, "final")
+            await _budget_check(ep, client)
+            ep.texts.append(repr(client))
+
+
+# -- secrets -------------------------------------------------------------------------------
+
+_CALLER_ARGUMENTS = frozenset({"fields", "rows", "settings"})
+
+
+def _error_texts(error: BaseException) -> list[str]:
+    """The error's str and repr, its tracebacks, and the locals of the SDK's own frames."""
+    texts = [str(error), repr(error), "".join(traceback.format_exception(error))]
+    stack = [traceback.TracebackException.from_exception(error, capture_locals=True)]
+    while stack:
+        current = stack.pop()
+        for frame in current.stack:
+            if "/getbill_async/" in frame.filename:
+                local = (frame.locals or {}).items()
+                texts.extend(f"{k}={v}" for k, v in local if k not in _CALLER_ARGUMENTS)
+        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return texts
+
+
+def _leaks(ep: Episode, records: list[logging.LogRecord]) -> list[str]:
+    secrets = set()
+    for secret in ep.server.secrets():
+        secrets.add(secret)
+        secrets.add(secret.split("\r")[0].split("\u00e9")[0])
+    texts = list(ep.texts)
+    for error in ep.errors:
+        texts.extend(_error_texts(error))
+    formatter = logging.Formatter("%(message)s")
+    for record in records:
+        if record.name.startswith("getbill_async"):
+            texts.append(formatter.format(record))
+    found = []
+    for text in texts:
+        for secret in secrets:
+            if secret and secret in text:
+                at = text.index(secret)
+                found.append(f"secret shown: ...{text[max(0, at - 80) : at + 40]!r}")
+    return sorted(set(found))
+
+
+# -- the property --------------------------------------------------------------------------
+
+
+def run_episode(
+    script: Script, setup: Setup, workdir: Path, caplog: pytest.LogCaptureFixture
+) -> list[str]:
+    """Every invariant broken by this script and setup (empty: all held)."""
+    caplog.clear()
+    ep = Episode(HostileServer(script), setup)
+    out = workdir / f"out.{setup.format}"
+    for leftover in workdir.glob("out.*"):
+        leftover.unlink()
+    with caplog.at_level(logging.DEBUG, logger="getbill_async"):
+        try:
+            asyncio.run(asyncio.wait_for(_episode(ep, out), 8 * OP_BOUND))
+        except asyncio.TimeoutError:
+            ep.fail(f"the episode outlasted {8 * OP_BOUND}s")
+    if ep.server.oversized_tokens_used:
+        ep.fail("a token from an answer over max_response_bytes was used")
+    return ep.violations + _leaks(ep, caplog.records)
+
+
+@pytest.mark.timeout(120)
+@SETTINGS
+@given(script=scripts(), setup=setups)
+def test_a_hostile_server_loses_doubles_hangs_and_leaks_nothing(
+    script: Script, setup: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    violations = run_episode(script, setup, tmp_path, caplog)
+    assert not violations, "\n".join(violations)
