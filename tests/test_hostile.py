@@ -461,3 +461,78 @@ def test_a_hostile_server_loses_doubles_hangs_and_leaks_nothing(
 ) -> None:
     violations = run_episode(script, setup, tmp_path, caplog)
     assert not violations, "\n".join(violations)
+
+
+# -- the cases the property found ----------------------------------------------------------
+
+STATIC = Setup(oauth=False, concurrency=1, max_time=None, format="jsonl", walk="items")
+OAUTH = Setup(oauth=True, concurrency=1, max_time=None, format="jsonl", walk="items")
+# Each one shrunk by Hypothesis (or written from its shrunk form), with what main did then.
+CASES: dict[str, tuple[Script, Setup]] = {
+    # A create made, then 307: reported as a plain APIError (a rerun would send it again).
+    "made-then-redirect": (Script(creates={(0, 1): Fault(status=307, commit=True)}), STATIC),
+    # A create made, then 201 with a body over max_response_bytes: a plain DecodeError.
+    "made-then-oversized": (
+        Script(creates={(0, 1): Fault(status=201, body="oversized", commit=True)}),
+        STATIC,
+    ),
+    # Page 2 echoes page 9, page 3 fails: the resumed export starts after page 9.
+    "wrong-echo-then-resume": (
+        Script(
+            items=35,
+            pages={(2, 1): Fault(lie="wrong_echo", wrong_echo=9), (3, 1): Fault(status=303)},
+        ),
+        STATIC,
+    ),
+    # Page 2 of 3 comes back empty once: the walk ends there, without an error.
+    "empty-page-once": (Script(items=25, pages={(2, 1): Fault(lie="empty")}), STATIC),
+    # The only page comes back empty once while total says 1: nothing, and no error.
+    "empty-last-page-once": (Script(items=1, pages={(1, 1): Fault(lie="empty")}), STATIC),
+    # Page 2 of 3 comes back with half its items once: the other half is lost.
+    "short-page-once": (Script(items=25, pages={(2, 1): Fault(lie="hole")}), STATIC),
+    # Page 2 answers with page 1's items once: all skipped as duplicates, page 2 lost.
+    "repeated-page-once": (Script(items=25, pages={(2, 1): Fault(lie="repeat")}), STATIC),
+    # From page 2 on, the server ignores page and says 10**9 pages: the walk runs on.
+    "ignored-page": (Script(items=25, persistent={2: Fault(lie="ignore_page")}), STATIC),
+    # Page 1 says pages: 0 while total is 25: the walk stops after page 1, no error.
+    "zero-pages": (Script(items=25, pages={(1, 1): Fault(lie="zero_pages")}), STATIC),
+    # An API 401 says "Token <the token> is revoked": the token is in the error.
+    "echoed-token": (Script(items=5, pages={(1, 1): Fault(status=401, echo=True)}), STATIC),
+    # A 302 to a URL whose path holds the token: the token is in the error.
+    "echoed-token-location": (
+        Script(items=5, pages={(1, 1): Fault(status=302, echo=True)}),
+        STATIC,
+    ),
+    # The token endpoint's 401 says "invalid_client: secret <the secret> unknown".
+    "echoed-client-secret": (Script(tokens={1: Fault(status=401, echo=True)}), OAUTH),
+    # X-RateLimit-Window: 1e15 once: the write budget's window is 1e15 s from then on.
+    "window-1e15": (
+        Script(creates={(0, 1): Fault(status=201, rate=(("X-RateLimit-Window", "1e15"),))}),
+        STATIC,
+    ),
+    # A token answer over max_response_bytes: read whole, and its token used.
+    "oversized-token": (Script(items=5, tokens={1: Fault(body="oversized")}), OAUTH),
+    # A token with CR/LF in it: aiohttp's raw ValueError escapes every call.
+    "crlf-token": (Script(items=5, tokens={1: Fault(token="crlf")}), OAUTH),
+}
+# Cases that still fail on main, by the issue 19 item whose fix they wait for.
+WAITING: dict[str, str] = {}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=[pytest.mark.xfail(strict=True, reason=WAITING[name])] if name in WAITING else [],
+        )
+        for name in CASES
+    ],
+)
+def test_a_case_the_property_found(
+    name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    script, setup = CASES[name]
+    violations = run_episode(script, setup, tmp_path, caplog)
+    assert not violations, "\n".join(violations)
