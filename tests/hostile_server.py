@@ -28,6 +28,8 @@ TOKEN = "HOSTILETOKEN4c1e9b7a"
 CLIENT_ID = "hostile-client"
 CLIENT_SECRET = "HOSTILESECRET8d2f6a03"
 ISSUED = "HOSTILEISSUED{n}x5e7"  # the n-th access token the token endpoint hands out
+SIGNATURE = "HOSTILESIG93b1f0c7"  # a presigned URL's signature, in an item's audio_url
+SIGNED_URL = f"https://s3.example/rec.mp3?X-Amz-Expires=60&X-Amz-Signature={SIGNATURE}"
 LIMIT = 10  # items per page, as the walks ask
 CAP = 32 * 1024  # the client's max_response_bytes
 WINDOW = 0.2  # the window of the client's RateLimit, and the honest X-RateLimit-Window
@@ -46,6 +48,8 @@ Lie = Literal[
     "negative_total",
     "zero_pages",
     "ignore_page",
+    "dup_item",
+    "signed_bad",
 ]
 TokenKind = Literal["honest", "crlf", "unicode", "blank", "expires_zero", "expires_negative"]
 
@@ -121,7 +125,6 @@ class HostileServer:
         self.issued: list[str] = []
         self.oversized_tokens: set[str] = set()
         self.oversized_tokens_used: set[str] = set()
-        self.secrets_seen: set[str] = {TOKEN, CLIENT_SECRET}
         self.app = web.Application()
         self.app.router.add_get("/v1/followups", self._list)
         self.app.router.add_get("/v1/followups/debt/{debt_id}", self._lookup)
@@ -130,7 +133,7 @@ class HostileServer:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret in play: the static token, the client secret, each token issued."""
-        return (TOKEN, CLIENT_SECRET, *self.issued)
+        return (TOKEN, CLIENT_SECRET, SIGNATURE, *self.issued)
 
     def _try(self, *key: str) -> int:
         self.tries[key] += 1
@@ -194,6 +197,12 @@ class HostileServer:
             total = -5
         elif lie == "zero_pages":
             pages = 0
+        elif lie == "dup_item" and len(data) > 1:
+            data = [*data[:-1], data[0]]
+        elif lie == "signed_bad" and data:
+            # A signed URL in one item and a wrongly typed field in another.
+            data = [{**data[0], "audio_url": SIGNED_URL}, *data[1:]]
+            data[-1] = {**data[-1], "duration_ms": "180000"}
         elif lie == "ignore_page":
             echo = number if fault.wrong_echo == 1 else 1
             pages = 10**9

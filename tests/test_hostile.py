@@ -103,7 +103,7 @@ BODIES = ["honest", "empty", "html", "truncated", "cut", "oversized", "garbage",
 READ_STATUSES = [200, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404]
 READ_STATUSES += [405, 409, 418, 422, 429, 500, 502, 503, 504]
 LIES = ["none", "wrong_echo", "empty", "hole", "repeat", "huge_pages", "negative_total"]
-LIES += ["zero_pages"]
+LIES += ["zero_pages", "dup_item", "signed_bad"]
 
 
 def faults(
@@ -494,6 +494,16 @@ CASES: dict[str, tuple[Script, Setup]] = {
     "repeated-page-once": (Script(items=25, pages={(2, 1): Fault(lie="repeat")}), STATIC),
     # From page 2 on, the server ignores page and says 10**9 pages: the walk runs on.
     "ignored-page": (Script(items=25, persistent={2: Fault(lie="ignore_page")}), STATIC),
+    # Page 2 holds its first item twice (instead of its last) once: the last is lost.
+    "item-twice-in-a-page-once": (
+        Script(items=25, pages={(2, 1): Fault(lie="dup_item")}),
+        STATIC,
+    ),
+    # A signed audio_url in one item, a string duration_ms in another: DecodeError, retried.
+    "signed-url-in-a-bad-page": (
+        Script(items=5, persistent={1: Fault(lie="signed_bad")}),
+        STATIC,
+    ),
     # Page 1 says pages: 0 while total is 25: the walk stops after page 1, no error.
     "zero-pages": (Script(items=25, pages={(1, 1): Fault(lie="zero_pages")}), STATIC),
     # An API 401 says "Token <the token> is revoked": the token is in the error.
