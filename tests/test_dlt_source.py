@@ -14,14 +14,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import dlt
+import duckdb
 import pytest
 
-dlt = pytest.importorskip("dlt")  # the `dlt` extra; part of the `dev` extra
-import duckdb  # noqa: E402
-
-from getbill_async import GetBillClient, RateLimit, ValidationError  # noqa: E402
-from getbill_async.dlt import getbill_source  # noqa: E402
-from getbill_async.sandbox import Sandbox  # noqa: E402
+from getbill_async import GetBillClient, RateLimit, ValidationError
+from getbill_async.dlt import getbill_source
+from getbill_async.sandbox import Sandbox
+from tests.test_extras import run_without_extras
 
 TODAY = "2024-12-31"  # the sandbox's seeded followups are dated 2023-01-01 .. 2024-12-31
 WINDOW_FROM = "2024-12-28"  # the next run's date_from: three days (lag_days) before TODAY
@@ -172,3 +172,20 @@ def test_bad_options_are_refused_before_any_request() -> None:
         getbill_source("t", base_url="http://127.0.0.1:1/v1", today="yesterday")
     with pytest.raises(ValidationError, match="either token, or both client_id and"):
         getbill_source("t", client_id="c", base_url="http://127.0.0.1:1/v1")
+
+
+@pytest.mark.timeout(60)
+def test_without_the_extra_the_import_names_it(tmp_path: Path) -> None:
+    probe = (
+        "from getbill_async import MissingExtraError\n"
+        "try:\n"
+        "    import getbill_async.dlt\n"
+        "except MissingExtraError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = run_without_extras(tmp_path, "-c", probe)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "getbill_async.dlt (the dlt source) needs dlt, which is not installed: "
+        "pip install 'getbill-async[dlt]'"
+    ]
