@@ -36,7 +36,7 @@ import contextlib
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date, datetime, timezone
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from getbill_async._extras import require
 
@@ -59,11 +59,11 @@ from getbill_async import (  # noqa: E402
     RateLimit,
     RetryPolicy,
 )
-from getbill_async.errors import ValidationError  # noqa: E402
+from getbill_async.errors import ConfigurationError, ValidationError  # noqa: E402
 from getbill_async.export._sync import check_lag_days, sync_day, window_start  # noqa: E402
 from getbill_async.resources import walk_pages  # noqa: E402
 
-__all__ = ["getbill_source"]
+__all__ = ["BudgetFactory", "getbill_source"]
 
 _pages = msgspec.json.Decoder(Page[dict[str, Any]])
 _DATA_TYPES = {str: "text", int: "bigint", float: "double", bool: "bool", date: "date"}
@@ -114,35 +114,49 @@ def to_rows(items: list[dict[str, Any]], columns: dict[str, Any]) -> list[dict[s
     return items
 
 
+BudgetFactory = Callable[[], Budget]
+"""A zero-argument callable that makes a ``Budget`` (such as a ``RedisBudget``) for one run."""
+
+
 class SharedClient:
     """One ``GetBillClient`` at a time for every resource of a source run, and one budget.
 
     dlt runs a source's async resources on one event loop per run: the first resource to
     start opens the client on it, the last to end closes it. A ``RateLimit`` becomes one
     ``LocalBudget`` per loop, kept for the whole run (a client opened again after the first
-    closed spends from the same ledger); a given ``Budget`` is used as it is.
+    closed spends from the same ledger). A ``Budget`` is used as it is. A ``BudgetFactory`` is
+    called when the client opens, and what it made is closed with the client (a
+    ``RedisBudget``'s connections belong to the run's loop).
     """
 
-    def __init__(
-        self, make: Callable[[RateLimit | Budget | None], GetBillClient], rate_limit: Any
-    ) -> None:
+    def __init__(self, make: Callable[[RateLimit | Budget | None], GetBillClient], given: Any):
         self._make = make
-        self._rate_limit = rate_limit
+        self._given = given
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._budget: RateLimit | Budget | None = None
+        self._local: LocalBudget | None = None
         self._client: GetBillClient | None = None
+        self._made: Budget | None = None  # what a BudgetFactory made for the open client
         self._users = 0
+
+    def _budget(self) -> RateLimit | Budget | None:
+        given = self._given
+        if isinstance(given, Budget):
+            return given
+        if callable(given):
+            self._made = cast(Budget, given())
+            return self._made
+        if self._local is None:
+            self._local = LocalBudget(given)
+        return self._local
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[GetBillClient]:
         """The shared client, opened on first use in this loop, closed after the last."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new run: nothing of the last one's loop is reused
-            self._loop, self._client, self._users = loop, None, 0
-            given = self._rate_limit
-            self._budget = given if isinstance(given, Budget) else LocalBudget(given)
+            self._loop, self._local, self._client, self._users = loop, None, None, 0
         if self._client is None:
-            self._client = self._make(self._budget)
+            self._client = self._make(self._budget())
         client = self._client
         self._users += 1
         try:
@@ -152,6 +166,10 @@ class SharedClient:
             if self._users == 0:
                 self._client = None
                 await client.close()
+                made, self._made = self._made, None
+                closing = getattr(made, "aclose", None)
+                if closing is not None:
+                    await closing()
 
 
 _FOLLOWUP_COLUMNS = columns_of(Followup)
@@ -223,7 +241,7 @@ def getbill_source(
     client_id: Optional[str] = dlt.config.value,  # noqa: UP045
     client_secret: Optional[TSecretStrValue] = dlt.secrets.value,  # noqa: UP045
     base_url: Optional[str] = dlt.config.value,  # noqa: UP045
-    rate_limit: RateLimit | Budget | None = None,
+    rate_limit: RateLimit | Budget | BudgetFactory | None = None,
     retry: RetryPolicy | None = None,
     lag_days: int = 3,
     page_limit: int = 100,
@@ -242,8 +260,10 @@ def getbill_source(
         client_id: An OAuth client id (with ``client_secret``), instead of ``token``.
         client_secret: Its secret.
         base_url: The API's base URL (default: the real API's).
-        rate_limit: A ``RateLimit``, or a ``Budget`` shared with other clients or processes
-            (a ``RedisBudget``); every resource of the run spends from it.
+        rate_limit: A ``RateLimit``, a ``Budget``, or a ``BudgetFactory`` such as
+            ``lambda: RedisBudget(url, key=...)`` to share one budget with other pipelines
+            and processes (made on the run's event loop, closed after the run); every
+            resource of the run spends from it.
         retry: The client's ``RetryPolicy``.
         lag_days: How many days before the last run's day a run fetches again (>= 0).
         page_limit: Items per page, 1..100.
@@ -256,8 +276,7 @@ def getbill_source(
 
     Raises:
         ValidationError: ``lag_days``, ``page_limit`` or ``today`` is invalid (no request).
-        ConfigurationError: Only one of ``client_id`` and ``client_secret`` is given, or a
-            bad ``base_url``.
+        ConfigurationError: A bad ``base_url`` or ``rate_limit``.
     """
     check_lag_days(lag_days)
     limit = _check_page_limit(page_limit)
@@ -280,7 +299,13 @@ def getbill_source(
             allow_insecure=allow_insecure,
         )
 
-    make(rate_limit)  # checks every option now, before any run (it sends nothing)
+    if rate_limit is not None and not isinstance(rate_limit, (RateLimit, Budget)):
+        if not callable(rate_limit):
+            raise ConfigurationError(
+                "rate_limit must be a RateLimit, a Budget or a callable that makes a Budget, "
+                f"got {type(rate_limit).__name__}"
+            )
+    make(rate_limit if isinstance(rate_limit, (RateLimit, Budget)) else None)  # checks options
     shared = SharedClient(make, rate_limit)
     yield _followups(shared, lag_days, limit, day)
     yield _debts(shared, limit)

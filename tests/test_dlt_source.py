@@ -18,9 +18,16 @@ import dlt
 import duckdb
 import pytest
 
-from getbill_async import GetBillClient, RateLimit, ValidationError
+from getbill_async import (
+    ConfigurationError,
+    GetBillClient,
+    RateLimit,
+    RedisBudget,
+    ValidationError,
+)
 from getbill_async.dlt import getbill_source
 from getbill_async.sandbox import Sandbox
+from tests.redis_fixtures import RedisServer
 from tests.test_extras import run_without_extras
 
 TODAY = "2024-12-31"  # the sandbox's seeded followups are dated 2023-01-01 .. 2024-12-31
@@ -148,6 +155,30 @@ async def test_both_resources_spend_one_budget_and_never_exceed_it(tmp_path: Pat
 
 
 @pytest.mark.timeout(60)
+async def test_two_pipelines_at_once_share_one_redis_budget(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # Each run spends 7 reads (6 pages of followups, 1 of debts); the OAuth client's window
+    # allows 6 a second: together they stay within it only by sharing one ledger.
+    limit = RateLimit(reads=6, writes=5, window=1.0)
+    async with Sandbox(followups=300, seed=6, reads=6, window=1.0) as sb:
+
+        def source() -> Any:
+            return getbill_source(
+                sb.token,
+                base_url=sb.base_url,
+                page_limit=50,
+                rate_limit=lambda: RedisBudget(redis_server.url, "getbill:dlt-test", limit),
+            )
+
+        runs = [run(pipeline(tmp_path, name), source()) for name in ("one", "two")]
+        loaded = await asyncio.gather(*runs)
+        assert loaded == [{"followups": 300, "debts": 30}] * 2
+        assert sb.requests_made("read") == 14
+        assert sb.answered(429) == 0
+
+
+@pytest.mark.timeout(60)
 async def test_credentials_come_from_dlt_secrets_and_never_show(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -172,6 +203,8 @@ def test_bad_options_are_refused_before_any_request() -> None:
         getbill_source("t", base_url="http://127.0.0.1:1/v1", today="yesterday")
     with pytest.raises(ValidationError, match="either token, or both client_id and"):
         getbill_source("t", client_id="c", base_url="http://127.0.0.1:1/v1")
+    with pytest.raises(ConfigurationError, match="rate_limit must be a RateLimit, a Budget"):
+        getbill_source("t", base_url="http://127.0.0.1:1/v1", rate_limit=5)  # type: ignore[arg-type]
 
 
 @pytest.mark.timeout(60)
