@@ -132,23 +132,28 @@ def test_a_user_suite_injects_faults(pytester: pytest.Pytester) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_bad_marker_names_the_allowed_options(pytester: pytest.Pytester) -> None:
-    pytester.makepyprojecttoml(ini("auto"))
+def test_a_bad_marker_names_the_allowed_options_and_other_tests_run_as_before(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyprojecttoml(ini("strict"))
     pytester.makepyfile(
         test_bad="""
 import pytest
 
+@pytest.mark.asyncio
 @pytest.mark.getbill_sandbox(folowups=5)
 async def test_typo(getbill_sandbox):
     pass
 
+@pytest.mark.asyncio
 @pytest.mark.getbill_sandbox(faults="500:2")
 async def test_bad_rate(getbill_sandbox):
     pass
-"""
+""",
+        test_plain="def test_one():\n    assert True\n",
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(errors=2)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers")
+    result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(
         [
             "*unknown option(s) folowups; allowed: followups, seed, reads, writes, window,*",
@@ -157,14 +162,7 @@ async def test_bad_rate(getbill_sandbox):
     )
 
 
-@pytest.mark.timeout(60)
-def test_a_suite_that_asks_for_no_fixture_runs_as_without_the_plugin(
-    pytester: pytest.Pytester,
-) -> None:
-    pytester.makepyprojecttoml(ini("strict"))
-    pytester.makepyfile(test_plain="def test_one():\n    assert True\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "-W", "error")
-    result.assert_outcomes(passed=1)
+def test_importing_the_plugin_imports_no_sandbox_and_no_extra() -> None:
     probe = (
         "import sys, getbill_async.pytest_plugin\n"
         "heavy = ('aiohttp.web', 'getbill_async.sandbox', 'getbill_async.dlt', 'dlt')\n"
