@@ -235,6 +235,32 @@ def _debts(shared: SharedClient, page_limit: int) -> DltResource:
     return debts
 
 
+def _credentials(
+    token: str | None, client_id: str | None, client_secret: str | None
+) -> str | ClientCredentials | None:
+    """A token, OAuth client credentials, or None (``GetBillClient`` reads the environment)."""
+    if client_id is None and client_secret is None:
+        return token
+    if token is not None or client_id is None or client_secret is None:
+        raise ValidationError(
+            "credentials: give either token, or both client_id and client_secret",
+            field="credentials",
+        )
+    return ClientCredentials(client_id, client_secret)
+
+
+def _checked_budget(rate_limit: object) -> RateLimit | Budget | None:
+    """``rate_limit`` as ``GetBillClient`` takes it (None for a factory); refuses the rest."""
+    if rate_limit is None or isinstance(rate_limit, (RateLimit, Budget)):
+        return rate_limit
+    if not callable(rate_limit):
+        raise ConfigurationError(
+            "rate_limit must be a RateLimit, a Budget or a callable that makes a Budget, "
+            f"got {type(rate_limit).__name__}"
+        )
+    return None
+
+
 @dlt.source(name="getbill", section="getbill", max_table_nesting=1)
 def getbill_source(
     token: Optional[TSecretStrValue] = dlt.secrets.value,  # noqa: UP045 - dlt reads the hint
@@ -250,10 +276,8 @@ def getbill_source(
 ) -> Iterator[DltResource]:
     """GetBill's followups (merged on ``id``, incremental) and debts (replaced each run).
 
-    Every argument that dlt can configure falls back to dlt's config and secrets, section
-    ``sources.getbill`` (``.dlt/secrets.toml``: ``[sources.getbill] token = "..."``; or the
-    environment: ``SOURCES__GETBILL__TOKEN``), and then to what ``GetBillClient`` reads
-    (``GETBILL_TOKEN``, ``GETBILL_CLIENT_ID`` + ``GETBILL_CLIENT_SECRET``, ``GETBILL_BASE_URL``).
+    What is not passed comes from dlt's config and secrets, section ``sources.getbill``
+    (``SOURCES__GETBILL__TOKEN``, ...), then from what ``GetBillClient`` reads (``GETBILL_*``).
 
     Args:
         token: A bearer token.
@@ -281,14 +305,7 @@ def getbill_source(
     check_lag_days(lag_days)
     limit = _check_page_limit(page_limit)
     day = sync_day(today)
-    credentials: str | ClientCredentials | None = token
-    if client_id is not None or client_secret is not None:
-        if token is not None or client_id is None or client_secret is None:
-            raise ValidationError(
-                "credentials: give either token, or both client_id and client_secret",
-                field="credentials",
-            )
-        credentials = ClientCredentials(client_id, client_secret)
+    credentials = _credentials(token, client_id, client_secret)
 
     def make(budget: RateLimit | Budget | None) -> GetBillClient:
         return GetBillClient(
@@ -299,13 +316,7 @@ def getbill_source(
             allow_insecure=allow_insecure,
         )
 
-    if rate_limit is not None and not isinstance(rate_limit, (RateLimit, Budget)):
-        if not callable(rate_limit):
-            raise ConfigurationError(
-                "rate_limit must be a RateLimit, a Budget or a callable that makes a Budget, "
-                f"got {type(rate_limit).__name__}"
-            )
-    make(rate_limit if isinstance(rate_limit, (RateLimit, Budget)) else None)  # checks options
+    make(_checked_budget(rate_limit))  # checks every option now; it sends nothing
     shared = SharedClient(make, rate_limit)
     yield _followups(shared, lag_days, limit, day)
     yield _debts(shared, limit)
