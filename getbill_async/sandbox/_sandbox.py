@@ -328,7 +328,8 @@ class Sandbox:
         return None if row is None else self._store.debt(row)
 
     def change_followup(self, followup_id: str, **fields: Any) -> dict[str, Any]:
-        """Change a followup without HTTP (an agent's edit on the server's side).
+        """Change a followup without HTTP (an agent's edit on the server's side); a
+        followup.updated webhook goes out as for an update through the API.
 
         Fields the docs do not list are stored and served too, like a field the API adds.
 
@@ -352,7 +353,9 @@ class Sandbox:
         for name, allowed in (("status", STATUSES), ("type", TYPES)):
             if name in fields and fields[name] not in allowed:
                 raise ValueError(f"{name}: invalid value {fields[name]!r}; allowed: {allowed}")
-        return dict(self._store.update(row, fields))
+        record = self._store.update(row, fields)
+        self._state.emit("followup.updated", record, fields)
+        return dict(record)
 
     def insert_followups(self, n: int, debt_id: str | None = None) -> list[str]:
         """Add `n` followups without HTTP (new data arriving); they come first in list order.
