@@ -99,7 +99,13 @@ def sandbox_options(node: pytest.Item | Any) -> dict[str, Any]:
 
 
 async def _sandbox(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
-    """A started sandbox on loopback, configured by the test's marker."""
+    """A started Sandbox on 127.0.0.1, one per test, set by @pytest.mark.getbill_sandbox(...).
+
+    Options: followups=..., writes=..., faults="500:0.1", ... (see SANDBOX_OPTIONS); by
+    default 100 followups, seed 1, the API's limits. Assert with its helpers:
+    created_followups(call_id=...), requests_made("read"|"write"), answered(429),
+    delivered_webhooks().
+    """
     from getbill_async.sandbox import Sandbox
 
     options = sandbox_options(request.node)
@@ -112,7 +118,8 @@ async def _sandbox(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
 
 
 async def _client(getbill_sandbox: Sandbox) -> AsyncIterator[GetBillClient]:
-    """A client of ``getbill_sandbox``: its token, its limits, quick retries."""
+    """A GetBillClient of getbill_sandbox (its token, its limits as the budget, quick
+    retries), closed after the test."""
     from getbill_async import GetBillClient, RateLimit, RetryPolicy
 
     async with GetBillClient(
