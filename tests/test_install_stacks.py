@@ -52,7 +52,12 @@ asyncio_default_fixture_loop_scope = "function"
 
 
 def run(args: list[str], cwd: Path, timeout: float) -> str:
-    env = {"PATH": "/usr/bin:/bin", "RUNTIME__DLTHUB_TELEMETRY": "false", "HOME": str(cwd)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(cwd),
+        "DLT_DATA_DIR": str(cwd / "dlt-data"),  # else ~/.dlt, or /var/dlt for root
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+    }
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
