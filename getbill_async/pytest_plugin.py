@@ -15,15 +15,16 @@ marker, and does nothing else: a test that asks for neither runs exactly as with
 - ``getbill_client``: a ``GetBillClient`` on that sandbox (its static token), with the
   sandbox's limits as its budget and quick retries, closed after the test.
 
-Both are async fixtures, run on the test's event loop: with pytest-asyncio installed they are
-pytest-asyncio fixtures (strict and auto modes); without it, plain async fixtures, which
-anyio's pytest plugin runs for ``@pytest.mark.anyio`` tests. Nothing of the SDK, the sandbox
-or aiohttp's server is imported until a test asks for a fixture.
+Both are async fixtures, run on the test's event loop: with pytest-asyncio active they are
+pytest-asyncio fixtures (strict and auto modes); without it (not installed, or
+``-p no:asyncio``), plain async fixtures, which anyio's pytest plugin runs for
+``@pytest.mark.anyio`` tests. Nothing of the sandbox or of aiohttp's server is imported
+until a test asks for a fixture.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import types
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from getbill_async import GetBillClient
     from getbill_async.sandbox import Sandbox
 
-__all__ = ["DEFAULT_FOLLOWUPS", "SANDBOX_OPTIONS", "getbill_client", "getbill_sandbox"]
+__all__ = ["DEFAULT_FOLLOWUPS", "SANDBOX_OPTIONS", "sandbox_options"]
 
 MARKER = "getbill_sandbox"
 DEFAULT_FOLLOWUPS = 100  # small: a sandbox per test starts in milliseconds
@@ -56,7 +57,8 @@ SANDBOX_OPTIONS = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the marker (so ``--strict-markers`` accepts it)."""
+    """Register the marker (so ``--strict-markers`` accepts it) and the fixtures."""
+    config.pluginmanager.register(_fixtures(config), "getbill-fixtures")
     config.addinivalue_line(
         "markers",
         f"{MARKER}(**options): options of the getbill_sandbox fixture's Sandbox "
@@ -131,15 +133,20 @@ async def _client(getbill_sandbox: Sandbox) -> AsyncIterator[GetBillClient]:
         yield client
 
 
-def _async_fixture(func: Callable[..., Any], name: str) -> Any:
-    # pytest-asyncio, when installed, runs the fixture on the test's loop in strict mode too;
-    # otherwise a plain async fixture, for anyio's plugin.
-    if importlib.util.find_spec("pytest_asyncio") is not None:
+def _fixture_module(wrap: Callable[..., Any]) -> types.ModuleType:
+    """The two fixtures, as a module object that pytest scans like a plugin module."""
+    module = types.ModuleType(f"{__name__}.fixtures")
+    module.getbill_sandbox = wrap(_sandbox, name="getbill_sandbox")  # type: ignore[attr-defined]
+    module.getbill_client = wrap(_client, name="getbill_client")  # type: ignore[attr-defined]
+    return module
+
+
+def _fixtures(config: pytest.Config) -> types.ModuleType:
+    # Whether pytest-asyncio is active in this run (installed, and not disabled by
+    # `-p no:asyncio`): its fixtures then run on the test's loop, in strict mode too.
+    # Otherwise plain async fixtures, which anyio's plugin runs for its tests.
+    if config.pluginmanager.has_plugin("asyncio"):
         import pytest_asyncio
 
-        return pytest_asyncio.fixture(func, name=name)
-    return pytest.fixture(func, name=name)
-
-
-getbill_sandbox = _async_fixture(_sandbox, "getbill_sandbox")
-getbill_client = _async_fixture(_client, "getbill_client")
+        return _fixture_module(pytest_asyncio.fixture)
+    return _fixture_module(pytest.fixture)

@@ -131,6 +131,31 @@ def test_a_user_suite_injects_faults(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
 
 
+ANYIO = """
+import pytest
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"  # the client is aiohttp's
+
+
+@pytest.mark.anyio
+@pytest.mark.getbill_sandbox(followups=12)
+async def test_under_anyio(getbill_sandbox, getbill_client):
+    ids = [f.id async for f in getbill_client.followups.iterate(limit=5)]
+    assert ids == getbill_sandbox.followup_ids()
+    assert getbill_sandbox.requests_made("read") == 3
+"""
+
+
+@pytest.mark.timeout(60)
+def test_without_pytest_asyncio_anyio_runs_the_fixtures(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_anyio=ANYIO)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio", "-W", "error")
+    result.assert_outcomes(passed=1)
+
+
 @pytest.mark.timeout(60)
 def test_a_bad_marker_names_the_allowed_options_and_other_tests_run_as_before(
     pytester: pytest.Pytester,
