@@ -3,7 +3,7 @@
     import dlt
     from getbill_async.dlt import getbill_source
 
-    pipeline = dlt.pipeline("getbill", destination="duckdb", dataset_name="getbill")
+    pipeline = dlt.pipeline("getbill_load", destination="duckdb", dataset_name="getbill")
     pipeline.run(getbill_source())        # token from dlt's secrets, or GETBILL_TOKEN
 
 Needs the ``dlt`` extra (``pip install 'getbill-async[dlt]'``); importing this module without
