@@ -67,6 +67,7 @@ class Ledger:
         "_pacer",
         "_queued",
         "_cold",
+        "_warned",
     )
 
     def __init__(self, kind: Kind, rate: RateLimit, clock: Clock) -> None:
@@ -86,6 +87,7 @@ class Ledger:
         self._pacer = AsyncLimiter(1, self.window / self.limit) if rate.pace else None
         self._queued: dict[str, int] = dict.fromkeys(LANES, 0)  # tasks in the slow path
         self._cold = True
+        self._warned: set[str] = set()  # headers already warned about as out of range
 
     def in_flight(self) -> int:
         return self._flying["interactive"] + self._flying["bulk"]
@@ -231,13 +233,24 @@ class Ledger:
     def _learn_rules(self, limit: int | None, window: float | None) -> None:
         if limit is not None and 0 < limit < self.limit:
             self.limit = limit  # the plan is smaller than configured
-        if window is not None and window > self.window:
+        if window is not None and window != self.window:
+            # The server's latest word, not its largest: a window once misread (2000 meant as
+            # milliseconds) must not hold slots for hours once the server says 2. The slots
+            # counted so far were taken ``self.window`` before they free: re-time them all by
+            # the same shift, which keeps their order.
+            shift = window - self.window
+            self._frees = deque(free_at + shift for free_at in self._frees)
             self.window = window
+
+    def _parse(
+        self, headers: Mapping[str, str] | None
+    ) -> tuple[int | None, int | None, float | None]:
+        return parse_headers(headers, warned=self._warned, wall=self._clock.wall())
 
     def _believe_server(
         self, now: float, headers: Mapping[str, str] | None, taken_at: float
     ) -> None:
-        limit, remaining, window = parse_headers(headers)
+        limit, remaining, window = self._parse(headers)
         self._learn_rules(limit, window)
         if remaining is None:
             return
@@ -257,7 +270,7 @@ class Ledger:
             self._take(now, unseen, _OTHER)
 
     def _on_429(self, now: float, outcome: Outcome) -> None:
-        limit, _, window = parse_headers(outcome.headers)
+        limit, _, window = self._parse(outcome.headers)
         self._learn_rules(limit, window)
         wait = outcome.retry_after
         if wait is None:

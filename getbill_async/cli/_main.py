@@ -16,9 +16,9 @@ from typing import Any
 
 from .. import __version__
 from .._constants import LOGGER_NAME
-from ..errors import GetBillError
+from ..errors import ConfigurationError, GetBillError
 from . import _budget, _demo, _export, _log, _sync
-from ._common import add_client_options, make_client
+from ._common import add_client_options, check_flags, make_client
 
 __all__ = ["build_parser", "main"]
 
@@ -34,7 +34,7 @@ async def _with_client(args: argparse.Namespace) -> int:
                 return await _export.run_export(args, bulk)
             if args.command == "sync":
                 return await _sync.run_sync(args, bulk)
-            return await _log.run_log(args, bulk)
+            return await _log.run_log(_log.LogOptions.from_args(args), bulk)
     finally:
         closer = getattr(client.budget, "aclose", None)  # a RedisBudget owns a connection
         if closer is not None:
@@ -98,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..sandbox import run
 
         return run(args)
+    try:
+        check_flags(args)
+        if args.command == "log":
+            _log.LogOptions.from_args(args)  # its own checks, before any connection
+    except ConfigurationError as exc:
+        print(f"getbill {args.command}: {exc}", file=sys.stderr)
+        return 2
     if args.command == "demo":
         return _run(_demo.run_demo(args))
     if args.command == "budget":
