@@ -15,7 +15,7 @@ from ._log_rows import InputError, print_bad, read_rows
 
 if TYPE_CHECKING:
     from .._client import GetBillClient
-    from ._log import LogOptions
+    from ._log_options import LogOptions
 
 __all__ = ["plan_log"]
 
