@@ -230,17 +230,19 @@ class Ledger:
             frees.extend([free_at] * count)
             self._takers.extend([taker] * count)
 
-    def _learn_rules(self, limit: int | None, window: float | None) -> None:
+    def _learn_rules(self, now: float, limit: int | None, window: float | None) -> None:
         if limit is not None and 0 < limit < self.limit:
             self.limit = limit  # the plan is smaller than configured
-        if window is not None and window != self.window:
+        if window is None or window == self.window:
+            return
+        if window < self.window:
             # The server's latest word, not its largest: a window once misread (2000 meant as
-            # milliseconds) must not hold slots for hours once the server says 2. The slots
-            # counted so far were taken ``self.window`` before they free: re-time them all by
-            # the same shift, which keeps their order.
-            shift = window - self.window
-            self._frees = deque(free_at + shift for free_at in self._frees)
-            self.window = window
+            # milliseconds) must not hold slots for hours once the server says 2. Every slot
+            # counted so far was taken by now, so it frees by ``now + window`` at the latest
+            # (a bound that keeps the order, and never frees one before the server does).
+            latest = now + window
+            self._frees = deque(min(free_at, latest) for free_at in self._frees)
+        self.window = window  # a longer one holds the slots counted from now on
 
     def _parse(
         self, headers: Mapping[str, str] | None
@@ -251,7 +253,7 @@ class Ledger:
         self, now: float, headers: Mapping[str, str] | None, taken_at: float
     ) -> None:
         limit, remaining, window = self._parse(headers)
-        self._learn_rules(limit, window)
+        self._learn_rules(now, limit, window)
         if remaining is None:
             return
         self._expire(now)
@@ -271,7 +273,7 @@ class Ledger:
 
     def _on_429(self, now: float, outcome: Outcome) -> None:
         limit, _, window = self._parse(outcome.headers)
-        self._learn_rules(limit, window)
+        self._learn_rules(now, limit, window)
         wait = outcome.retry_after
         if wait is None:
             wait = self.window / self.limit
