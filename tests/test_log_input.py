@@ -155,7 +155,7 @@ async def test_a_jsonl_row_nested_too_deeply_is_an_invalid_row(tmp_path: Path) -
 
 @pytest.mark.timeout(60)
 async def test_budget_flags_out_of_range_are_one_line_errors_for_every_command(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls = csv_calls(tmp_path / "calls.csv", "d1", ["c1"])
     out, state = str(tmp_path / "out.jsonl"), str(tmp_path / "s.json")
@@ -164,9 +164,17 @@ async def test_budget_flags_out_of_range_are_one_line_errors_for_every_command(
         (["export", "--out", out, "--window", "0"], "--window", "> 0"),
         (["sync", "--out", out, "--state", state, "--window", "nan"], "--window", "nan"),
         (["budget", "--writes", "0"], "--writes", ">= 1"),
+        (["export", "--out", out, "--concurrency", "0"], "--concurrency", ">= 1"),
+        (["budget", "--reserve", "1"], "--reserve", "< 1"),
     ]
-    runs = await asyncio.gather(*(asyncio.to_thread(getbill, None, *argv) for argv, *_ in cases))
-    for (argv, flag, words), (code, _, err) in zip(cases, runs, strict=True):
+    # Two through the real command, in a subprocess; every case through ``main``.
+    runs = await asyncio.gather(
+        *(asyncio.to_thread(getbill, None, *argv) for argv, *_ in cases[:3:2])
+    )
+    for argv, *_ in cases:
+        code = main(argv)
+        runs.append((code, "", capsys.readouterr().err))
+    for (argv, flag, words), (code, _, err) in zip(cases[:3:2] + cases, runs, strict=True):
         assert code == 2, (argv, err)
         assert err.count("\n") == 1 and "Traceback" not in err, err
         assert err.startswith(f"getbill {argv[0]}: {flag} must be") and words in err, err

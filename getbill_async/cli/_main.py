@@ -23,7 +23,7 @@ from ._common import add_client_options, check_flags, make_client
 __all__ = ["build_parser", "main"]
 
 
-async def _with_client(args: argparse.Namespace) -> int:
+async def _with_client(args: argparse.Namespace, log: _log.LogOptions | None) -> int:
     client = make_client(args)
     try:
         async with client:
@@ -34,7 +34,8 @@ async def _with_client(args: argparse.Namespace) -> int:
                 return await _export.run_export(args, bulk)
             if args.command == "sync":
                 return await _sync.run_sync(args, bulk)
-            return await _log.run_log(_log.LogOptions.from_args(args), bulk)
+            assert log is not None
+            return await _log.run_log(log, bulk)
     finally:
         closer = getattr(client.budget, "aclose", None)  # a RedisBudget owns a connection
         if closer is not None:
@@ -99,9 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(args)
     try:
-        check_flags(args)
-        if args.command == "log":
-            _log.LogOptions.from_args(args)  # its own checks, before any connection
+        check_flags(args)  # before any file is touched or any connection made
+        log = _log.LogOptions.from_args(args) if args.command == "log" else None
     except ConfigurationError as exc:
         print(f"getbill {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "budget":
         return _budget.run(args)
     try:
-        return _run(_with_client(args))
+        return _run(_with_client(args, log))
     except GetBillError as exc:
         print(f"getbill {args.command}: {exc}", file=sys.stderr)
         return 1
