@@ -62,9 +62,11 @@ async def test_resume_refuses_a_results_file_made_for_another_input(tmp_path: Pa
         results = tmp_path / "r.jsonl"
         code, out, _ = await log(sb, a, results)
         assert code == 0 and "created 3" in out
+        before = results.read_bytes()
         code, out, err = await log(sb, b, results, "--resume")
         assert code == 2, out
         assert f"{results} holds the results of {a}" in err and f"not of {b}" in err
+        assert results.read_bytes() == before, "a refused results file is left as it was"
         # The same file, edited since: its rows are not those the results speak of.
         csv_calls(a, debt, ["a1", "x2", "a3", "a4"])
         code, _, err = await log(sb, a, results, "--resume")

@@ -156,12 +156,13 @@ class Journal:
                 f"{path} is in use by another process (another getbill log on it?)"
             ) from None
         self._encoder = msgspec.json.Encoder()
-        # A torn last line of a killed run must not glue itself to the next event.
+        # A torn last line of a killed run must not glue itself to the next event; the newline
+        # goes with the first write, so a file refused as another input's is left untouched.
+        self._torn = False
         if self._out.tell() > 0:
             with open(path, "rb") as handle:
                 handle.seek(-1, os.SEEK_END)
-                if handle.read(1) != b"\n":
-                    self._out.write(b"\n")
+                self._torn = handle.read(1) != b"\n"
 
     @property
     def empty(self) -> bool:
@@ -176,6 +177,9 @@ class Journal:
         os.fsync(self._out.fileno())
 
     def write(self, event: RowResult) -> None:
+        if self._torn:
+            self._out.write(b"\n")
+            self._torn = False
         self._out.write(self._encoder.encode(event) + b"\n")
         self._out.flush()
         os.fsync(self._out.fileno())
