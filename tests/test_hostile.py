@@ -33,7 +33,7 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,6 +106,46 @@ LIES = ["none", "wrong_echo", "empty", "hole", "repeat", "huge_pages", "negative
 LIES += ["zero_pages", "dup_item", "signed_bad"]
 
 
+# Issue 19 items whose fixes have not reached main yet, and what each breaks. ``waiting``
+# turns the strategy branches that only they break into honest answers, so the property checks
+# everything else; their minimal cases (at the end) are marked xfail(strict=True). When a fix
+# lands, its cases pass, strict xfail fails them: the cue to take the item out of here.
+WAITING: dict[int, str] = {
+    1: "a write's unusable answer (a 3xx, a body over the cap) is not yet ambiguous on main",
+    3: "walks do not yet check the echoed page, nor exports record the page asked",
+    4: "walks do not yet ask an empty or short page again",
+    5: "walks do not yet stop on a page of repeats or a server that ignores page",
+    10: "server words that echo a secret are not yet redacted on main",
+    11: "an answer's body still shows in traceback locals on main",
+    13: "the token answer has no size cap on main yet",
+    17: "a token with CR/LF in it still raises aiohttp's ValueError on main",
+}
+_WAITING_LIES = {
+    3: ("wrong_echo",),
+    4: ("empty", "hole", "dup_item", "zero_pages"),
+    5: ("repeat", "ignore_page"),
+    11: ("signed_bad",),
+}
+
+
+def waiting(fault: Fault, where: str = "read") -> Fault:
+    """``fault`` without what only an item in ``WAITING`` breaks (``where``: ``read``,
+    ``made`` for a create the server made, ``token``)."""
+    changes: dict[str, Any] = {}
+    unusable = 300 <= fault.status < 400 or fault.body == "oversized"
+    if 1 in WAITING and where == "made" and unusable:
+        changes.update(status=500, body="honest")
+    if any(fault.lie in lies for item, lies in _WAITING_LIES.items() if item in WAITING):
+        changes["lie"] = "none"
+    if 10 in WAITING and (fault.echo or fault.body == "echo"):
+        changes.update(echo=False, body=changes.get("body", fault.body).replace("echo", "honest"))
+    if 13 in WAITING and where == "token" and fault.body == "oversized":
+        changes["body"] = "honest"
+    if 17 in WAITING and fault.token == "crlf":
+        changes["token"] = "honest"
+    return replace(fault, **changes) if changes else fault
+
+
 def faults(
     statuses: list[int], lies: list[str], *, commit: bool = False
 ) -> st.SearchStrategy[Fault]:
@@ -119,7 +159,7 @@ def faults(
         commit=st.just(commit),
         echo=st.booleans(),
         wrong_echo=st.sampled_from([1, 2, 0, -1, 10**9]),
-    )
+    ).map(functools.partial(waiting, where="made" if commit else "read"))
 
 
 page_faults = faults(READ_STATUSES, LIES)
@@ -142,7 +182,7 @@ token_faults = st.builds(
     token=st.sampled_from(
         ["honest", "crlf", "unicode", "blank", "expires_zero", "expires_negative"]
     ),
-)
+).map(functools.partial(waiting, where="token"))
 
 
 @st.composite
@@ -167,7 +207,8 @@ def scripts(draw: st.DrawFn) -> Script:
         lie = draw(st.sampled_from([*LIES[1:], "ignore_page"]))
         page = draw(st.integers(1, pages))
         echo = draw(st.sampled_from([1, 2]))
-        script.persistent = {page: Fault(lie=lie, wrong_echo=echo)}  # type: ignore[arg-type]
+        persistent = Fault(lie=lie, wrong_echo=echo)  # type: ignore[arg-type]
+        script.persistent = {page: waiting(persistent)}
     return script
 
 
@@ -467,17 +508,20 @@ def test_a_hostile_server_loses_doubles_hangs_and_leaks_nothing(
 
 STATIC = Setup(oauth=False, concurrency=1, max_time=None, format="jsonl", walk="items")
 OAUTH = Setup(oauth=True, concurrency=1, max_time=None, format="jsonl", walk="items")
-# Each one shrunk by Hypothesis (or written from its shrunk form), with what main did then.
-CASES: dict[str, tuple[Script, Setup]] = {
+# Each one shrunk by Hypothesis (or written from its shrunk form), with what main did then,
+# and the issue 19 item whose fix makes it hold.
+CASES: dict[str, tuple[int, Script, Setup]] = {
     # A create made, then 307: reported as a plain APIError (a rerun would send it again).
-    "made-then-redirect": (Script(creates={(0, 1): Fault(status=307, commit=True)}), STATIC),
+    "made-then-redirect": (1, Script(creates={(0, 1): Fault(status=307, commit=True)}), STATIC),
     # A create made, then 201 with a body over max_response_bytes: a plain DecodeError.
     "made-then-oversized": (
+        1,
         Script(creates={(0, 1): Fault(status=201, body="oversized", commit=True)}),
         STATIC,
     ),
     # Page 2 echoes page 9, page 3 fails: the resumed export starts after page 9.
     "wrong-echo-then-resume": (
+        3,
         Script(
             items=35,
             pages={(2, 1): Fault(lie="wrong_echo", wrong_echo=9), (3, 1): Fault(status=303)},
@@ -485,48 +529,50 @@ CASES: dict[str, tuple[Script, Setup]] = {
         STATIC,
     ),
     # Page 2 of 3 comes back empty once: the walk ends there, without an error.
-    "empty-page-once": (Script(items=25, pages={(2, 1): Fault(lie="empty")}), STATIC),
+    "empty-page-once": (4, Script(items=25, pages={(2, 1): Fault(lie="empty")}), STATIC),
     # The only page comes back empty once while total says 1: nothing, and no error.
-    "empty-last-page-once": (Script(items=1, pages={(1, 1): Fault(lie="empty")}), STATIC),
+    "empty-last-page-once": (4, Script(items=1, pages={(1, 1): Fault(lie="empty")}), STATIC),
     # Page 2 of 3 comes back with half its items once: the other half is lost.
-    "short-page-once": (Script(items=25, pages={(2, 1): Fault(lie="hole")}), STATIC),
+    "short-page-once": (4, Script(items=25, pages={(2, 1): Fault(lie="hole")}), STATIC),
     # Page 2 answers with page 1's items once: all skipped as duplicates, page 2 lost.
-    "repeated-page-once": (Script(items=25, pages={(2, 1): Fault(lie="repeat")}), STATIC),
+    "repeated-page-once": (5, Script(items=25, pages={(2, 1): Fault(lie="repeat")}), STATIC),
     # From page 2 on, the server ignores page and says 10**9 pages: the walk runs on.
-    "ignored-page": (Script(items=25, persistent={2: Fault(lie="ignore_page")}), STATIC),
+    "ignored-page": (5, Script(items=25, persistent={2: Fault(lie="ignore_page")}), STATIC),
     # Page 2 holds its first item twice (instead of its last) once: the last is lost.
     "item-twice-in-a-page-once": (
+        4,
         Script(items=25, pages={(2, 1): Fault(lie="dup_item")}),
         STATIC,
     ),
     # A signed audio_url in one item, a string duration_ms in another: DecodeError, retried.
     "signed-url-in-a-bad-page": (
+        11,
         Script(items=5, persistent={1: Fault(lie="signed_bad")}),
         STATIC,
     ),
     # Page 1 says pages: 0 while total is 25: the walk stops after page 1, no error.
-    "zero-pages": (Script(items=25, pages={(1, 1): Fault(lie="zero_pages")}), STATIC),
+    "zero-pages": (4, Script(items=25, pages={(1, 1): Fault(lie="zero_pages")}), STATIC),
     # An API 401 says "Token <the token> is revoked": the token is in the error.
-    "echoed-token": (Script(items=5, pages={(1, 1): Fault(status=401, echo=True)}), STATIC),
+    "echoed-token": (10, Script(items=5, pages={(1, 1): Fault(status=401, echo=True)}), STATIC),
     # A 302 to a URL whose path holds the token: the token is in the error.
     "echoed-token-location": (
+        10,
         Script(items=5, pages={(1, 1): Fault(status=302, echo=True)}),
         STATIC,
     ),
     # The token endpoint's 401 says "invalid_client: secret <the secret> unknown".
-    "echoed-client-secret": (Script(tokens={1: Fault(status=401, echo=True)}), OAUTH),
+    "echoed-client-secret": (10, Script(tokens={1: Fault(status=401, echo=True)}), OAUTH),
     # X-RateLimit-Window: 1e15 once: the write budget's window is 1e15 s from then on.
     "window-1e15": (
+        12,
         Script(creates={(0, 1): Fault(status=201, rate=(("X-RateLimit-Window", "1e15"),))}),
         STATIC,
     ),
     # A token answer over max_response_bytes: read whole, and its token used.
-    "oversized-token": (Script(items=5, tokens={1: Fault(body="oversized")}), OAUTH),
+    "oversized-token": (13, Script(items=5, tokens={1: Fault(body="oversized")}), OAUTH),
     # A token with CR/LF in it: aiohttp's raw ValueError escapes every call.
-    "crlf-token": (Script(items=5, tokens={1: Fault(token="crlf")}), OAUTH),
+    "crlf-token": (17, Script(items=5, tokens={1: Fault(token="crlf")}), OAUTH),
 }
-# Cases that still fail on main, by the issue 19 item whose fix they wait for.
-WAITING: dict[str, str] = {}
 
 
 @pytest.mark.timeout(60)
@@ -535,14 +581,14 @@ WAITING: dict[str, str] = {}
     [
         pytest.param(
             name,
-            marks=[pytest.mark.xfail(strict=True, reason=WAITING[name])] if name in WAITING else [],
+            marks=[pytest.mark.xfail(strict=True, reason=WAITING[item])] if item in WAITING else [],
         )
-        for name in CASES
+        for name, (item, _, _) in CASES.items()
     ],
 )
 def test_a_case_the_property_found(
     name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    script, setup = CASES[name]
+    _, script, setup = CASES[name]
     violations = run_episode(script, setup, tmp_path, caplog)
     assert not violations, "\n".join(violations)
