@@ -13,6 +13,7 @@ GetBillError
  ├── APIConnectionError          no usable answer: refused, reset, dropped
  │    └── APITimeoutError        no answer within the timeout
  ├── DecodeError                 an answer that is not the documented JSON
+ │    └── PaginationError        a list's page that contradicts what was asked
  ├── AmbiguousWriteError         a write that may or may not have happened
  ├── WriteNotSentError           a write stopped before it left: it did not happen
  ├── BudgetExhaustedError        the rate budget would make a request wait too long
@@ -43,6 +44,7 @@ __all__ = [
     "GetBillError",
     "MissingExtraError",
     "NotFoundError",
+    "PaginationError",
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
@@ -168,6 +170,22 @@ class DecodeError(GetBillError):
         # The start of a body can hold a presigned URL: its signature is not shown.
         shown = redact_url(repr(self.body_start))
         super().__init__(f"{message} (status {status}, body starts {shown})")
+
+
+class PaginationError(DecodeError):
+    """A page of a list that contradicts what was asked, twice in a row: another page number
+    echoed, fewer items than ``total`` says the page holds, pagination figures that do not add
+    up, or items all yielded before (a server that ignores ``page``).
+
+    ``what`` is the request (``GET /followups``), ``page`` the page number asked, ``reason``
+    what was wrong with the answer.
+    """
+
+    def __init__(self, what: str, page: int, reason: str) -> None:
+        self.what, self.page, self.reason = what, page, reason
+        self.status = 200
+        self.body_start = b""
+        GetBillError.__init__(self, f"{what} page {page}: {reason}")
 
 
 class AmbiguousWriteError(GetBillError):

@@ -134,6 +134,7 @@ class _Run:
             start_page=checkpoint.page + 1,
             known_ids=checkpoint.known_ids(),
             filters=dict(options.filters),
+            total_before=checkpoint.total_at_start,
         )
         return checkpoint, repaired, walk
 
@@ -147,6 +148,7 @@ class _Run:
         """Every page of ``walk`` into the sink, committed as the sink says is due."""
         started = False
         written = checkpoint.items
+        number = checkpoint.page  # the page asked, not the one the answer claims to be
         async with walk:
             async for page in walk:
                 if not started:
@@ -158,11 +160,12 @@ class _Run:
                     )
                     started = True
                 assert isinstance(page, KeyedPage)  # what raw_pages yields
-                self.sink.write(page.pagination.page, page.data, page.ids)
+                number += 1  # the walk yields every page it asks for, in order, once
+                self.sink.write(number, page.data, page.ids)
                 written += len(page.data)
                 if self.sink.due():
                     self.commit(checkpoint)
-                await self._progress(page.pagination.page, written)
+                await self._progress(number, written)
 
     async def _progress(self, number: int, written: int) -> None:
         if time.monotonic() - self.status_at >= 1.0:  # a Redis budget asks Redis
