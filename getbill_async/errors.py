@@ -18,6 +18,7 @@ GetBillError
  ├── WriteNotSentError           a write stopped before it left: it did not happen
  ├── BudgetExhaustedError        the rate budget would make a request wait too long
  ├── BudgetUnavailableError      a shared budget's store cannot be reached
+ ├── FileInUseError              another process is writing the same output file
  └── MissingExtraError           a feature's optional dependency is not installed
 ```
 
@@ -41,6 +42,7 @@ __all__ = [
     "BudgetUnavailableError",
     "ConfigurationError",
     "DecodeError",
+    "FileInUseError",
     "GetBillError",
     "MissingExtraError",
     "NotFoundError",
@@ -91,12 +93,14 @@ class APIError(GetBillError):
         where = f"{self.method} {self.path}: " if self.method and self.path else ""
         status = f"{self.status} " if self.status is not None else ""
         text = f"{where}{status}{self.message}"
-        if self.details:
-            parts = []
-            for field, value in self.details.items():
-                if isinstance(value, (list, tuple)):
-                    value = "; ".join(str(v) for v in value)
-                parts.append(f"{field}: {value}")
+        parts = []
+        for field, value in self.details.items():
+            if isinstance(value, (list, tuple)):
+                value = "; ".join(str(v) for v in value)
+            part = f"{field}: {value}"
+            if part not in text:  # a check made here already says it: say it once
+                parts.append(part)
+        if parts:
             text += " (" + ", ".join(parts) + ")"
         return text
 
@@ -186,6 +190,10 @@ class PaginationError(DecodeError):
         self.status = 200
         self.body_start = b""
         GetBillError.__init__(self, f"{what} page {page}: {reason}")
+
+
+class FileInUseError(GetBillError):
+    """Another process holds the output file's lock (an export or a log writing it now)."""
 
 
 class AmbiguousWriteError(GetBillError):

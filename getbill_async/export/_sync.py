@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..support import check_int, fail
+from ..support import FileLock, check_int, fail
 from ._checkpoint import ExportError, fsync_dir, replace_durably, write_durably
 from ._export import export_followups
 from ._options import ExportOptions, Start
@@ -231,8 +231,24 @@ async def sync_followups(
             day = date.fromisoformat(day)
         except ValueError:
             raise fail("today", f"must be a date or 'YYYY-MM-DD', got {day!r}") from None
+    # One run at a time per state file: a second one is refused before it touches anything.
+    with FileLock(state, what="sync"):
+        return await _sync(
+            client, Path(out), Path(state), format, lag_days, day, concurrency, progress
+        )
+
+
+async def _sync(
+    client: Sender,
+    out_dir: Path,
+    state_path: Path,
+    format: str,
+    lag_days: int,
+    day: date,
+    concurrency: int,
+    progress: Progress | None,
+) -> SyncReport:
     started = time.monotonic()
-    out_dir, state_path = Path(out), Path(state)
     current = _load(state_path, format)
     staging = out_dir / ".sync"
     resumed = current.pending is not None
