@@ -290,8 +290,9 @@ async def sync_followups(
             day = date.fromisoformat(day)
         except ValueError:
             raise fail("today", f"must be a date or 'YYYY-MM-DD', got {day!r}") from None
-    # One run at a time per state file: a second one is refused before it touches anything.
-    with FileLock(state, what="sync"):
+    # One run at a time per directory: a second one is refused before it changes anything.
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with FileLock(Path(out) / ".sync", what="sync"):
         return await _sync(
             client, Path(out), Path(state), format, lag_days, day, concurrency, progress
         )
