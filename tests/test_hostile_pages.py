@@ -31,6 +31,7 @@ class ListServer:
         self.empty: set[int] = set()
         self.empty_times = 1_000
         self.missing_from: int | None = None
+        self.claimed_pages: int | None = None
         self.asked: list[int] = []
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -50,7 +51,7 @@ class ListServer:
             "total": total,
             "page": self.echo(number),
             "limit": self.per_page,
-            "pages": self.pages,
+            "pages": self.claimed_pages or self.pages,
         }
         return web.json_response({"error": False, "data": data, "pagination": pagination})
 
@@ -143,3 +144,12 @@ async def test_a_failure_past_the_lies_is_not_what_stops_the_walk() -> None:
         with pytest.raises(NotFoundError):  # an honest server's error still comes through
             async for _ in client.followups.iterate(limit=10, concurrency=1):
                 pass
+
+
+async def test_pagination_figures_that_do_not_add_up_stop_the_walk_at_once() -> None:
+    server = ListServer(pages=5)
+    server.claimed_pages = 10**9  # a walk that believed it would ask forever
+    async with client_for(server) as client:
+        with pytest.raises(PaginationError, match=r"page 1: pagination says 1000000000 pages"):
+            await client.followups.pages(limit=10).__anext__()
+    assert server.asked == [1, 1]

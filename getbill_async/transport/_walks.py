@@ -12,6 +12,10 @@ so memory stays flat on a million-row export) and an item seen again is skipped;
 keeps going while the server reports more pages than it has read. ``stats`` says what
 happened, including whether ``total`` moved (a deletion can slide an item onto a page already
 read, which only an incremental pass can catch).
+
+Every page is checked against what was asked before its items are handed out (``_pagecheck``:
+the page number echoed, figures that add up, no hole, not a page of repeats): a page that
+fails is asked once more, then the walk raises ``PaginationError`` naming the page.
 """
 
 from __future__ import annotations
