@@ -71,7 +71,7 @@ async def test_a_second_export_to_the_same_file_is_refused_while_the_first_runs(
 async def test_a_killed_export_leaves_no_lock_behind(tmp_path: Path) -> None:
     out = tmp_path / "f.jsonl"
     checkpoint = tmp_path / "f.jsonl.checkpoint"
-    async with Sandbox(followups=1000, seed=6, latency=0.02) as sb:
+    async with Sandbox(followups=3000, seed=6, latency=0.1) as sb:
         proc = await start(sb, "export", "--out", str(out), "--concurrency", "1", "--no-progress")
         await wait_for(lambda: checkpoint_page(checkpoint) >= 2)
         proc.send_signal(signal.SIGKILL)
@@ -87,7 +87,7 @@ async def test_a_killed_export_leaves_no_lock_behind(tmp_path: Path) -> None:
 async def test_sigterm_commits_what_was_written_as_sigint_does(tmp_path: Path) -> None:
     out = tmp_path / "f.jsonl"
     checkpoint = tmp_path / "f.jsonl.checkpoint"
-    async with Sandbox(followups=3000, seed=8, latency=0.02) as sb:
+    async with Sandbox(followups=3000, seed=8, latency=0.05) as sb:
         args = ["export", "--out", str(out), "--concurrency", "1", "--no-progress"]
         proc = await start(sb, *args, "--commit-seconds", "30")
         await wait_for(lambda: sb.stats.requests >= 8)
