@@ -14,10 +14,12 @@ GetBillError
  ├── APIConnectionError          no usable answer: refused, reset, dropped
  │    └── APITimeoutError        no answer within the timeout
  ├── DecodeError                 an answer that is not the documented JSON
+ │    └── PaginationError        a list's page that contradicts what was asked
  ├── AmbiguousWriteError         a write that may or may not have happened
  ├── WriteNotSentError           a write stopped before it left: it did not happen
  ├── BudgetExhaustedError        the rate budget would make a request wait too long
  ├── BudgetUnavailableError      a shared budget's store cannot be reached
+ ├── FileInUseError              another process is writing the same output file
  └── MissingExtraError           a feature's optional dependency is not installed
 ```
 
@@ -41,9 +43,11 @@ __all__ = [
     "BudgetUnavailableError",
     "ConfigurationError",
     "DecodeError",
+    "FileInUseError",
     "GetBillError",
     "MissingExtraError",
     "NotFoundError",
+    "PaginationError",
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
@@ -95,12 +99,14 @@ class APIError(GetBillError):
         where = f"{self.method} {self.path}: " if self.method and self.path else ""
         status = f"{self.status} " if self.status is not None else ""
         text = f"{where}{status}{self.message}"
-        if self.details:
-            parts = []
-            for field, value in self.details.items():
-                if isinstance(value, (list, tuple)):
-                    value = "; ".join(str(v) for v in value)
-                parts.append(f"{field}: {value}")
+        parts = []
+        for field, value in self.details.items():
+            if isinstance(value, (list, tuple)):
+                value = "; ".join(str(v) for v in value)
+            part = f"{field}: {value}"
+            if part not in text:  # a check made here already says it: say it once
+                parts.append(part)
+        if parts:
             text += " (" + ", ".join(parts) + ")"
         return text
 
@@ -174,6 +180,26 @@ class DecodeError(GetBillError):
         # The start of a body can hold a presigned URL: its signature is not shown.
         shown = redact_url(repr(self.body_start))
         super().__init__(f"{message} (status {status}, body starts {shown})")
+
+
+class PaginationError(DecodeError):
+    """A page of a list that contradicts what was asked, twice in a row: another page number
+    echoed, fewer items than ``total`` says the page holds, pagination figures that do not add
+    up, or items all yielded before (a server that ignores ``page``).
+
+    ``what`` is the request (``GET /followups``), ``page`` the page number asked, ``reason``
+    what was wrong with the answer.
+    """
+
+    def __init__(self, what: str, page: int, reason: str) -> None:
+        self.what, self.page, self.reason = what, page, reason
+        self.status = 200
+        self.body_start = b""
+        GetBillError.__init__(self, f"{what} page {page}: {reason}")
+
+
+class FileInUseError(GetBillError):
+    """Another process holds the output file's lock (an export or a log writing it now)."""
 
 
 class AmbiguousWriteError(GetBillError):

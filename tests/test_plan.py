@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from pathlib import Path
 
 import pytest
 
 from getbill_async import GetBillClient, RateLimit, ValidationError
-from getbill_async.budget import ClassStatus
+from getbill_async.budget import BudgetStatus, ClassStatus
+from getbill_async.export import Probe, plan_export
 from getbill_async.export._plan import simulate
 from getbill_async.sandbox import Sandbox
 from tests.test_bulk_log import run_cli
@@ -57,6 +59,30 @@ def test_the_simulation_fills_windows() -> None:
     )
     # Five slots now, then the five used ones free spread over the window (10, 20, ... 50 s).
     assert simulate(10, busy, 100, 1.0, None) == 51.0
+
+
+@pytest.mark.timeout(10)
+def test_a_plan_of_a_huge_total_takes_no_time() -> None:
+    reads = ClassStatus(
+        limit=1000,
+        window=3600.0,
+        used=0,
+        in_flight=0,
+        remaining=1000,
+        next_slot_in=0.0,
+        blocked_for=0,
+    )
+    status = BudgetStatus(reads=reads, writes=reads)
+    cpu = time.process_time()
+    for total in (10**9, 10**12):
+        probe = Probe(total=total, rtt=0.05, sent_at=time.monotonic(), status=status)
+        plan = plan_export(probe, limit=100, concurrency=4)
+        assert plan.requests == total // 100 and plan.budget_bound
+        # 1,000 reads an hour: the last read goes in the window of its number, at the pace
+        # the network allows within that window.
+        windows = (plan.requests - 1) // 1000 * 3600.0
+        assert windows <= plan.seconds <= windows + 60.0
+    assert time.process_time() - cpu < 0.5, "the event loop is not held"
 
 
 async def test_cli_export_plan_prints_and_writes_nothing(sandbox: Sandbox, tmp_path: Path) -> None:

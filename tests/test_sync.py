@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from aiohttp import web
 
 from getbill_async import GetBillClient, ValidationError
 from getbill_async.export import ExportError
 from getbill_async.sandbox import Sandbox
+from tests.loopback import serve
 
 pq = pytest.importorskip("pyarrow.parquet")
 
@@ -113,3 +115,81 @@ async def test_sync_killed_at_random_points_ends_consistent(tmp_path: Path) -> N
         assert kills >= 2 and same_tree(out, tmp_path / "fresh")
         rows = sum(pq.read_table(p).num_rows for p in out.glob("date=*/part.parquet"))
         assert rows == 2000
+
+
+def bad_date_app(items: list[dict[str, object]]) -> web.Application:
+    """``GET /v1/followups``: ``items`` on pages of 100, whatever the filters ask."""
+
+    async def handle(request: web.Request) -> web.Response:
+        page, limit = int(request.query["page"]), int(request.query["limit"])
+        data = items[(page - 1) * limit : page * limit]
+        pages = -(-len(items) // limit)
+        pagination = {"total": len(items), "page": page, "limit": limit, "pages": pages}
+        return web.json_response({"error": False, "data": data, "pagination": pagination})
+
+    app = web.Application()
+    app.router.add_get("/v1/followups", handle)
+    return app
+
+
+@pytest.mark.timeout(60)
+async def test_one_item_with_a_bad_date_is_kept_aside_and_the_sync_goes_on(
+    tmp_path: Path,
+) -> None:
+    items: list[dict[str, object]] = [
+        {
+            "id": f"f{i}",
+            "debt_id": "d",
+            "status": "sent",
+            "type": "call",
+            "call_date": f"2024-01-{10 + i % 5}T10:30:00+00:00",
+        }
+        for i in range(150)
+    ]
+    items[70]["call_date"] = "2024-01-22 10:30"
+    out, state = tmp_path / "out", tmp_path / "sync.json"
+    async with serve(bad_date_app(items)) as url:
+        env = {**os.environ, "GETBILL_TOKEN": "t0k3n", "GETBILL_BASE_URL": f"{url}/v1"}
+        args = ["-m", "getbill_async.cli", "sync", "--out", str(out), "--state", str(state)]
+        args += ["--format", "jsonl", "--no-progress"]
+        for today in ("2024-01-20", "2024-01-21"):  # a full run, then a later one
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *args,
+                "--today",
+                today,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            stdout, stderr = await proc.communicate()
+            assert proc.returncode == 0, stderr.decode()
+            assert b"1 with dates that do not decode kept in _rejected.jsonl" in stdout
+    rejected = (out / "_rejected.jsonl").read_bytes().splitlines()
+    assert len(rejected) == 1 and b'"call_date": "2024-01-22 10:30"' in rejected[0]
+    filed = [
+        line for part in out.glob("date=*/part.jsonl") for line in part.read_bytes().splitlines()
+    ]
+    assert len(filed) == 149 and not (out / ".sync").exists()
+
+
+async def test_an_item_whose_date_is_mended_leaves_the_rejects(tmp_path: Path) -> None:
+    items: list[dict[str, object]] = [
+        {
+            "id": f"f{i}",
+            "debt_id": "d",
+            "status": "sent",
+            "type": "call",
+            "call_date": "2024-01-10T10:30:00+00:00",
+        }
+        for i in range(3)
+    ]
+    items[1]["call_date"] = "yesterday"
+    out, state = tmp_path / "out", tmp_path / "sync.json"
+    async with serve(bad_date_app(items)) as url, GetBillClient("t", base_url=f"{url}/v1") as c:
+        first = await c.followups.sync(out, state=state, format="jsonl", today="2024-01-11")
+        assert first.rejected == 1 and (out / "_rejected.jsonl").exists()
+        items[1]["call_date"] = "2024-01-10T11:00:00+00:00"
+        second = await c.followups.sync(out, state=state, format="jsonl", today="2024-01-12")
+    assert second.rejected == 0 and not (out / "_rejected.jsonl").exists()
+    assert len((out / "date=2024-01-10" / "part.jsonl").read_bytes().splitlines()) == 3

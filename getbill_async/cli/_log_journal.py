@@ -10,12 +10,11 @@ The file opens with a header naming its input (path and SHA-256), and every even
 row's ``debt_id`` and ``call_id``: ``--resume`` with another input, or with an input edited
 since, is refused (naming both files) instead of skipping rows it never sent. A journal written
 before the header existed is read if every row it names still has its ``debt_id``/``call_id``.
-The file is locked (``flock``) while a run holds it: a second run is refused.
+The file is locked (``support.FileLock``) while a run holds it: a second run is refused.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import msgspec
+
+from ..support import FileLock
 
 __all__ = ["Journal", "JournalHeader", "JournalMismatch", "JournalState", "RowResult"]
 
@@ -147,14 +148,13 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._out: BinaryIO = open(path, "ab")  # noqa: SIM115 - closed by close()
+        self._lock = FileLock(path, what="getbill log")
+        self._lock.acquire()  # FileInUseError while another run holds the results file
         try:
-            fcntl.flock(self._out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._out.close()
-            raise BlockingIOError(
-                f"{path} is in use by another process (another getbill log on it?)"
-            ) from None
+            self._out: BinaryIO = open(path, "ab")  # noqa: SIM115 - closed by close()
+        except BaseException:
+            self._lock.release()
+            raise
         self._encoder = msgspec.json.Encoder()
         # A torn last line of a killed run must not glue itself to the next event; the newline
         # goes with the first write, so a file refused as another input's is left untouched.
@@ -185,4 +185,7 @@ class Journal:
         os.fsync(self._out.fileno())
 
     def close(self) -> None:
-        self._out.close()  # and the lock with it
+        try:
+            self._out.close()
+        finally:
+            self._lock.release()

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -23,7 +24,16 @@ from ._common import add_client_options, check_flags, make_client
 __all__ = ["build_parser", "main"]
 
 
+def _cancel_on_sigterm() -> None:
+    """SIGTERM (a service manager's stop, ``kill``) ends the command as Ctrl-C does: the main
+    task is cancelled, so an export or a log commits what it wrote before it exits."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
 async def _with_client(args: argparse.Namespace, log: _log.LogOptions | None) -> int:
+    _cancel_on_sigterm()
     client = make_client(args)
     try:
         async with client:
@@ -89,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments after the program's name.
 
     Returns:
-        The exit status: 0 done, 1 failed (one line on stderr), 2 bad input, 130 interrupted.
+        The exit status: 0 done, 1 failed (one line on stderr), 2 bad input, 130 interrupted
+        (SIGINT), 143 terminated (SIGTERM).
     """
     args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):
@@ -120,3 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"getbill {args.command}: interrupted", file=sys.stderr)
         return 130
+    except asyncio.CancelledError:  # only SIGTERM cancels the main task from outside
+        print(f"getbill {args.command}: terminated; what was written is kept", file=sys.stderr)
+        return 143

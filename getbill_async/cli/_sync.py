@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ..export import make_progress, sync_followups
+from ..export import REJECTED, make_progress, sync_followups
 
 if TYPE_CHECKING:
     from .._client import GetBillClient
@@ -40,5 +40,10 @@ async def run_sync(args: argparse.Namespace, client: GetBillClient) -> int:
         f"requests; {report.partitions_written} partitions written, "
         f"{report.partitions_removed} removed"
         + ("; finished an earlier run" if report.resumed else "")
+        + (
+            f"; {report.rejected} with dates that do not decode kept in {REJECTED}"
+            if report.rejected
+            else ""
+        )
     )
     return 0

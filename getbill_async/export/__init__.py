@@ -36,7 +36,7 @@ from ._export import CSV_COLUMNS, ExportReport, export_followups
 from ._options import ExportOptions, Format, Start
 from ._plan import ExportPlan, Probe, plan_export, plan_writes
 from ._progress import NullProgress, Progress, make_progress
-from ._sync import SyncReport, sync_day, sync_followups, window_start
+from ._sync import REJECTED, SyncReport, sync_day, sync_followups, window_start
 
 __all__ = [
     "CSV_COLUMNS",
@@ -49,6 +49,7 @@ __all__ = [
     "Probe",
     "Start",
     "Progress",
+    "REJECTED",
     "SyncReport",
     "export_followups",
     "make_progress",

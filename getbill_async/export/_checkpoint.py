@@ -59,6 +59,8 @@ class Checkpoint(msgspec.Struct):
     filters: dict[str, str]
     limit: int
     total_at_start: int | None = None
+    # CSV: whether formula-like cells were guarded (None: not CSV, or an older checkpoint).
+    formula_guard: bool | None = None
     marks: list[Mark] = msgspec.field(default_factory=list)
 
     @property

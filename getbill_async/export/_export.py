@@ -15,6 +15,7 @@ import msgspec
 
 from .._constants import LOGGER_NAME
 from ..budget import ClassStatus
+from ..support import FileLock
 from ..transport import KeyedPage, PageWalk
 from ._checkpoint import (
     CHECKPOINT_VERSION,
@@ -75,6 +76,18 @@ def _sink(out: Path, options: ExportOptions) -> Sink:
     return ByteSink(partial, jsonl_lines, b"", options.commit_seconds)
 
 
+def _settings(checkpoint: Checkpoint) -> dict[str, object]:
+    """What a resume must match: the filters, the format, the page size, CSV's guard."""
+    settings: dict[str, object] = {
+        "filters": checkpoint.filters,
+        "format": checkpoint.format,
+        "limit": checkpoint.limit,
+    }
+    if checkpoint.format == "csv":
+        settings["formula_guard"] = checkpoint.formula_guard
+    return settings
+
+
 def _start(
     sink: Sink, checkpoint_path: Path, fresh: Checkpoint, start: Start
 ) -> tuple[Checkpoint, int]:
@@ -82,12 +95,10 @@ def _start(
     out_name = checkpoint_path.name.removesuffix(".checkpoint")
     if start == "resume" and checkpoint_path.exists():
         checkpoint = load_checkpoint(checkpoint_path)
-        wanted = {"filters": fresh.filters, "format": fresh.format, "limit": fresh.limit}
-        had = {
-            "filters": checkpoint.filters,
-            "format": checkpoint.format,
-            "limit": checkpoint.limit,
-        }
+        wanted, had = _settings(fresh), _settings(checkpoint)
+        if checkpoint.formula_guard is None:  # written before the setting was recorded
+            had.pop("formula_guard", None)
+            wanted.pop("formula_guard", None)
         if wanted != had:
             raise ExportError(
                 f"cannot resume {out_name}: the checkpoint was made with {had}, not {wanted}; "
@@ -126,6 +137,8 @@ class _Run:
         """The checkpoint to go on from, the pages a resume repaired, and the walk."""
         options = self.options
         fresh = Checkpoint(CHECKPOINT_VERSION, options.format, options.query(), options.limit)
+        if options.format == "csv":  # a resume must guard cells as the first run did
+            fresh.formula_guard = options.formula_guard
         checkpoint, repaired = _start(self.sink, self.checkpoint_path, fresh, options.start)
         walk = raw_pages(
             self.client,
@@ -134,6 +147,7 @@ class _Run:
             start_page=checkpoint.page + 1,
             known_ids=checkpoint.known_ids(),
             filters=dict(options.filters),
+            total_before=checkpoint.total_at_start,
         )
         return checkpoint, repaired, walk
 
@@ -147,6 +161,7 @@ class _Run:
         """Every page of ``walk`` into the sink, committed as the sink says is due."""
         started = False
         written = checkpoint.items
+        number = checkpoint.page  # the page asked, not the one the answer claims to be
         async with walk:
             async for page in walk:
                 if not started:
@@ -158,11 +173,12 @@ class _Run:
                     )
                     started = True
                 assert isinstance(page, KeyedPage)  # what raw_pages yields
-                self.sink.write(page.pagination.page, page.data, page.ids)
+                number += 1  # the walk yields every page it asks for, in order, once
+                self.sink.write(number, page.data, page.ids)
                 written += len(page.data)
                 if self.sink.due():
                     self.commit(checkpoint)
-                await self._progress(page.pagination.page, written)
+                await self._progress(number, written)
 
     async def _progress(self, number: int, written: int) -> None:
         if time.monotonic() - self.status_at >= 1.0:  # a Redis budget asks Redis
@@ -201,10 +217,19 @@ async def export_followups(
 
     Raises:
         ExportError: an unfinished export is in the way, or a resume does not match it.
+        FileInUseError: another process is exporting to ``path`` now.
         GetBillError: the API failed past the retries (the checkpoint keeps what was written).
     """
     options = options or ExportOptions()
-    run = _Run(client, Path(path), options, progress or NullProgress("export"))
+    # The output, its partial and its checkpoint belong to one process for the whole run.
+    with FileLock(path, what="export"):
+        return await _export(client, Path(path), options, progress or NullProgress("export"))
+
+
+async def _export(
+    client: Sender, path: Path, options: ExportOptions, progress: Progress
+) -> ExportReport:
+    run = _Run(client, path, options, progress)
     started = time.monotonic()
     try:
         checkpoint, repaired, walk = run.open()

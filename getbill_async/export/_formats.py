@@ -108,9 +108,10 @@ def raw_pages(
     start_page: int,
     known_ids: Iterable[str],
     filters: dict[str, Any],
+    total_before: int | None = None,
 ) -> PageWalk[msgspec.Raw]:
     """The ``GET /followups`` walk of ``client.followups.pages``, items kept as raw bytes;
-    every page it yields is a ``RawPage``."""
+    every page it yields is a ``RawPage``. ``total_before``: a resumed export's first total."""
     params = list_params(page=start_page, limit=limit, **filters)
     return walk_pages(
         client,
@@ -122,6 +123,7 @@ def raw_pages(
         start_page=start_page,
         concurrency=concurrency,
         known_ids=known_ids,
+        total_before=total_before,
     )
 
 

@@ -13,6 +13,13 @@ Every partition of that range is rebuilt from what the server says now, and one 
 nothing left is removed. Followups without a date, or dated before the lag window, are only
 seen again by a full run (a new state file).
 
+Rejected items: a followup whose ``call_date`` or ``scheduled_at`` does not decode as an ISO
+8601 date-time (``"2024-01-22 10:30"``) cannot be filed by day. It is kept, byte for byte,
+in ``DIR/_rejected.jsonl`` (JSONL whatever the format; the leading ``_`` keeps Hive readers
+away from it), one line per id: a full run rewrites the file with its own rejects; a later
+run adds its rejects, replacing the line of an id it rejects again and dropping the line of
+an id it now files by day. One bad item never stops a sync.
+
 Crash safety: the state file says which run is under way and how far it got. The fetch is an
 ordinary resumable export to ``DIR/.sync/``; its pages are then split by day into staged
 partitions, and the state records the list before they are moved into place, each partition
@@ -34,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..support import check_int, fail
-from ._checkpoint import ExportError, fsync_dir, replace_durably, write_durably
+from ..support import FileLock, check_int, fail
+from ._checkpoint import ExportError, digest, fsync_dir, replace_durably, write_durably
 from ._export import export_followups
 from ._options import ExportOptions, Start
 
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NO_DATE",
+    "REJECTED",
     "SyncReport",
     "sync_day",
     "sync_followups",
@@ -52,6 +60,7 @@ __all__ = [
 ]
 
 NO_DATE = "__HIVE_DEFAULT_PARTITION__"
+REJECTED = "_rejected.jsonl"  # beside the partitions: items whose dates do not decode
 _STATE_VERSION = 1
 _FLUSH_BYTES = 8 << 20  # split: buffered lines per day are appended past this much
 
@@ -71,11 +80,17 @@ class _State(msgspec.Struct):
 
 
 class _Dates(msgspec.Struct):
+    id: str = ""
     call_date: datetime | None = None
     scheduled_at: datetime | None = None
 
 
+class _Id(msgspec.Struct):
+    id: str = ""
+
+
 _dates = msgspec.json.Decoder(_Dates)
+_id = msgspec.json.Decoder(_Id)
 
 
 @dataclass(frozen=True)
@@ -91,13 +106,44 @@ class SyncReport:
     partitions_removed: int
     resumed: bool
     elapsed: float
+    rejected: int = 0  # items of this run kept in DIR/_rejected.jsonl (dates that do not decode)
 
 
-def activity_day(line: bytes) -> str:
-    """The partition of one followup: its UTC activity day, or ``NO_DATE``."""
-    found = _dates.decode(line)
+def activity_day(line: bytes) -> tuple[str, str | None]:
+    """One followup's id and partition: its UTC activity day, or ``NO_DATE``; None when its
+    dates do not decode (the item goes to ``REJECTED``)."""
+    try:
+        found = _dates.decode(line)
+    except msgspec.DecodeError:  # a ValidationError too: a date that is not ISO 8601
+        try:
+            return _id.decode(line).id, None
+        except msgspec.DecodeError:
+            return "", None
     moment = found.call_date or found.scheduled_at
-    return NO_DATE if moment is None else moment.astimezone(timezone.utc).date().isoformat()
+    day = NO_DATE if moment is None else moment.astimezone(timezone.utc).date().isoformat()
+    return found.id, day
+
+
+class _Rejects:
+    """The run's ``REJECTED`` file, staged: the earlier lines (on a later run) by id, less the
+    ids this run files by day, plus this run's rejects."""
+
+    def __init__(self, earlier: Path | None) -> None:
+        self.lines: dict[str, bytes] = {}
+        self.new = 0
+        if earlier is not None and earlier.exists():
+            for line in earlier.read_bytes().splitlines(keepends=True):
+                self.lines[activity_day(line)[0] or digest(line)] = line
+
+    def file(self, key: str, day: str | None, line: bytes) -> None:
+        if day is None:
+            self.lines[key or digest(line)] = line if line.endswith(b"\n") else line + b"\n"
+            self.new += 1
+        elif self.lines:
+            self.lines.pop(key, None)
+
+    def stage(self, path: Path) -> None:
+        write_durably(path, b"".join(self.lines.values()))
 
 
 def sync_day(today: date | str | None) -> date:
@@ -145,8 +191,8 @@ def _load(path: Path, fmt: str) -> _State:
     return state
 
 
-def _split(export: Path, staging: Path, suffix: str) -> list[str]:
-    """Stage one partition per day of ``export`` (JSONL); the days, sorted."""
+def _split(export: Path, staging: Path, suffix: str, rejects: _Rejects) -> list[str]:
+    """Stage one partition per day of ``export`` (JSONL), and the rejects; the days, sorted."""
     buffers: dict[str, list[bytes]] = {}
     buffered = 0
     seen: set[str] = set()
@@ -161,7 +207,10 @@ def _split(export: Path, staging: Path, suffix: str) -> list[str]:
 
     with open(export, "rb") as source:
         for line in source:
-            day = activity_day(line)
+            key, day = activity_day(line)
+            rejects.file(key, day, line)
+            if day is None:
+                continue
             buffers.setdefault(day, []).append(line)
             seen.add(day)
             buffered += len(line)
@@ -170,17 +219,21 @@ def _split(export: Path, staging: Path, suffix: str) -> list[str]:
                 buffered = 0
     flush()
     for day in seen:
-        part = staging / f"date={day}" / "part.jsonl"
-        if suffix == "parquet":
-            from ._parquet import write_parquet
-
-            lines = part.read_bytes().splitlines()
-            write_parquet(part.with_suffix(".parquet"), [msgspec.Raw(x) for x in lines])
-            part.unlink()
-        else:
-            with open(part, "rb") as handle:
-                os.fsync(handle.fileno())
+        _finish_part(staging / f"date={day}" / "part.jsonl", suffix)
+    rejects.stage(staging / REJECTED)
     return sorted(seen)
+
+
+def _finish_part(part: Path, suffix: str) -> None:
+    if suffix == "parquet":
+        from ._parquet import write_parquet
+
+        lines = part.read_bytes().splitlines()
+        write_parquet(part.with_suffix(".parquet"), [msgspec.Raw(x) for x in lines])
+        part.unlink()
+    else:
+        with open(part, "rb") as handle:
+            os.fsync(handle.fileno())
 
 
 def _in_range(day: str, date_from: str | None) -> bool:
@@ -199,6 +252,13 @@ def _install(out: Path, staging: Path, pending: _Pending, suffix: str) -> tuple[
             final = out / f"date={day}"
             final.mkdir(exist_ok=True)
             replace_durably(staged, final / name)
+    staged = staging / REJECTED
+    if staged.exists():  # absent: moved by an earlier, killed attempt
+        if staged.stat().st_size:
+            replace_durably(staged, out / REJECTED)
+        else:
+            (out / REJECTED).unlink(missing_ok=True)
+            staged.unlink()
     removed = 0
     kept = set(pending.days)
     for folder in sorted(out.glob("date=*")):
@@ -254,8 +314,25 @@ async def sync_followups(
         raise fail("format", f"invalid value {format!r}", ("parquet", "jsonl"))
     check_int("lag_days", lag_days, 0)
     day = sync_day(today)
+    # One run at a time per directory: a second one is refused before it changes anything.
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with FileLock(Path(out) / ".sync", what="sync"):
+        return await _sync(
+            client, Path(out), Path(state), format, lag_days, day, concurrency, progress
+        )
+
+
+async def _sync(
+    client: Sender,
+    out_dir: Path,
+    state_path: Path,
+    format: str,
+    lag_days: int,
+    day: date,
+    concurrency: int,
+    progress: Progress | None,
+) -> SyncReport:
     started = time.monotonic()
-    out_dir, state_path = Path(out), Path(state)
     current = _load(state_path, format)
     staging = out_dir / ".sync"
     resumed = current.pending is not None
@@ -266,10 +343,12 @@ async def sync_followups(
         shutil.rmtree(staging, ignore_errors=True)
         _save(state_path, current)
     pending = current.pending
-    items = requests = 0
+    items = requests = rejected = 0
     if pending.phase == "fetch":
         items, requests = await _fetch(client, staging, pending, concurrency, progress)
-        pending.days = _split(staging / "fetched.jsonl", staging, format)
+        rejects = _Rejects(None if pending.date_from is None else out_dir / REJECTED)
+        pending.days = _split(staging / "fetched.jsonl", staging, format, rejects)
+        rejected = rejects.new
         pending.phase = "install"
         _save(state_path, current)
     written, removed = _install(out_dir, staging, pending, format)
@@ -285,4 +364,5 @@ async def sync_followups(
         partitions_removed=removed,
         resumed=resumed,
         elapsed=time.monotonic() - started,
+        rejected=rejected,
     )

@@ -1,9 +1,10 @@
 """Small helpers that every layer above the models uses: input checks that name the field
-(``_validate``), optional extras imported on demand (``_extras``), and one async-with mixin
-(``_closing``)."""
+(``_validate``), optional extras imported on demand (``_extras``), one async-with mixin
+(``_closing``), and an exclusive lock on an output file (``_lock``)."""
 
 from ._closing import AsyncClosing
 from ._extras import available, missing_extra_class, require
+from ._lock import FileLock
 from ._validate import (
     build_create,
     build_update,
@@ -16,6 +17,7 @@ from ._validate import (
 
 __all__ = [
     "AsyncClosing",
+    "FileLock",
     "available",
     "build_create",
     "build_update",

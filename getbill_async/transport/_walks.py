@@ -12,6 +12,10 @@ so memory stays flat on a million-row export) and an item seen again is skipped;
 keeps going while the server reports more pages than it has read. ``stats`` says what
 happened, including whether ``total`` moved (a deletion can slide an item onto a page already
 read, which only an incremental pass can catch).
+
+Every page is checked against what was asked before its items are handed out (``_pagecheck``:
+the page number echoed, figures that add up, no hole, not a page of repeats): a page that
+fails is asked once more, then the walk raises ``PaginationError`` naming the page.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from .._constants import WALK_REMEMBERED_IDS
 from ..models import Page
 from ..support import AsyncClosing, check_int
 from ._answers import Decodes
+from ._pagecheck import PageCheck
 from ._request import CallStats, Request
 from ._sender import Sender
 
@@ -94,9 +99,13 @@ class PageWalk(AsyncClosing, Generic[T]):
         start_page: int = 1,
         concurrency: int,
         known_ids: Iterable[str] = (),
+        what: str = "walk",
+        total_before: int | None = None,
     ) -> None:
         check_int("concurrency", concurrency)
         self._fetch = fetch
+        self._what = what  # names the request in errors: "GET /followups"
+        self._total_before = total_before  # a resumed walk's total when it began
         self._key = key
         self._start = start_page
         self._concurrency = concurrency
@@ -109,8 +118,15 @@ class PageWalk(AsyncClosing, Generic[T]):
             # The generator gets what it needs, never ``self``: a walk dropped after a
             # ``break`` is freed at once (no reference cycle waits for the cyclic GC), and
             # the generator's finalizer cancels the pages in flight right away.
+            recent = _Recent(
+                self._known, floor_pages=self._concurrency + 2, floor_items=WALK_REMEMBERED_IDS
+            )
+            check = PageCheck(
+                self._what, self._fetch, self.stats.calls, _keys_of(self._key), recent.index
+            )
+            check.first_total = self._total_before
             self._gen = _walk(
-                self._fetch, self._key, self._start, self._concurrency, self._known, self.stats
+                self._fetch, self._key, self._start, self._concurrency, recent, check, self.stats
             )
         return self._gen
 
@@ -127,13 +143,13 @@ async def _walk(
     key: Callable[[T], str],
     number: int,
     concurrency: int,
-    known: set[str],
+    recent: _Recent,
+    check: PageCheck[T],
     stats: WalkStats,
 ) -> AsyncGenerator[Page[T], None]:
     ahead = concurrency - 1
-    recent = _Recent(known, floor_pages=concurrency + 2, floor_items=WALK_REMEMBERED_IDS)
     ahead_tasks: dict[int, asyncio.Task[Page[T]]] = {}
-    page = await fetch(number, stats.calls)
+    page = await check.page(number, await fetch(number, stats.calls))
     stats.total_at_start = page.pagination.total
     last = page.pagination.pages
     scheduled = number
@@ -156,6 +172,7 @@ async def _walk(
                 page = await fetch(number, stats.calls)
             else:
                 page = await task
+            page = await check.page(number, page)
     finally:
         for task in ahead_tasks.values():
             task.cancel()
@@ -208,6 +225,13 @@ class _Recent:
         self.serial += 1
         self.pages.append((self.serial, ids))
         self.index.update(dict.fromkeys(ids, self.serial))
+
+
+def _keys_of(key: Callable[[T], str]) -> Callable[[Page[T]], list[str]]:
+    def keys(page: Page[T]) -> list[str]:
+        return page.ids if isinstance(page, KeyedPage) else list(map(key, page.data))
+
+    return keys
 
 
 def _fresh(page: Page[T], key: Callable[[T], str], recent: _Recent, stats: WalkStats) -> Page[T]:
@@ -280,8 +304,14 @@ def walk_pages(
     start_page: int,
     concurrency: int,
     known_ids: Iterable[str] = (),
+    total_before: int | None = None,
 ) -> PageWalk[T]:
     """A ``PageWalk`` over a list endpoint: ``params`` (checked) with each page's number.
+
+    Each page is checked against what was asked (see ``_pagecheck``): a wrong echo, a hole or
+    a page of repeats is asked once more, then raises ``PaginationError`` naming the page.
+    ``total_before``: a resumed walk's ``total`` when it first began (repeats that its growth
+    explains are allowed).
 
     Walks are bulk work: they run in the bulk lane unless the client's options say otherwise.
     ``template``: the path with placeholders (``/followups/debt/{debt_id}``) that names the
@@ -294,4 +324,12 @@ def walk_pages(
         )
         return await client.send(request, decoder, stats)
 
-    return PageWalk(fetch, key, start_page=start_page, concurrency=concurrency, known_ids=known_ids)
+    return PageWalk(
+        fetch,
+        key,
+        start_page=start_page,
+        concurrency=concurrency,
+        known_ids=known_ids,
+        what=f"GET {path}",
+        total_before=total_before,
+    )
