@@ -47,6 +47,7 @@ from getbill_async import (
     Followup,
     GetBillClient,
     GetBillError,
+    PaginationError,
     RateLimit,
     RetryPolicy,
 )
@@ -112,9 +113,6 @@ LIES += ["zero_pages", "dup_item", "signed_bad"]
 # lands, its cases pass, strict xfail fails them: the cue to take the item out of here.
 WAITING: dict[int, str] = {
     1: "a write's unusable answer (a 3xx, a body over the cap) is not yet ambiguous on main",
-    3: "walks do not yet check the echoed page, nor exports record the page asked",
-    4: "walks do not yet ask an empty or short page again",
-    5: "walks do not yet stop on a page of repeats or a server that ignores page",
     10: "server words that echo a secret are not yet redacted on main",
     11: "an answer's body still shows in traceback locals on main",
     13: "the token answer has no size cap on main yet",
@@ -122,7 +120,7 @@ WAITING: dict[int, str] = {
 }
 _WAITING_LIES = {
     3: ("wrong_echo",),
-    4: ("empty", "hole", "dup_item", "zero_pages"),
+    4: ("empty", "hole", "zero_pages"),
     5: ("repeat", "ignore_page"),
     11: ("signed_bad",),
 }
@@ -509,7 +507,8 @@ def test_a_hostile_server_loses_doubles_hangs_and_leaks_nothing(
 STATIC = Setup(oauth=False, concurrency=1, max_time=None, format="jsonl", walk="items")
 OAUTH = Setup(oauth=True, concurrency=1, max_time=None, format="jsonl", walk="items")
 # Each one shrunk by Hypothesis (or written from its shrunk form), with what main did then,
-# and the issue 19 item whose fix makes it hold.
+# and the issue 19 item whose fix makes it hold (NEW: not one of the twenty; fixed here).
+NEW = 0
 CASES: dict[str, tuple[int, Script, Setup]] = {
     # A create made, then 307: reported as a plain APIError (a rerun would send it again).
     "made-then-redirect": (1, Script(creates={(0, 1): Fault(status=307, commit=True)}), STATIC),
@@ -540,7 +539,7 @@ CASES: dict[str, tuple[int, Script, Setup]] = {
     "ignored-page": (5, Script(items=25, persistent={2: Fault(lie="ignore_page")}), STATIC),
     # Page 2 holds its first item twice (instead of its last) once: the last is lost.
     "item-twice-in-a-page-once": (
-        4,
+        NEW,
         Script(items=25, pages={(2, 1): Fault(lie="dup_item")}),
         STATIC,
     ),
@@ -592,3 +591,20 @@ def test_a_case_the_property_found(
     _, script, setup = CASES[name]
     violations = run_episode(script, setup, tmp_path, caplog)
     assert not violations, "\n".join(violations)
+
+
+# -- what the property found that issue 19 did not list ------------------------------------
+
+
+async def test_a_page_that_holds_an_id_twice_is_asked_again() -> None:
+    # Ten items, one of them twice: the page's last item is missing, as from a short page.
+    once = HostileServer(Script(items=25, pages={(2, 1): Fault(lie="dup_item")}))
+    async with serve(once.app) as base, _client(base, STATIC) as client:
+        ids = [f.id async for f in client.followups.iterate(limit=LIMIT, concurrency=1)]
+    assert ids == [f["id"] for f in once.store]
+    always = HostileServer(Script(items=25, persistent={2: Fault(lie="dup_item")}))
+    async with serve(always.app) as base, _client(base, STATIC) as client:
+        walk = client.followups.iterate(limit=LIMIT, concurrency=1)
+        with pytest.raises(PaginationError, match=r"page 2: 10 items \(9 distinct\), where"):
+            async for _ in walk:
+                pass

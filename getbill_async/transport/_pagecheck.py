@@ -6,8 +6,9 @@ a cache in between) can answer another page than the one asked, leave a hole, or
 
 - its echoed ``pagination.page`` is the page asked;
 - its figures add up (``total`` >= 0, ``limit`` >= 1, ``pages`` = ceil(total / limit));
-- it holds as many items as its own ``total`` and ``limit`` say page *n* holds (a page before
-  the last is full; the last holds the rest), and never more than ``limit``;
+- it holds as many distinct items as its own ``total`` and ``limit`` say page *n* holds (a
+  page before the last is full; the last holds the rest), and never more than ``limit``: an
+  id given twice on one page stands where another item should be;
 - it is not made entirely of items already yielded, unless the growth of ``total`` since the
   walk began explains it (newest-first lists push every item down by one per insert, so an
   item can come back a page later only after a page's worth of inserts).
@@ -35,8 +36,9 @@ T = TypeVar("T")
 log = logging.getLogger(LOGGER_NAME)
 
 
-def _figures(page: Page[T], number: int) -> str | None:
-    """What is wrong with a page's own figures, or None."""
+def _figures(page: Page[T], number: int, distinct: int) -> str | None:
+    """What is wrong with a page's own figures (``distinct``: how many different ids it
+    holds), or None."""
     p = page.pagination
     if p.page != number:
         return f"the answer is for page {p.page}"
@@ -46,11 +48,11 @@ def _figures(page: Page[T], number: int) -> str | None:
     if p.pages not in (pages, max(pages, 1)):
         return f"pagination says {p.pages} pages for total {p.total} at limit {p.limit}"
     expected = min(p.limit, max(0, p.total - (number - 1) * p.limit))
-    if len(page.data) < expected:
-        return (
-            f"{len(page.data)} items, where total {p.total} at limit {p.limit} says "
-            f"the page holds {expected}"
-        )
+    if distinct < expected:
+        held = f"{len(page.data)} items"
+        if distinct < len(page.data):
+            held += f" ({distinct} distinct)"
+        return f"{held}, where total {p.total} at limit {p.limit} says the page holds {expected}"
     if len(page.data) > p.limit:
         return f"{len(page.data)} items, more than its limit {p.limit}"
     return None
@@ -92,7 +94,7 @@ class PageCheck(Generic[T]):
 
     def problem(self, number: int, page: Page[T]) -> str | None:
         """What is wrong with ``page`` as the answer for page ``number``, or None."""
-        reason = _figures(page, number)
+        reason = _figures(page, number, len(set(self.keys(page))))
         if reason is not None or not page.data or not self._all_seen(page):
             return reason
         first = page.pagination.total if self.first_total is None else self.first_total
