@@ -213,16 +213,18 @@ class RedisBudget(AsyncClosing):
         return slot
 
     async def _adopt(self) -> None:
-        """Bring the slots this worker spent on its local share into the shared ledger."""
-        window = float(self.rate_limit.window)
+        """Back from the fallback: bring this worker's local slots into the shared ledger, and
+        hold the other workers' local shares back until they are back too."""
+        window, workers = float(self.rate_limit.window), self.expected_workers
+        hold = self.fallback_retry + self.timeout
         for kind in KINDS:
             left = self._fallback.take_spent(kind, window)
-            if left:
-                try:
-                    await self._ledger.adopt(kind, window, self.lease, left)
-                except BudgetUnavailableError:
-                    self._fallback.keep_spent(kind, left, window)
-                    raise
+            held = (workers - 1) * (self.rate_limit.limit(kind) // workers)
+            try:
+                await self._ledger.adopt(kind, (window, self.lease), left, (held, hold))
+            except BudgetUnavailableError:
+                self._fallback.keep_spent(kind, left, window)
+                raise
 
     async def _acquire_shared(
         self, kind: Kind, lane: Lane, max_wait: float | None, probe: bool
@@ -297,10 +299,10 @@ class RedisBudget(AsyncClosing):
                 self._fallback.spent(kind, window)
                 return
             # Answered after this worker rejoined Redis: it counts there for a window.
-            lease = self.lease
+            times = (window, self.lease)
             doing = f"bringing a local {kind} slot back"
             await self._send_release(
-                doing, lambda: self._ledger.adopt(kind, window, lease, [window])
+                doing, lambda: self._ledger.adopt(kind, times, [window], (0, 0))
             )
             return
         slot_id, _, admitted = slot.token.partition(" ")

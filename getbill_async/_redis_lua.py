@@ -134,6 +134,9 @@ ACQUIRE = (
     _COMMON
     + """
 local limit, window = rules(tonumber(ARGV[1]), tonumber(ARGV[2]))
+-- Workers still on their local share after others rejoined may spend it: held back (ADOPT).
+local held = redis.call('HMGET', server, 'held', 'held_until')
+if (tonumber(held[2]) or 0) > now then limit = math.max(1, limit - tonumber(held[1])) end
 local lease, id, reserve = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6])
 local waiter, poll, cold_lease = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[10])
 local bulk = string.sub(id, 1, 1) == 'b'
@@ -144,6 +147,13 @@ local function admit()
   local used, flying = expire(window, lease)
   local is_cold = cold()
   if is_cold and flying > 0 then
+    -- A cold fleet waits for an answer, but no longer than a probe's lease: requests in flight
+    -- when the ledger went cold (lost, or older) may never answer either.
+    local cap = now + cold_lease
+    local late = redis.call('ZRANGEBYSCORE', inflight, string.format('(%.6f', cap), '+inf')
+    for _, late in ipairs(late) do
+      redis.call('ZADD', inflight, cap, late)
+    end
     local at = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
     return {0, tostring(math.max(0.001, tonumber(at[2]) - now)), 2}
   end
@@ -260,16 +270,24 @@ return {tostring(limit), tostring(window), tostring(used), tostring(flying), tos
 """
 )
 
-# ARGV: window, lease, id prefix, then the seconds until each slot frees, then the generation
-# the worker saw last. A worker back from its local fallback brings the slots it spent there
-# (they may still be in the server's window). Returns {1, generation}.
+# ARGV: window, lease, id prefix, held, hold, then the seconds until each slot frees, then
+# the generation the worker saw last. A worker back from its local fallback brings the slots it
+# spent there (they may still be in the server's window), and holds `held` slots back from
+# ACQUIRE for `hold` seconds: the shares of the workers still on their local fallback, which
+# the ledger cannot see until they rejoin too (each tries Redis again within that time).
+# Returns {1, generation}.
 ADOPT = (
     _COMMON
     + """
 local window, lease, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local held, hold = tonumber(ARGV[4]), tonumber(ARGV[5])
 local gen = check(tonumber(ARGV[#ARGV]))
-for i = 4, #ARGV - 1 do
+for i = 6, #ARGV - 1 do
   redis.call('ZADD', slots, now + math.min(tonumber(ARGV[i]), window), prefix .. ':' .. i)
+end
+if held > 0 then
+  local until_ = math.max(now + hold, tonumber(redis.call('HGET', server, 'held_until')) or 0)
+  redis.call('HSET', server, 'held', held, 'held_until', string.format('%.6f', until_))
 end
 return {1, tostring(seal(gen, window, lease))}
 """

@@ -81,11 +81,20 @@ class Scripts:
         gens[kind] = max(gens[kind], int(text(answer[-1])))
         return answer
 
-    async def adopt(self, kind: Kind, window: float, lease: float, seconds: list[float]) -> None:
-        """Count slots spent outside the ledger, freeing in ``seconds`` each.
+    async def adopt(
+        self, kind: Kind, rules: tuple[float, float], seconds: list[float], held: tuple[int, float]
+    ) -> None:
+        """Count slots spent outside the ledger, and hold the others' local shares back.
+
+        Args:
+            kind: ``"read"`` or ``"write"``.
+            rules: The window and the lease.
+            seconds: Until each slot spent outside frees.
+            held: Slots to hold back from admission, and for how many seconds.
 
         Raises:
             BudgetUnavailableError: Redis failed.
         """
-        args: list[str | float] = [window, lease, "u" + uuid.uuid4().hex, *seconds]
+        window, lease = rules
+        args: list[str | float] = [window, lease, "u" + uuid.uuid4().hex, *held, *seconds]
         await self.run(ADOPTING, kind, args, f"bringing local {kind} slots back")
