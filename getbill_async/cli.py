@@ -47,10 +47,23 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
         help="if Redis is unreachable, go on with a local share of the budget",
     )
     group.add_argument(
+        "--expected-workers",
+        type=_workers,
+        default=4,
+        metavar="N",
+        help="with --redis-fallback, the fleet's size: each worker falls back to 1/N (4)",
+    )
+    group.add_argument(
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight"
     )
     group.add_argument("--no-progress", action="store_true", help="no progress output")
     group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _workers(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def budget_key() -> str:
@@ -78,6 +91,7 @@ def _budget(args: argparse.Namespace) -> RateLimit | Budget:
         args.redis,
         rate,
         fallback=args.redis_fallback,
+        expected_workers=args.expected_workers,
         key=budget_key(),
         cluster=args.redis_cluster,
     )
