@@ -20,20 +20,16 @@ in case a message was lost).
     async with budget, GetBillClient(token, rate_limit=budget) as client:
         ...
 
-Keys, per class: ``{<key>}:<class>:slots``, ``:inflight``, ``:pause``, ``:pace``, ``:server``,
-``:waiting`` and the channel ``:freed`` (see ``_redis_lua``); the hash tag keeps one budget in
-one slot of a Redis Cluster. Each key expires on its own once the fleet has been idle for a
-window and two leases. Redis's clock must run at the server's rate (any NTP-disciplined host
-does); only a step *forward* of the Redis host's clock could free slots early.
+The keys are ``_redis_scripts``'s. Redis's clock must run at the server's rate (any
+NTP-disciplined host does); only a step *forward* of the Redis host's clock could free slots
+early.
 
 Redis restarted, or failed over to an empty replica: the ledger is gone, and with it what the
 server had counted. Until an answer is seen again, the scripts admit one request per class at a
-time across the fleet (the cold start), so the first answer's headers rebuild the count. A
-ledger that lost part of its keys (eviction) or went back in time (a failover to a lagging
-replica) is cold too: the scripts keep a generation, which each worker mirrors. The cold probe
-holds its slot for ``cold_lease`` at most, so a lost or dead probe does not freeze the fleet.
-A restart shorter than ``timeout`` is ridden out (see ``_redis_calls``), and a release that
-failed is sent again once Redis answers.
+time across the fleet (the cold start), so the first answer's headers rebuild the count; so
+too after eviction or a failover to a lagging replica (see ``_redis_lua``). The cold probe holds
+its slot for ``cold_lease`` at most. A restart shorter than ``timeout`` is ridden out, and a
+release that failed is sent again once Redis answers (see ``_redis_calls``).
 """
 
 from __future__ import annotations
@@ -44,7 +40,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 try:
@@ -301,7 +297,7 @@ class RedisBudget(AsyncClosing):
             # Answered after this worker rejoined Redis: it counts there for a window.
             times = (window, self.lease)
             doing = f"bringing a local {kind} slot back"
-            await self._send_release(
+            await self._pending.send(
                 doing, lambda: self._ledger.adopt(kind, times, [window], (0, 0))
             )
             return
@@ -310,15 +306,7 @@ class RedisBudget(AsyncClosing):
         rules = (limit, window, self.lease)
         args = release_args(slot_id, admitted, outcome, rules, self._ledger.channel(kind))
         doing = f"releasing a {kind} slot"
-        await self._send_release(doing, lambda: self._ledger.run(RELEASING, kind, args, doing))
-
-    async def _send_release(self, doing: str, call: Callable[[], Awaitable[object]]) -> None:
-        try:
-            await call()
-        except BudgetUnavailableError as exc:
-            if not len(self._pending):
-                log.warning("%s; sent again once Redis answers", exc)
-            self._pending.add(doing, call)
+        await self._pending.send(doing, lambda: self._ledger.run(RELEASING, kind, args, doing))
 
     def _forget(self, kind: Kind, token: str) -> None:
         self._background(self.release(Slot(kind, 0.0, token), Outcome(sent=False)))

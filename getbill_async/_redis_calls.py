@@ -112,6 +112,16 @@ class PendingReleases:
     def __len__(self) -> int:
         return len(self._queue)
 
+    async def send(self, doing: str, call: Callable[[], Awaitable[object]]) -> None:
+        """Make one release now (``call``); queue it when Redis fails (a WARNING the first
+        time in a row). Never raises ``BudgetUnavailableError``."""
+        try:
+            await call()
+        except BudgetUnavailableError as exc:
+            if not self._queue:
+                log.warning("%s; sent again once Redis answers", exc)
+            self.add(doing, call)
+
     def add(self, doing: str, call: Callable[[], Awaitable[object]]) -> None:
         """Queue one release (``call`` makes it) and make sure someone tries it again."""
         if len(self._queue) == self._queue.maxlen:

@@ -1,5 +1,10 @@
 """One budget's keys and scripts in Redis, run through one bounded caller: ``Scripts``.
 
+Keys, per class: ``{<key>}:<class>:slots``, ``:inflight``, ``:pause``, ``:pace``, ``:server``,
+``:waiting`` and the channel ``:freed`` (see ``_redis_lua``); the hash tag keeps one budget in
+one slot of a Redis Cluster. Each key expires on its own once the fleet has been idle for a
+window and two leases.
+
 Every script takes the generation the worker saw last and answers with the one it sealed (see
 ``_redis_lua``); ``Scripts`` keeps that mirror per class, so a ledger that went back in time is
 cold for the next script that runs. Before the first script it reads the eviction policy once

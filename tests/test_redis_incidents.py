@@ -22,6 +22,7 @@ from getbill_async import (
     RateLimit,
     RedisBudget,
 )
+from getbill_async._cli_budget import rows
 from getbill_async.sandbox import STATIC_CLIENT, Sandbox
 from tests.helpers import max_in_window
 from tests.redis_fixtures import RedisServer
@@ -279,6 +280,8 @@ async def test_a_lost_cold_probe_holds_the_fleet_for_its_own_short_lease(
         status = (await survivor.status()).reads
         assert status.cold and status.in_flight == 1
         assert 0.5 < status.next_slot_in <= 1.0  # until the probe's lease ends, not "0.0s"
+        row = rows(await survivor.status())[0]  # what `getbill budget` shows
+        assert row[5] == "cold, waiting for the first answer"
         with pytest.raises(
             BudgetExhaustedError,
             match=r"read budget exhausted: cold, waiting for the first answer, over max_wait",
