@@ -306,7 +306,6 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
         expected_workers=config["workers"],
         timeout=config.get("redis_timeout", 1.0),
         fallback_retry=config.get("fallback_retry", 30.0),
-        **({"accept_eviction": True} if config.get("accept_eviction") else {}),
     )
     retry = RetryPolicy(base=0.05, cap=0.5, max_time=20.0)
     async with (
