@@ -113,8 +113,12 @@ class PendingReleases:
         return len(self._queue)
 
     async def send(self, doing: str, call: Callable[[], Awaitable[object]]) -> None:
-        """Make one release now (``call``); queue it when Redis fails (a WARNING the first
-        time in a row). Never raises ``BudgetUnavailableError``."""
+        """Make one release now; queue it when Redis fails (a WARNING the first time in a row).
+
+        Args:
+            doing: What the release does, for messages.
+            call: Makes the release; raises ``BudgetUnavailableError`` when Redis fails.
+        """
         try:
             await call()
         except BudgetUnavailableError as exc:
@@ -123,7 +127,12 @@ class PendingReleases:
             self.add(doing, call)
 
     def add(self, doing: str, call: Callable[[], Awaitable[object]]) -> None:
-        """Queue one release (``call`` makes it) and make sure someone tries it again."""
+        """Queue one release and make sure a task tries it again.
+
+        Args:
+            doing: What the release does, for messages.
+            call: Makes the release; raises ``BudgetUnavailableError`` when Redis fails.
+        """
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
         self._queue.append((time.monotonic() + self._keep_for, doing, call))
@@ -131,7 +140,11 @@ class PendingReleases:
             self._task = asyncio.ensure_future(self._drain())
 
     async def flush(self) -> bool:
-        """Try every queued release once, in order; whether the queue is empty now."""
+        """Try every queued release once, in order, until one fails.
+
+        Returns:
+            Whether the queue is empty now.
+        """
         while self._queue:
             until, doing, call = self._queue[0]
             if time.monotonic() > until:
@@ -152,7 +165,11 @@ class PendingReleases:
             pause = min(1.0, pause * 2)
 
     async def aclose(self, timeout: float) -> None:
-        """One last try, within ``timeout``; what is left is dropped, with a WARNING."""
+        """One last try, within ``timeout``; what is left is dropped, with a WARNING.
+
+        Args:
+            timeout: Seconds for the last try.
+        """
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

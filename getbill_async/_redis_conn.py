@@ -37,6 +37,12 @@ def hash_tag(key: str) -> str | None:
 
     Redis's own rule: the first ``{``, then the first ``}`` after it, and a tag that is not
     empty. ``a{}b}`` has none (its first tag is empty, a later ``}`` does not count).
+
+    Args:
+        key: A Redis key.
+
+    Returns:
+        The tag, or None when Redis hashes the whole key.
     """
     start = key.find("{")
     if start == -1:

@@ -28,6 +28,8 @@ log = logging.getLogger(LOGGER_NAME)
 
 
 class Fallback:
+    """One budget's local share, when to try Redis again, and what was spent meanwhile."""
+
     __slots__ = ("local", "workers", "retry", "_until", "_probing", "_spent")
 
     def __init__(self, rate: RateLimit, workers: int, retry: float) -> None:
