@@ -232,8 +232,7 @@ class Pipeline:
             if not cut_by_deadline:
                 raise
             raise APITimeoutError(
-                f"{request.describe()}: RetryPolicy.max_time would pass while waiting "
-                f"{exc.retry_in:.1f}s for a {exc.kind} budget slot"
+                f"{request.describe()}: RetryPolicy.max_time would pass while waiting {exc.waiting}"
             ) from exc
         for stats in call.counters:
             stats.requests += 1
