@@ -194,7 +194,8 @@ async def test_api_redirects_are_not_followed(
         async with GetBillClient(TOKEN, base_url=root + "/v1", retry=FAST) as client:
             with pytest.raises(APIError, match=f"GET /followups: {status} redirected to ") as err:
                 await client.followups.list()
-            with pytest.raises(APIError, match="redirects are not followed"):
+            # A redirect answering a write leaves its outcome unknown (issue 19, item 1).
+            with pytest.raises(AmbiguousWriteError, match="redirects are not followed"):
                 await client.followups.create(debt_id="d", type="sms")
     assert seen == []
     assert f"hidden{status}" not in str(err.value) and "X-Amz-Signature=[REDACTED]" in str(

@@ -7,7 +7,7 @@ Protocol that ``GetBillClient`` satisfies.
 """
 
 from ._answers import Decodes
-from ._auth import ClientCredentials, OAuthTokenSource, TokenSource, token_source
+from ._auth import ClientCredentials, OAuthTokenSource, TokenSource, check_token, token_source
 from ._pipeline import Pipeline
 from ._request import (
     SENT,
@@ -16,6 +16,8 @@ from ._request import (
     Request,
     SentAwareRequest,
     SentRecord,
+    default_max_wait,
+    lane_of,
 )
 from ._retry import RetryPolicy
 from ._sender import Sender
@@ -41,6 +43,9 @@ __all__ = [
     "SentRecord",
     "TokenSource",
     "WalkStats",
+    "check_token",
+    "default_max_wait",
+    "lane_of",
     "token_source",
     "walk_pages",
 ]
