@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 import time
@@ -24,9 +25,12 @@ from getbill_async import (
     DecodeError,
     GetBillClient,
     GetBillError,
+    LocalBudget,
+    RateLimit,
     RetryPolicy,
     ServerError,
 )
+from getbill_async.transport import Request, default_max_wait, lane_of
 
 from .loopback import serve
 
@@ -165,6 +169,8 @@ async def echoing() -> AsyncIterator[str]:
 
     async def api(request: web.Request) -> web.Response:
         bearer = request.headers.get("Authorization", "")
+        if request.query.get("page") == "3":  # a proxy's page, echoing the request
+            return web.Response(text=f"<html>you sent {bearer}</html>", content_type="text/html")
         if request.query.get("page") == "2":
             said = {"error": True, "message": f"overloaded: {bearer}"}
             return web.json_response(said, status=503)
@@ -191,6 +197,9 @@ async def test_secrets_echoed_by_a_server_are_redacted(
         with pytest.raises(ServerError) as failed:
             await client.followups.list(page=2)
         errors.append(failed.value)
+        with pytest.raises(DecodeError) as proxied:
+            await client.followups.list(page=3)
+        errors.append(proxied.value)
     creds = ClientCredentials("id", SECRET, token_url=echoing + "/token")
     async with GetBillClient(creds, base_url=echoing + "/v1", retry=FAST) as client:
         with pytest.raises(AuthenticationError) as token_refused:
@@ -313,3 +322,19 @@ async def test_close_during_a_walk_is_a_clear_sdk_error() -> None:
         await client.close()
         with pytest.raises(ConfigurationError, match="client was closed"):
             await task
+
+
+def test_one_rule_puts_a_call_in_its_lane() -> None:
+    walk, single = Request("GET", "/followups", bulk=True), Request("GET", "/followups")
+    assert (lane_of(walk, None), lane_of(single, None)) == ("bulk", "interactive")
+    assert (lane_of(walk, "interactive"), lane_of(single, "bulk")) == ("interactive", "bulk")
+
+
+def test_max_wait_has_one_meaning_and_one_default() -> None:
+    capped = GetBillClient(TOKEN, rate_limit=RateLimit(max_wait=5))
+    uncapped = GetBillClient(TOKEN)
+    assert capped._options.max_wait == 5.0 and uncapped._options.max_wait == math.inf
+    assert capped.with_options(max_wait=None)._options.max_wait == math.inf
+    assert default_max_wait(LocalBudget(RateLimit(max_wait=2))) == 2.0
+    with pytest.raises(ConfigurationError, match="max_wait must be a number of seconds >= 0"):
+        capped.with_options(max_wait=math.nan)

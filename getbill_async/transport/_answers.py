@@ -8,13 +8,13 @@ server's words (a server may echo a secret it was sent).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import msgspec
 
-from .._redact import redact, redact_url
+from .._redact import REDACTED, redact, redact_url
 from ..errors import (
     AmbiguousWriteError,
     APIError,
@@ -85,6 +85,15 @@ _BY_STATUS: dict[int, type[APIError]] = {
 
 def _raw(body: Body | bytes) -> bytes:
     return body.data if isinstance(body, Body) else body
+
+
+def _start(body: Body | bytes, secrets: tuple[str, ...]) -> bytes:
+    """The first bytes of ``body``, for an error message, with the client's secrets out."""
+    start = _raw(body)[:120]
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            start = start.replace(secret.encode(), REDACTED.encode())
+    return start
 
 
 def _envelope(body: Body | bytes) -> tuple[str | None, int | str | None, dict[str, Any] | None]:
@@ -215,6 +224,7 @@ def decode(
     headers: Mapping[str, str],
     body: Body | bytes,
     decoder: Decodes[T],
+    secrets: Callable[[], tuple[str, ...]] = tuple,
 ) -> T:
     """The decoded answer; a body that is not the documented JSON is retried (reads) or makes
     the write ambiguous.
@@ -225,6 +235,8 @@ def decode(
         headers: the answer's headers.
         body: the answer's body.
         decoder: what turns it into its type.
+        secrets: the client's secrets (``TokenSource.secrets``), asked only when the body is
+            refused: its start, shown in the error, is redacted with them.
 
     Returns:
         The decoded answer.
@@ -239,7 +251,7 @@ def decode(
             raise DecodeError(
                 f"{request.describe()}: expected JSON, got {content_type or 'no content type'}",
                 status=status,
-                body=_raw(body)[:120],
+                body=_start(body, secrets()),
             )
         try:
             return decoder.decode(_raw(body))
@@ -247,7 +259,7 @@ def decode(
             raise DecodeError(
                 f"{request.describe()}: answer is not the documented JSON ({exc})",
                 status=status,
-                body=_raw(body)[:120],
+                body=_start(body, secrets()),
             ) from None
     except DecodeError as exc:
         if request.kind == "read":

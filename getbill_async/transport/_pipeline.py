@@ -299,4 +299,4 @@ class Pipeline(Wire):
             if request.kind == "write":
                 raise unusable_for_write(request, error_answer) or error_answer
             raise error_answer
-        return decode(request, status, headers, body, decoder)
+        return decode(request, status, headers, body, decoder, self.auth.secrets)
