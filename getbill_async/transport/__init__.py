@@ -1,6 +1,7 @@
 """How a request travels: the request and its options (``_request``), auth (``_auth``), retry
-decisions (``_retry``), what an answer means (``_answers``), the one pipeline that runs them
-(``_pipeline``), and the page walks built on it (``_walks``).
+decisions (``_retry``), what an answer means (``_answers``), one try on the wire
+(``_exchange``), the one pipeline that runs them (``_pipeline``), and the page walks built on
+it (``_walks``).
 
 Nothing here imports the client: code below the client sees it through ``Sender``, a small
 Protocol that ``GetBillClient`` satisfies.
