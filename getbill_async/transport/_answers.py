@@ -213,7 +213,7 @@ def unusable_for_write(request: Request, error: GetBillError) -> AmbiguousWriteE
         The ``AmbiguousWriteError`` to raise, or None when ``error`` is a clear refusal.
     """
     status = getattr(error, "status", None)
-    if isinstance(status, int) and 400 <= status < 500 and not isinstance(error, DecodeError):
+    if isinstance(status, int) and 400 <= status < 500:
         return None
     return ambiguous(request, error)
 
