@@ -44,9 +44,10 @@ class RetryPolicy:
     """How the pipeline retries: exponential backoff with full jitter.
 
     ``max_tries`` bounds the tries of one call (1: never retry); ``max_time`` bounds its
-    seconds, budget waits included (``None``: no bound but ``max_tries``); the n-th wait is
-    drawn from ``[0, min(cap, base * 2**n)]``. ``reconcile``: after an ambiguous create that
-    carries a ``call_id``, look for it among the debt's followups before trying again.
+    seconds: budget waits, tries, pauses, a token refresh and reconcile lookups (``None``: no
+    bound but ``max_tries``); the n-th wait is drawn from ``[0, min(cap, base * 2**n)]``.
+    ``reconcile``: after an ambiguous create that carries a ``call_id``, look for it among the
+    debt's followups before trying again.
     """
 
     max_tries: int = 8
