@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _baselines import bare_page_type, pydantic_page_model  # noqa: E402
 from _common import median, table, write_json  # noqa: E402
 
-from getbill_async.resources.followups import _page_decoder  # noqa: E402
+from getbill_async.resources._reads import _page_decoder  # noqa: E402
 from getbill_async.sandbox import Sandbox  # noqa: E402
 
 SDK = "getbill-async (Page[Followup])"

@@ -2,7 +2,8 @@
 
 ```
 GetBillError
- ├── ConfigurationError          no credentials, a bad base URL: nothing was sent
+ ├── ConfigurationError          a bad setting (credentials, base URL, RateLimit, RetryPolicy):
+ │                               nothing was sent; also a ValueError
  ├── APIError                    the server answered with an error status
  │    ├── AuthenticationError    401
  │    ├── PermissionDeniedError  403 (a missing scope)
@@ -55,8 +56,13 @@ class GetBillError(Exception):
     """Base of every error the SDK raises."""
 
 
-class ConfigurationError(GetBillError):
-    """The client is set up wrong (no credentials, an insecure base URL...)."""
+class ConfigurationError(GetBillError, ValueError):
+    """A setting is wrong: no credentials, an insecure base URL, a ``RateLimit`` or
+    ``RetryPolicy`` out of range. Nothing was sent.
+
+    It is a ``ValueError`` too, so code that caught the ``ValueError`` these settings raised
+    before keeps working.
+    """
 
 
 class APIError(GetBillError):

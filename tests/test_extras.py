@@ -19,7 +19,7 @@ from getbill_async import MissingExtraError
 from getbill_async.support import available, require
 
 #: Every optional dependency of the package, by its top-level module.
-OPTIONAL = ("redis", "rich", "uvloop", "pyarrow", "opentelemetry")
+OPTIONAL = ("redis", "rich", "uvloop", "pyarrow", "opentelemetry", "dlt", "duckdb")
 
 BLOCKER = f"""
 import sys

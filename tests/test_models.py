@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from getbill_async import CallDirection, Followup, FollowupStatus, FollowupType, Page
-from getbill_async.resources.followups import _page_decoder
+from getbill_async.resources._reads import _page_decoder
 
 DOCS = Path(__file__).resolve().parents[2] / "shared" / "api-docs" / "list-followups.txt"
 UTC = timezone.utc

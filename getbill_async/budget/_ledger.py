@@ -67,6 +67,7 @@ class Ledger:
         "_pacer",
         "_queued",
         "_cold",
+        "_warned",
     )
 
     def __init__(self, kind: Kind, rate: RateLimit, clock: Clock) -> None:
@@ -86,6 +87,7 @@ class Ledger:
         self._pacer = AsyncLimiter(1, self.window / self.limit) if rate.pace else None
         self._queued: dict[str, int] = dict.fromkeys(LANES, 0)  # tasks in the slow path
         self._cold = True
+        self._warned: set[str] = set()  # headers already warned about as out of range
 
     def in_flight(self) -> int:
         return self._flying["interactive"] + self._flying["bulk"]
@@ -228,17 +230,30 @@ class Ledger:
             frees.extend([free_at] * count)
             self._takers.extend([taker] * count)
 
-    def _learn_rules(self, limit: int | None, window: float | None) -> None:
+    def _learn_rules(self, now: float, limit: int | None, window: float | None) -> None:
         if limit is not None and 0 < limit < self.limit:
             self.limit = limit  # the plan is smaller than configured
-        if window is not None and window > self.window:
-            self.window = window
+        if window is None or window == self.window:
+            return
+        if window < self.window:
+            # The server's latest word, not its largest: a window once misread (2000 meant as
+            # milliseconds) must not hold slots for hours once the server says 2. Every slot
+            # counted so far was taken by now, so it frees by ``now + window`` at the latest
+            # (a bound that keeps the order, and never frees one before the server does).
+            latest = now + window
+            self._frees = deque(min(free_at, latest) for free_at in self._frees)
+        self.window = window  # a longer one holds the slots counted from now on
+
+    def _parse(
+        self, headers: Mapping[str, str] | None
+    ) -> tuple[int | None, int | None, float | None]:
+        return parse_headers(headers, warned=self._warned, wall=self._clock.wall())
 
     def _believe_server(
         self, now: float, headers: Mapping[str, str] | None, taken_at: float
     ) -> None:
-        limit, remaining, window = parse_headers(headers)
-        self._learn_rules(limit, window)
+        limit, remaining, window = self._parse(headers)
+        self._learn_rules(now, limit, window)
         if remaining is None:
             return
         self._expire(now)
@@ -257,8 +272,8 @@ class Ledger:
             self._take(now, unseen, _OTHER)
 
     def _on_429(self, now: float, outcome: Outcome) -> None:
-        limit, _, window = parse_headers(outcome.headers)
-        self._learn_rules(limit, window)
+        limit, _, window = self._parse(outcome.headers)
+        self._learn_rules(now, limit, window)
         wait = outcome.retry_after
         if wait is None:
             wait = self.window / self.limit

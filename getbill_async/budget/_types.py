@@ -5,13 +5,15 @@ for (a class and a lane), what comes back (an outcome), the rules both ledgers a
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from .._constants import DEFAULT_READS, DEFAULT_WINDOW, DEFAULT_WRITES
+from .._constants import DEFAULT_READS, DEFAULT_WINDOW, DEFAULT_WRITES, LOGGER_NAME
+from ..errors import ConfigurationError
 
 __all__ = [
     "Budget",
@@ -21,6 +23,7 @@ __all__ = [
     "Kind",
     "LANES",
     "Lane",
+    "MAX_HEADER_SECONDS",
     "MonotonicClock",
     "Outcome",
     "RateLimit",
@@ -63,18 +66,27 @@ class RateLimit:
         for name in ("reads", "writes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"RateLimit.{name} must be an integer >= 1, got {value!r}")
-        if not self.window > 0:
-            raise ValueError(f"RateLimit.window must be > 0 seconds, got {self.window!r}")
-        if self.max_wait is not None and self.max_wait < 0:
-            raise ValueError(f"RateLimit.max_wait must be >= 0 or None, got {self.max_wait!r}")
+                raise ConfigurationError(f"RateLimit.{name} must be an integer >= 1, got {value!r}")
+        window = self.window
+        if isinstance(window, bool) or not isinstance(window, (int, float)):
+            raise ConfigurationError(
+                f"RateLimit.window must be a number of seconds, got {window!r}"
+            )
+        if not (window > 0 and math.isfinite(window)):
+            raise ConfigurationError(
+                f"RateLimit.window must be > 0 seconds and finite, got {window!r}"
+            )
+        if self.max_wait is not None and not self.max_wait >= 0:
+            raise ConfigurationError(
+                f"RateLimit.max_wait must be >= 0 or None, got {self.max_wait!r}"
+            )
         reserve = self.reserve
         if (
             isinstance(reserve, bool)
             or not isinstance(reserve, (int, float))
             or not 0 <= reserve < 1
         ):
-            raise ValueError(
+            raise ConfigurationError(
                 "RateLimit.reserve must be a number >= 0 and < 1 (the share of each limit "
                 f"kept for interactive calls), got {reserve!r}"
             )
@@ -92,7 +104,7 @@ def bulk_cap(limit: int, reserve: float) -> int:
 
 def check_lane(lane: str) -> None:
     if lane not in LANES:
-        raise ValueError(f"lane must be 'interactive' or 'bulk', got {lane!r}")
+        raise ConfigurationError(f"lane must be 'interactive' or 'bulk', got {lane!r}")
 
 
 class Clock(Protocol):
@@ -209,15 +221,56 @@ class Budget(Protocol):
         ...
 
 
-def parse_headers(headers: Mapping[str, str] | None) -> tuple[int | None, int | None, float | None]:
-    """``(limit, remaining, window)`` from the ``X-RateLimit-*`` headers, where present."""
+#: The widest sane span of the ``X-RateLimit-*`` times: a window over a day, or a Reset more than
+#: a day away, is a unit mistake (milliseconds) or a broken proxy, and believing it could
+#: freeze the budget for good.
+MAX_HEADER_SECONDS = 86_400.0
+#: The largest count believed in ``X-RateLimit-Limit`` / ``-Remaining``.
+_MAX_COUNT = 1e9
+#: Each header's sane range (low, high, whether ``low`` itself is allowed), and its words.
+_RANGES: dict[str, tuple[float, float, bool, str]] = {
+    "X-RateLimit-Limit": (0.0, _MAX_COUNT, True, "a count from 0 to 10^9"),
+    "X-RateLimit-Remaining": (0.0, _MAX_COUNT, True, "a count from 0 to 10^9"),
+    "X-RateLimit-Window": (0.0, MAX_HEADER_SECONDS, False, "seconds, > 0 and <= 86400"),
+    "X-RateLimit-Reset": (
+        -MAX_HEADER_SECONDS,
+        MAX_HEADER_SECONDS,
+        True,
+        "a Unix time within a day of now",
+    ),
+}
+log = logging.getLogger(LOGGER_NAME)
+
+
+def parse_headers(
+    headers: Mapping[str, str] | None,
+    *,
+    warned: set[str] | None = None,
+    wall: float | None = None,
+) -> tuple[int | None, int | None, float | None]:
+    """``(limit, remaining, window)`` from the ``X-RateLimit-*`` headers, where present and sane.
+
+    A value outside its sane range (not a number, negative, not finite, a window over a day, a
+    count over 10^9) is left out, as if the header were absent.
+
+    Args:
+        headers: an answer's headers (``None``: no answer).
+        warned: the headers already warned about; a value left out is logged as a warning
+            once per header name, which is then added here (``None``: no warning).
+        wall: the wall clock now, to check ``X-RateLimit-Reset`` (``None``: not checked; it
+            is never returned, only warned about when more than a day away).
+
+    Returns:
+        The limit, the remaining count and the window, each ``None`` where absent or insane.
+    """
     if not headers:
         return None, None, None
     limit, remaining, window = (
-        _header_number(headers, "X-RateLimit-Limit"),
-        _header_number(headers, "X-RateLimit-Remaining"),
-        _header_number(headers, "X-RateLimit-Window"),
+        _header_number(headers, name, warned)
+        for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Window")
     )
+    if wall is not None and warned is not None:
+        _header_number(headers, "X-RateLimit-Reset", warned, offset=wall)
     return (
         int(limit) if limit is not None else None,
         int(remaining) if remaining is not None else None,
@@ -225,15 +278,30 @@ def parse_headers(headers: Mapping[str, str] | None) -> tuple[int | None, int | 
     )
 
 
-def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+def _header_number(
+    headers: Mapping[str, str], name: str, warned: set[str] | None, offset: float = 0.0
+) -> float | None:
     raw = headers.get(name)
     if raw is None:
         return None
+    low, high, closed, words = _RANGES[name]
     try:
         value = float(raw)
     except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
+        value = math.nan
+    shifted = value - offset
+    above = low <= shifted if closed else low < shifted
+    if math.isfinite(value) and above and shifted <= high:
+        return value
+    if warned is not None and name not in warned:
+        warned.add(name)
+        log.warning(
+            "ignoring %s: %.40r is not %s (warned once; later values are checked quietly)",
+            name,
+            raw,
+            words,
+        )
+    return None
 
 
 def ends_cold_start(outcome: Outcome) -> bool:

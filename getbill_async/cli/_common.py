@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 
 from .._client import GetBillClient
@@ -21,9 +22,20 @@ from .._constants import (
     DEFAULT_WRITES,
 )
 from ..budget import Budget, RateLimit
+from ..errors import ConfigurationError
 from ..support import require
 
-__all__ = ["add_budget_options", "add_client_options", "budget_key", "make_budget", "make_client"]
+__all__ = [
+    "add_budget_options",
+    "add_client_options",
+    "budget_key",
+    "check_flags",
+    "make_budget",
+    "make_client",
+]
+
+#: The integer flags that count something and must be at least 1.
+_COUNTS = ("reads", "writes", "concurrency")
 
 
 def add_budget_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -81,6 +93,30 @@ def budget_key() -> str:
         return f"getbill:{client_id}"
     token = os.environ.get("GETBILL_TOKEN", "")
     return "getbill:token-" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Check the budget and work flags of any command, before anything is read or sent.
+
+    Args:
+        args: the parsed flags; those a command does not have are skipped.
+
+    Raises:
+        ConfigurationError: a flag is out of range; the message names it and what it allows.
+    """
+    for name in _COUNTS:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConfigurationError(f"--{name} must be an integer >= 1, got {value}")
+    window = getattr(args, "window", None)
+    if window is not None and not (math.isfinite(window) and window > 0):
+        raise ConfigurationError(f"--window must be a finite number of seconds > 0, got {window}")
+    reserve = getattr(args, "reserve", None)
+    if reserve is not None and not 0 <= reserve < 1:
+        raise ConfigurationError(
+            f"--reserve must be a number >= 0 and < 1 (the share kept for interactive calls), "
+            f"got {reserve}"
+        )
 
 
 def rate_limit(args: argparse.Namespace) -> RateLimit:

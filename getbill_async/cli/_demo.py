@@ -18,7 +18,7 @@ from pathlib import Path
 from .._client import GetBillClient
 from .._constants import DEFAULT_CONCURRENCY
 from ..export import ExportOptions, export_followups, make_progress
-from ._log import run_log
+from ._log import LogOptions, run_log
 
 __all__ = ["add_arguments", "run_demo"]
 
@@ -82,14 +82,8 @@ async def run_demo(args: argparse.Namespace) -> int:
                 f"the sandbox holds {expected:,})"
             )
             results.unlink(missing_ok=True)
-            log_args = argparse.Namespace(
-                input=str(calls),
-                results=str(results),
-                resume=False,
-                skip_invalid=False,
-                concurrency=args.concurrency,
-            )
-            code = await run_log(log_args, client)
+            log = LogOptions(input=calls, results=results, concurrency=args.concurrency)
+            code = await run_log(log, client)
             budget = await client.budget_status()
         print(
             f"budget used this hour: {budget.reads.used} of {budget.reads.limit} reads, "

@@ -10,6 +10,9 @@ SIGINT or SIGTERM: no new row is started, the creates in flight get ``--grace`` 
 finish and their outcomes are written; the summary says what was left undone and the exit
 status is 130 (SIGINT) or 143 (SIGTERM). A second signal stops at once: what was in flight is
 written as ambiguous (sent) or not sent.
+
+The results file belongs to one input (``_log_journal`` records its digest) and to one run at
+a time (it is locked while the run holds it); it is never the input itself.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections import Counter
@@ -26,13 +30,14 @@ from typing import TYPE_CHECKING
 
 from ..bulk import CreateBatch, CreateResult
 from ..errors import AmbiguousWriteError, GetBillError, WriteNotSentError
-from ._log_journal import Journal, JournalState, RowResult, load
-from ._log_rows import Row, read_rows
+from ._log_journal import Journal, JournalMismatch, JournalState, RowResult, load
+from ._log_options import LogOptions
+from ._log_rows import InputError, Row, file_digest, print_bad, read_rows
 
 if TYPE_CHECKING:
     from .._client import GetBillClient
 
-__all__ = ["add_arguments", "read_rows", "run_log"]
+__all__ = ["LogOptions", "add_arguments", "read_rows", "run_log"]
 
 _EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -132,7 +137,12 @@ async def _settle(
                     continue
                 journal.write(
                     RowResult(
-                        at, "created", id=followup.id, call_id=match, reason="found by call_id"
+                        at,
+                        "created",
+                        id=followup.id,
+                        call_id=match,
+                        debt_id=debt_id,
+                        reason="found by call_id",
                     )
                 )
                 state.created.add(at)
@@ -141,9 +151,11 @@ async def _settle(
 
 
 def _outcome(row: Row, result: CreateResult) -> RowResult:
-    call_id = row.item.call_id if row.item is not None else None
+    debt_id, call_id = row.key
     if result.followup is not None:
-        return RowResult(row.line, "created", id=result.followup.id, call_id=call_id)
+        return RowResult(
+            row.line, "created", id=result.followup.id, call_id=call_id, debt_id=debt_id
+        )
     error: GetBillError | None = result.error
     if isinstance(error, AmbiguousWriteError):
         status = "ambiguous"
@@ -151,7 +163,6 @@ def _outcome(row: Row, result: CreateResult) -> RowResult:
         status = "not_sent"
     else:
         status = "failed"
-    debt_id = row.item.debt_id if row.item is not None else None
     return RowResult(
         row.line,
         status,
@@ -162,54 +173,107 @@ def _outcome(row: Row, result: CreateResult) -> RowResult:
     )
 
 
-async def run_log(args: argparse.Namespace, client: GetBillClient) -> int:
-    if getattr(args, "plan", False):  # the demo builds its own arguments
+def _same_file(source: Path, results: Path) -> bool:
+    """Whether both name one file: by device and inode, so symlinks and hard links count."""
+    try:
+        return os.path.samefile(source, results)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _refusal(options: LogOptions) -> str | None:
+    """Why the run cannot start with these files, before anything is read or written."""
+    source, results = options.input, options.results
+    if results is None:
+        return "--results is required (where outcomes go)"
+    if _same_file(source, results):
+        return f"--results {results} is the input file {source}: name another file"
+    if results.exists() and not options.resume:
+        return f"{results} exists: pass --resume to go on from it, or remove it"
+    return None
+
+
+async def run_log(options: LogOptions, client: GetBillClient) -> int:
+    """Run ``getbill log``: check every row, then create the valid ones, journaled.
+
+    Args:
+        options: what to log, and where the outcomes go.
+        client: the client the creates go through.
+
+    Returns:
+        The exit status: 0 done, 1 some rows failed or are ambiguous, 2 bad input, 130 or 143
+        stopped by a signal.
+    """
+    if options.plan:
         from ._plan import plan_log
 
-        return await plan_log(args, client)
-    if args.results is None:
-        print("getbill log: --results is required (where outcomes go)", file=sys.stderr)
+        return await plan_log(options, client)
+    source = options.input
+    problem = _refusal(options)
+    try:
+        rows = read_rows(source) if problem is None else []
+    except InputError as exc:
+        problem = f"{source}:{exc}"
+    if problem is not None:
+        print(f"getbill log: {problem}", file=sys.stderr)
         return 2
-    source, results_path = Path(args.input), Path(args.results)
-    rows = read_rows(source)
-    bad = [r for r in rows if r.problem is not None]
-    for row in bad:
-        assert row.problem is not None
-        print(f"{source}:{row.line}: {row.problem.message}", file=sys.stderr)  # names the field
-    if bad and not args.skip_invalid:
+    bad = print_bad(source, rows)
+    if bad and not options.skip_invalid:
         print(
             f"{len(bad)} invalid row(s) of {len(rows)}; nothing sent "
             "(fix them, or pass --skip-invalid)",
             file=sys.stderr,
         )
         return 2
-    state = JournalState()
-    if results_path.exists():
-        if not getattr(args, "resume", False):
-            print(
-                f"{results_path} exists: pass --resume to go on from it, or remove it",
-                file=sys.stderr,
-            )
-            return 2
-        state = load(results_path)
-    counts: Counter[str] = Counter()
-    journal = Journal(results_path)
+    assert options.results is not None
+    journal = Journal(options.results)  # locked until closed
     try:
-        found, unknown = await _settle(client, state, journal)
-        counts["found by call_id"] = found
-        held = set() if getattr(args, "resend_ambiguous", False) else unknown
-        already = len(state.created) - found
-        for row in bad:
-            assert row.problem is not None
-            journal.write(
-                RowResult(row.line, "invalid", reason="ValidationError", error=str(row.problem))
-            )
-            counts["invalid"] += 1
-        todo = [r for r in rows if r.item is not None and r.line not in state.created | held]
-        code = await _create_all(client, args, todo, journal, counts)
+        state = _open_journal(journal, source, rows)
+        if state is None:
+            return 2
+        return await _log_rows(client, options, rows, bad, journal, state)
     finally:
         journal.close()
-    print(f"log {source}: " + _summary(counts, already, held), flush=True)
+
+
+def _open_journal(journal: Journal, source: Path, rows: list[Row]) -> JournalState | None:
+    """What earlier runs left in the (locked) journal; None, said on stderr, if it is not
+    this input's."""
+    digest = file_digest(source)
+    if journal.empty:
+        journal.start(source, digest)
+        return JournalState()
+    keys = {row.line: row.key for row in rows if row.item is not None}
+    try:
+        return load(journal.path, source, digest, keys)
+    except JournalMismatch as exc:
+        print(f"getbill log: {exc}", file=sys.stderr)
+        return None
+
+
+async def _log_rows(
+    client: GetBillClient,
+    options: LogOptions,
+    rows: list[Row],
+    bad: list[Row],
+    journal: Journal,
+    state: JournalState,
+) -> int:
+    """Settle what a kill left, journal the bad rows, send the rest; the exit status."""
+    counts: Counter[str] = Counter()
+    found, unknown = await _settle(client, state, journal)
+    counts["found by call_id"] = found
+    held = set() if options.resend_ambiguous else unknown
+    already = len(state.created) - found
+    for row in bad:
+        assert row.problem is not None
+        journal.write(
+            RowResult(row.line, "invalid", reason="ValidationError", error=str(row.problem))
+        )
+        counts["invalid"] += 1
+    todo = [r for r in rows if r.item is not None and r.line not in state.created | held]
+    code = await _create_all(client, options, todo, journal, counts)
+    print(f"log {options.input}: " + _summary(counts, already, held), flush=True)
     if code:
         return code
     return 1 if any(k.startswith(("failed", "ambiguous")) for k in counts) else 0
@@ -233,7 +297,7 @@ def _summary(counts: Counter[str], already: int, held: set[int]) -> str:
 
 async def _create_all(
     client: GetBillClient,
-    args: argparse.Namespace,
+    options: LogOptions,
     todo: list[Row],
     journal: Journal,
     counts: Counter[str],
@@ -253,8 +317,8 @@ async def _create_all(
         journal.write(event)
         counts["created" if event.status == "created" else f"{event.status}: {event.reason}"] += 1
 
-    batch = client.followups.create_many(feed(), concurrency=args.concurrency)  # type: ignore[arg-type]
-    stop = _Stop(batch, getattr(args, "grace", 30.0))
+    batch = client.followups.create_many(feed(), concurrency=options.concurrency)  # type: ignore[arg-type]
+    stop = _Stop(batch, options.grace)
     with _signals(stop):
         try:
             async with batch:

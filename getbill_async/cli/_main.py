@@ -16,14 +16,14 @@ from typing import Any
 
 from .. import __version__
 from .._constants import LOGGER_NAME
-from ..errors import GetBillError
+from ..errors import ConfigurationError, GetBillError
 from . import _budget, _demo, _export, _log, _sync
-from ._common import add_client_options, make_client
+from ._common import add_client_options, check_flags, make_client
 
 __all__ = ["build_parser", "main"]
 
 
-async def _with_client(args: argparse.Namespace) -> int:
+async def _with_client(args: argparse.Namespace, log: _log.LogOptions | None) -> int:
     client = make_client(args)
     try:
         async with client:
@@ -34,7 +34,8 @@ async def _with_client(args: argparse.Namespace) -> int:
                 return await _export.run_export(args, bulk)
             if args.command == "sync":
                 return await _sync.run_sync(args, bulk)
-            return await _log.run_log(args, bulk)
+            assert log is not None
+            return await _log.run_log(log, bulk)
     finally:
         closer = getattr(client.budget, "aclose", None)  # a RedisBudget owns a connection
         if closer is not None:
@@ -98,12 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..sandbox import run
 
         return run(args)
+    try:
+        check_flags(args)  # before any file is touched or any connection made
+        log = _log.LogOptions.from_args(args) if args.command == "log" else None
+    except ConfigurationError as exc:
+        print(f"getbill {args.command}: {exc}", file=sys.stderr)
+        return 2
     if args.command == "demo":
         return _run(_demo.run_demo(args))
     if args.command == "budget":
         return _budget.run(args)
     try:
-        return _run(_with_client(args))
+        return _run(_with_client(args, log))
     except GetBillError as exc:
         print(f"getbill {args.command}: {exc}", file=sys.stderr)
         return 1

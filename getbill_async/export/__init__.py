@@ -36,7 +36,7 @@ from ._export import CSV_COLUMNS, ExportReport, export_followups
 from ._options import ExportOptions, Format, Start
 from ._plan import ExportPlan, Probe, plan_export, plan_writes
 from ._progress import NullProgress, Progress, make_progress
-from ._sync import SyncReport, sync_followups
+from ._sync import SyncReport, sync_day, sync_followups, window_start
 
 __all__ = [
     "CSV_COLUMNS",
@@ -54,5 +54,7 @@ __all__ = [
     "make_progress",
     "plan_export",
     "plan_writes",
+    "sync_day",
     "sync_followups",
+    "window_start",
 ]

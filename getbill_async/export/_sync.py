@@ -43,7 +43,13 @@ if TYPE_CHECKING:
     from ..transport import Sender
     from ._progress import Progress
 
-__all__ = ["NO_DATE", "SyncReport", "sync_followups"]
+__all__ = [
+    "NO_DATE",
+    "SyncReport",
+    "sync_day",
+    "sync_followups",
+    "window_start",
+]
 
 NO_DATE = "__HIVE_DEFAULT_PARTITION__"
 _STATE_VERSION = 1
@@ -92,6 +98,28 @@ def activity_day(line: bytes) -> str:
     found = _dates.decode(line)
     moment = found.call_date or found.scheduled_at
     return NO_DATE if moment is None else moment.astimezone(timezone.utc).date().isoformat()
+
+
+def sync_day(today: date | str | None) -> date:
+    """The day a run is for: ``today`` (a date or ``YYYY-MM-DD``), else today in UTC."""
+    day = today if today is not None else datetime.now(timezone.utc).date()
+    if isinstance(day, str):
+        try:
+            day = date.fromisoformat(day)
+        except ValueError:
+            raise fail("today", f"must be a date or 'YYYY-MM-DD', got {day!r}") from None
+    return day
+
+
+def window_start(synced_through: str | None, lag_days: int) -> str | None:
+    """The lag-window rule: the ``date_from`` of a run after one for day ``synced_through``.
+
+    None (no earlier run): a full run. Otherwise ``lag_days`` before that day, because
+    followups still change status after their day.
+    """
+    if synced_through is None:
+        return None
+    return (date.fromisoformat(synced_through) - timedelta(days=lag_days)).isoformat()
 
 
 def _save(path: Path, state: _State) -> None:
@@ -225,22 +253,15 @@ async def sync_followups(
     if format not in ("parquet", "jsonl"):
         raise fail("format", f"invalid value {format!r}", ("parquet", "jsonl"))
     check_int("lag_days", lag_days, 0)
-    day = today if today is not None else datetime.now(timezone.utc).date()
-    if isinstance(day, str):
-        try:
-            day = date.fromisoformat(day)
-        except ValueError:
-            raise fail("today", f"must be a date or 'YYYY-MM-DD', got {day!r}") from None
+    day = sync_day(today)
     started = time.monotonic()
     out_dir, state_path = Path(out), Path(state)
     current = _load(state_path, format)
     staging = out_dir / ".sync"
     resumed = current.pending is not None
     if current.pending is None:
-        since = None
-        if current.synced_through is not None:
-            since = date.fromisoformat(current.synced_through) - timedelta(days=lag_days)
-        current.pending = _Pending(day.isoformat(), None if since is None else since.isoformat())
+        since = window_start(current.synced_through, lag_days)
+        current.pending = _Pending(day.isoformat(), since)
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
         _save(state_path, current)

@@ -45,7 +45,18 @@ class Debts:
         self._client = client
 
     async def get(self, debt_id: str) -> Debt:
-        """``GET /debts/{id}``; ``NotFoundError`` when there is none."""
+        """``GET /debts/{id}``: one debt.
+
+        Args:
+            debt_id: its id.
+
+        Returns:
+            The debt.
+
+        Raises:
+            NotFoundError: there is none with that id.
+            ValidationError: ``debt_id`` is not a non-empty string (no request is sent).
+        """
         path = f"/debts/{quote(check_id('debt_id', debt_id), safe='')}"
         request = Request("GET", path, template="/debts/{id}")
         answer = await self._client.send(request, _item_decoder)
@@ -59,7 +70,21 @@ class Debts:
         status: str | None = None,
         stats: CallStats | None = None,
     ) -> Page[Debt]:
-        """One page of ``GET /debts`` (newest first), optionally of one ``status``."""
+        """One page of ``GET /debts`` (newest first), optionally of one ``status``.
+
+        Args:
+            page: the page number, from 1.
+            limit: items per page, 1 to 100.
+            status: only debts with this status (an open set: any non-empty string).
+            stats: counters to add this request to.
+
+        Returns:
+            The page: ``data`` and ``pagination``.
+
+        Raises:
+            ValidationError: a bad setting (no request is sent).
+            GetBillError: the API failed past the retries (see ``getbill_async.errors``).
+        """
         request = Request("GET", "/debts", params=_params(page, limit, status), template="/debts")
         return await self._client.send(request, _page_decoder, stats)
 
@@ -71,7 +96,21 @@ class Debts:
         start_page: int = 1,
         status: str | None = None,
     ) -> PageWalk[Debt]:
-        """Every page of ``GET /debts`` in order, fetching ``concurrency`` ahead."""
+        """Every page of ``GET /debts`` in order, fetching ``concurrency`` ahead.
+
+        Args:
+            limit: items per page, 1 to 100.
+            concurrency: pages in flight (and held) ahead of the consumer.
+            start_page: the first page to fetch.
+            status: only debts with this status (an open set: any non-empty string).
+
+        Returns:
+            The walk (an async iterator of pages; ``async with`` closes what is in flight).
+
+        Raises:
+            ValidationError: a bad setting (no request is sent).
+            GetBillError: the API failed past the retries (see ``getbill_async.errors``).
+        """
         params = _params(start_page, limit, status)
         return walk_pages(
             self._client,
@@ -92,7 +131,21 @@ class Debts:
         start_page: int = 1,
         status: str | None = None,
     ) -> ItemWalk[Debt]:
-        """Every debt of every page, in order, each once: ``async for debt in ...``."""
+        """Every debt of every page, in order, each once: ``async for debt in ...``.
+
+        Args:
+            limit: items per page, 1 to 100.
+            concurrency: pages in flight (and held) ahead of the consumer.
+            start_page: the first page to fetch.
+            status: only debts with this status (an open set: any non-empty string).
+
+        Returns:
+            The walk of debts.
+
+        Raises:
+            ValidationError: a bad setting (no request is sent).
+            GetBillError: the API failed past the retries (see ``getbill_async.errors``).
+        """
         return ItemWalk(
             self.pages(limit=limit, concurrency=concurrency, start_page=start_page, status=status)
         )

@@ -6,10 +6,8 @@ import functools
 import logging
 import os
 from collections.abc import AsyncIterable, Iterable, Mapping
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import msgspec
 
@@ -19,29 +17,17 @@ from ..models import (
     Debt,
     Followup,
     FollowupCreate,
-    FollowupStatus,
-    FollowupType,
     FollowupUpdate,
-    Page,
 )
 from ..support import (
     build_create,
     build_update,
-    check_id,
-    list_params,
     page_params,
 )
-from ..transport import (
-    CallStats,
-    ItemEnvelope,
-    ItemWalk,
-    PageWalk,
-    Request,
-    SentRecord,
-    walk_pages,
-)
+from ..transport import ItemEnvelope, ItemWalk, Request, SentRecord
 from ._jobs import FollowupJobs, probe_list
 from ._media import MediaKind, download_media
+from ._reads import _FOR_DEBT, FollowupReads, _item_decoder, _path_id
 from .debts import Debts
 
 if TYPE_CHECKING:
@@ -50,161 +36,18 @@ if TYPE_CHECKING:
 __all__ = ["Followups", "probe_list"]
 
 log = logging.getLogger(LOGGER_NAME)
-_page_decoder = msgspec.json.Decoder(Page[Followup])
-_FOR_DEBT = "/followups/debt/{debt_id}"
-_item_decoder = msgspec.json.Decoder(ItemEnvelope[Followup])
 _encoder = msgspec.json.Encoder()
 
 
-def _id_of(followup: Followup) -> str:
-    return followup.id
+class Followups(FollowupReads, FollowupJobs):
+    """The followups endpoints. Every method checks its input before anything is sent.
 
-
-def _path_id(field: str, value: object) -> str:
-    return quote(check_id(field, value), safe="")
-
-
-class Followups(FollowupJobs):
-    """The followups endpoints. Every method checks its input before anything is sent."""
+    Reads (``list``, ``pages``, ``iterate``, ``get``...) come from ``FollowupReads``, the
+    long jobs (``export``, ``sync``, ``plan_export``) from ``FollowupJobs``; the writes are here.
+    """
 
     def __init__(self, client: Sender) -> None:
         self._client = client
-
-    async def list(
-        self,
-        *,
-        page: int = 1,
-        limit: int = 20,
-        status: FollowupStatus | str | None = None,
-        type: FollowupType | str | None = None,
-        date_from: date | str | None = None,
-        date_to: date | str | None = None,
-        debt_id: str | None = None,
-        stats: CallStats | None = None,
-    ) -> Page[Followup]:
-        """One page of ``GET /followups`` (newest first), filtered."""
-        params = list_params(
-            page=page,
-            limit=limit,
-            status=status,
-            type=type,
-            date_from=date_from,
-            date_to=date_to,
-            debt_id=debt_id,
-        )
-        return await self._client.send(
-            Request("GET", "/followups", params=params, template="/followups"),
-            _page_decoder,
-            stats,
-        )
-
-    def pages(
-        self,
-        *,
-        limit: int = DEFAULT_PAGE_LIMIT,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        start_page: int = 1,
-        status: FollowupStatus | str | None = None,
-        type: FollowupType | str | None = None,
-        date_from: date | str | None = None,
-        date_to: date | str | None = None,
-        debt_id: str | None = None,
-        known_ids: Iterable[str] = (),
-    ) -> PageWalk[Followup]:
-        """Every page of ``GET /followups`` in order, fetching ``concurrency`` ahead.
-
-        ``async for page in client.followups.pages(status="delivered"): ...``; the walk's
-        ``stats`` tell what happened (pages, duplicates skipped, whether ``total`` moved).
-        ``known_ids``: ids already seen (a resumed walk's last pages), skipped if met again.
-        """
-        params = list_params(
-            page=start_page,
-            limit=limit,
-            status=status,
-            type=type,
-            date_from=date_from,
-            date_to=date_to,
-            debt_id=debt_id,
-        )
-        return self._walk("/followups", "/followups", params, start_page, concurrency, known_ids)
-
-    def iterate(
-        self,
-        *,
-        limit: int = DEFAULT_PAGE_LIMIT,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        start_page: int = 1,
-        status: FollowupStatus | str | None = None,
-        type: FollowupType | str | None = None,
-        date_from: date | str | None = None,
-        date_to: date | str | None = None,
-        debt_id: str | None = None,
-    ) -> ItemWalk[Followup]:
-        """Every followup of every page, in order, each once: ``async for f in ...``."""
-        return ItemWalk(
-            self.pages(
-                limit=limit,
-                concurrency=concurrency,
-                start_page=start_page,
-                status=status,
-                type=type,
-                date_from=date_from,
-                date_to=date_to,
-                debt_id=debt_id,
-            )
-        )
-
-    async def list_for_debt(
-        self, debt_id: str, *, page: int = 1, limit: int = 20
-    ) -> Page[Followup]:
-        """One page of ``GET /followups/debt/{debt_id}``."""
-        path = f"/followups/debt/{_path_id('debt_id', debt_id)}"
-        return await self._client.send(
-            Request("GET", path, params=page_params(page, limit), template=_FOR_DEBT),
-            _page_decoder,
-        )
-
-    def iterate_for_debt(
-        self,
-        debt_id: str,
-        *,
-        limit: int = DEFAULT_PAGE_LIMIT,
-        concurrency: int = DEFAULT_CONCURRENCY,
-    ) -> ItemWalk[Followup]:
-        """Every followup of one debt (``GET /followups/debt/{debt_id}``), in order."""
-        path = f"/followups/debt/{_path_id('debt_id', debt_id)}"
-        return ItemWalk(self._walk(path, _FOR_DEBT, page_params(1, limit), 1, concurrency))
-
-    def _walk(
-        self,
-        path: str,
-        template: str,
-        params: dict[str, str],
-        start_page: int,
-        concurrency: int,
-        known_ids: Iterable[str] = (),
-        *,
-        bulk: bool = True,
-    ) -> PageWalk[Followup]:
-        return walk_pages(
-            self._client,
-            path,
-            params,
-            _page_decoder,
-            _id_of,
-            template=template,
-            start_page=start_page,
-            concurrency=concurrency,
-            known_ids=known_ids,
-            bulk=bulk,
-        )
-
-    async def get(self, followup_id: str) -> Followup:
-        """``GET /followups/{id}``; ``NotFoundError`` when there is none."""
-        path = f"/followups/{_path_id('followup_id', followup_id)}"
-        request = Request("GET", path, template="/followups/{id}")
-        answer = await self._client.send(request, _item_decoder)
-        return answer.data
 
     async def create(self, item: FollowupCreate | None = None, /, **fields: Any) -> Followup:
         """``POST /followups``: log a call, email, SMS... against a debt.

@@ -150,6 +150,7 @@ def endpoint(state: State, scope: str, cls: str, handler: ApiHandler) -> Handler
     async def serve(request: web.Request) -> web.StreamResponse:
         stats = state.stats
         stats.requests += 1
+        stats.by_class[cls] = stats.by_class.get(cls, 0) + 1
         kind = state.faults.draw(stats.requests) if state.faults is not None else None
         if request.can_read_body:
             # Like a real server: the whole request is in before it is acted on, and a client

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ._app import API_PREFIX, build_app, followup_filter
-from ._data import ALL_SCOPES
+from ._data import ALL_SCOPES, STATUSES, TYPES
 from ._faults import FaultDraw, FaultPlan
 from ._media import MediaHost, MediaRequest, media_content
 from ._ratelimit import Clock, RateLimiter
@@ -236,6 +236,60 @@ class Sandbox:
         """How many creates were committed per call_id (creates without call_id not counted)."""
         return dict(self._store.created_per_call_id)
 
+    def created_followups(self, *, call_id: str | None = None) -> list[dict[str, Any]]:
+        """The followups created through POST /followups, oldest first, as they are now.
+
+        Args:
+            call_id: Only those created with this ``call_id``.
+
+        Returns:
+            Copies of their JSON objects (later updates included).
+        """
+        store = self._store
+        found = [dict(store.record(row)) for row in store.created_rows]
+        return found if call_id is None else [f for f in found if f.get("call_id") == call_id]
+
+    def requests_made(self, cls: str | None = None) -> int:
+        """API requests that reached the sandbox (not /token), answered or not.
+
+        Args:
+            cls: ``"read"`` (GET) or ``"write"`` (POST, PUT); None counts both.
+
+        Returns:
+            How many there were.
+
+        Raises:
+            ValueError: ``cls`` is neither.
+        """
+        if cls is None:
+            return self._state.stats.requests
+        if cls not in ("read", "write"):
+            raise ValueError(f"cls: invalid value {cls!r}; allowed: 'read', 'write', None")
+        return self._state.stats.by_class.get(cls, 0)
+
+    def limits(self) -> dict[str, Any]:
+        """The rate limits served per OAuth client: ``{"reads", "writes", "window"}``."""
+        limiter = self._state.limiter
+        return {"reads": limiter.reads, "writes": limiter.writes, "window": limiter.window_seconds}
+
+    def answered(self, status: int) -> int:
+        """How many API answers with HTTP ``status`` were sent (``answered(429)``: every 429,
+        from a spent window or from a "storm429" fault)."""
+        return self._state.stats.by_status.get(status, 0)
+
+    def delivered_webhooks(self, event: str | None = None) -> list[Delivery]:
+        """The webhook deliveries answered 2xx (the most recent 10,000), oldest first.
+
+        Args:
+            event: Only deliveries of this event type (``"followup.created"``, ...).
+
+        Returns:
+            The deliveries; wait for ``webhooks_idle()`` first to see every queued event.
+        """
+        return [
+            d for d in self._webhooks.deliveries if d.ok and (event is None or d.event == event)
+        ]
+
     # data --------------------------------------------------------------------------------
 
     def followup_ids(
@@ -272,6 +326,36 @@ class Sandbox:
     def debt(self, debt_id: str) -> dict[str, Any] | None:
         row = self._store.debt_row(debt_id)
         return None if row is None else self._store.debt(row)
+
+    def change_followup(self, followup_id: str, **fields: Any) -> dict[str, Any]:
+        """Change a followup without HTTP (an agent's edit on the server's side); a
+        followup.updated webhook goes out as for an update through the API.
+
+        Fields the docs do not list are stored and served too, like a field the API adds.
+
+        Args:
+            followup_id: The followup to change.
+            **fields: The new values (JSON values; datetimes as ISO 8601 text).
+
+        Returns:
+            A copy of the followup as it is now.
+
+        Raises:
+            ValueError: An unknown id, a change of ``id`` or ``debt_id``, or an unknown
+                ``status`` or ``type``.
+        """
+        row = self._store.followup_row(followup_id)
+        if row is None:
+            raise ValueError(f"unknown followup_id {followup_id!r}")
+        fixed = sorted({"id", "debt_id"} & fields.keys())
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} cannot change")
+        for name, allowed in (("status", STATUSES), ("type", TYPES)):
+            if name in fields and fields[name] not in allowed:
+                raise ValueError(f"{name}: invalid value {fields[name]!r}; allowed: {allowed}")
+        record = self._store.update(row, fields)
+        self._state.emit("followup.updated", record, fields)
+        return dict(record)
 
     def insert_followups(self, n: int, debt_id: str | None = None) -> list[str]:
         """Add `n` followups without HTTP (new data arriving); they come first in list order.

@@ -19,6 +19,7 @@ class SandboxStats:
     """Counters of what the sandbox saw; `by_status` counts API answers actually sent."""
 
     requests: int = 0  # API requests that reached a handler (not /token)
+    by_class: dict[str, int] = field(default_factory=dict)  # the same, per "read"/"write"
     token_requests: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     rate_limited: int = 0  # 429s from a spent budget (not from a "storm429" fault)

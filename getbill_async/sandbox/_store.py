@@ -93,6 +93,7 @@ class Store:
         self.debt_codec = IdCodec(seed, "debt")
         self.overrides: dict[int, dict[str, Any]] = {}
         self.created_per_call_id: Counter[str] = Counter()
+        self.created_rows: list[int] = []  # rows committed by POST /followups, in order
         counts = Counter(self.cols.debt)
         self.debt_counts = array("i", (counts.get(d, 0) for d in range(self.debts)))
         self._cache: OrderedDict[FollowupFilter, array[int]] = OrderedDict()
@@ -248,6 +249,7 @@ class Store:
         cols.day.append(activity_day(record))
         cols.debt.append(debt_row)
         self.overrides[row] = record
+        self.created_rows.append(row)
         self._appended(row)
         if record["call_id"] is not None:
             self.created_per_call_id[record["call_id"]] += 1

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import backoff
 
 from ..budget import Kind
-from ..errors import GetBillError
+from ..errors import ConfigurationError, GetBillError
 
 T = TypeVar("T")
 
@@ -57,10 +57,15 @@ class RetryPolicy:
     reconcile: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_tries < 1:
-            raise ValueError(f"RetryPolicy.max_tries must be >= 1, got {self.max_tries!r}")
-        if self.max_time is not None and self.max_time <= 0:
-            raise ValueError(f"RetryPolicy.max_time must be > 0 or None, got {self.max_time!r}")
+        tries = self.max_tries
+        if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
+            raise ConfigurationError(
+                f"RetryPolicy.max_tries must be an integer >= 1, got {tries!r}"
+            )
+        if self.max_time is not None and not self.max_time > 0:
+            raise ConfigurationError(
+                f"RetryPolicy.max_time must be > 0 or None, got {self.max_time!r}"
+            )
 
 
 def retry_after_seconds(
