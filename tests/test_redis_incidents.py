@@ -14,7 +14,6 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
-from getbill_async.cli._budget import rows
 
 from getbill_async import (
     BudgetExhaustedError,
@@ -23,6 +22,7 @@ from getbill_async import (
     RateLimit,
     RedisBudget,
 )
+from getbill_async.cli._budget import rows
 from getbill_async.sandbox import STATIC_CLIENT, Sandbox
 from tests.helpers import max_in_window
 from tests.redis_fixtures import RedisServer
