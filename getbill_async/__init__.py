@@ -60,6 +60,7 @@ from .models import (
     Page,
     Pagination,
 )
+from .outbox import Outbox, OutboxFullError, OutboxStatus
 
 if TYPE_CHECKING:
     from ._redis_budget import RedisBudget
@@ -105,6 +106,9 @@ __all__ = [
     "MissingExtraError",
     "MonotonicClock",
     "NotFoundError",
+    "Outbox",
+    "OutboxFullError",
+    "OutboxStatus",
     "Outcome",
     "Page",
     "PageWalk",
