@@ -103,6 +103,9 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous=FULL")
         _check_or_create(conn, path)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise _refuse(path, str(exc)) from exc
     except BaseException:
         conn.close()
         raise
