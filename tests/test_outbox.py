@@ -12,19 +12,29 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis
 from aiohttp import web
 
 from getbill_async import GetBillClient, Outbox, OutboxFullError
 from getbill_async.errors import ValidationError
 from getbill_async.sandbox import Sandbox
 from tests.outbox_helpers import WriteLog, fast_client
+from tests.redis_fixtures import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> str:
-    return str(tmp_path / "outbox.db")
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh outbox store: an SQLite file, or an emptied Redis database (db 9 of the
+    session's redis-server; the tests run one at a time)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "outbox.db")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    url = server.url.rpartition("/")[0] + "/9"
+    with redis.Redis.from_url(url) as conn:
+        conn.flushdb()
+    return url
 
 
 @pytest.fixture
@@ -236,18 +246,6 @@ async def test_bad_options_name_the_option(client: GetBillClient, store: str) ->
         Outbox(client, store, max_pending=0)
     with pytest.raises(ValidationError, match="lease"):
         Outbox(client, store, lease=-1)
-
-
-async def test_group_commit_shares_fsyncs_between_concurrent_creates(
-    sandbox: Sandbox, client: GetBillClient, tmp_path: Path
-) -> None:
-    debt = sandbox.debt_ids()[0]
-    async with Outbox(client, tmp_path / "g.db", drain=False) as outbox:
-        writer = outbox._store.writer  # type: ignore[attr-defined]
-        before = writer.commits
-        await asyncio.gather(*(outbox.create(**call(debt, f"g-{i}")) for i in range(64)))
-        assert writer.commits - before < 16
-        assert (await outbox.status()).pending == 64
 
 
 async def test_done_entries_are_pruned_after_retention(

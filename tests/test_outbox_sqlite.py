@@ -90,3 +90,16 @@ async def test_a_dead_create_takes_its_waiting_update_with_it_and_requeue_restor
             assert [(d.op, d.status) for d in dead] == [("create", 422), ("update", None)]
             assert "the create of 'dd-1' is dead" in dead[1].message
             assert await box.requeue("dd-1") == 2
+
+
+async def test_group_commit_shares_fsyncs_between_concurrent_creates(
+    sandbox: Sandbox, client: GetBillClient, tmp_path: Path
+) -> None:
+    debt = sandbox.debt_ids()[0]
+    async with Outbox(client, tmp_path / "g.db", drain=False) as outbox:
+        writer = outbox._store.writer  # type: ignore[attr-defined]
+        before = writer.commits
+        creates = (outbox.create(debt_id=debt, type="call", call_id=f"g-{i}") for i in range(64))
+        await asyncio.gather(*creates)
+        assert writer.commits - before < 16
+        assert (await outbox.status()).pending == 64

@@ -61,7 +61,9 @@ def _open_store(store: str | os.PathLike[str] | Store, name: str | None) -> Stor
     if isinstance(store, (str, os.PathLike)):
         text = os.fspath(store)
         if text.startswith(("redis://", "rediss://", "unix://")):
-            raise _bad("store", "a Redis store is not available in this version; use a file")
+            from ._redis_store import RedisStore  # needs the redis extra
+
+            return RedisStore(text, name=name or "default")
         return SQLiteStore(text)
     return store
 
