@@ -1,6 +1,7 @@
 """A dialer-like service for the outbox crash tests, run as its own process.
 
 ``once DB``: enqueue one create, then SIGKILL itself the moment ``create()`` returned.
+``drain URL --name N``: drain an outbox until nothing is pending, then print what it sent.
 ``chaos DB PROGRESS``: enqueue ``--calls`` calls (each created with a call_id; the even ones
 updated at once, while their create is still pending; the odd ones updated after the first
 backlog drained), draining as it goes. It records the index of its next step in PROGRESS
@@ -77,13 +78,24 @@ async def once(args: argparse.Namespace, client: GetBillClient) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+async def drain(args: argparse.Namespace, client: GetBillClient) -> None:
+    options = {"name": args.name, "lease": args.lease, "poll": 0.05}
+    async with Outbox(client, args.db, concurrency=args.concurrency, **options) as box:
+        print("draining", flush=True)
+        await box.join()
+        counters = box.drainer.counters
+        print(f"sent {counters.sent} looked_up {counters.looked_up}", flush=True)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("once", "chaos"))
+    parser.add_argument("mode", choices=("once", "chaos", "drain"))
     parser.add_argument("db")
     parser.add_argument("progress", nargs="?", default="progress.txt")
     parser.add_argument("--base-url", required=True)
-    parser.add_argument("--debts", required=True)
+    parser.add_argument("--debts", default="")
+    parser.add_argument("--name", default="default")
+    parser.add_argument("--lease", type=float, default=30.0)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--window", type=float, default=3600.0)
@@ -93,7 +105,8 @@ async def main() -> int:
     retry = RetryPolicy(base=0.01, cap=0.2)
     token = os.environ["GETBILL_TOKEN"]
     async with GetBillClient(token, base_url=args.base_url, rate_limit=limit, retry=retry) as c:
-        await (once(args, c) if args.mode == "once" else chaos(args, c))
+        modes = {"once": once, "chaos": chaos, "drain": drain}
+        await modes[args.mode](args, c)
     return 0
 
 
