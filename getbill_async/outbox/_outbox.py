@@ -43,6 +43,7 @@ DEFAULT_CONCURRENCY = 4
 DEFAULT_MAX_PENDING = 100_000
 DEFAULT_RETENTION = 7 * 86_400.0
 _WHEN_FULL = ("wait", "raise")
+_encode = msgspec.json.Encoder().encode
 
 
 def _bad(field: str, reason: str, allowed: tuple[str, ...] | None = None) -> ValidationError:
@@ -189,10 +190,10 @@ class Outbox:
             OutboxFullError: the outbox is full and ``when_full="raise"``.
         """
         body = build_create(item, fields)
-        data = msgspec.to_builtins(body)
+        text = _encode(body).decode()
         await self._enqueue(
             lambda now: self._store.enqueue_create(
-                body.call_id, body.debt_id, data, now, self._max_pending
+                body.call_id, body.debt_id, text, now, self._max_pending
             )
         )
 

@@ -123,9 +123,9 @@ class RedisStore:
             raise OutboxStoreError(f"outbox at {self.where}: {exc}") from None
 
     async def enqueue_create(
-        self, key: str | None, debt_id: str, fields: dict[str, Any], now: float, limit: int
+        self, key: str | None, debt_id: str, fields: str, now: float, limit: int
     ) -> Enqueued:
-        answer = await self._run("ENQUEUE_CREATE", key or "", debt_id, json.dumps(fields), limit)
+        answer = await self._run("ENQUEUE_CREATE", key or "", debt_id, fields, limit)
         return self._enqueued(answer)
 
     async def enqueue_update(

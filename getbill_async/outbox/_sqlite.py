@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._store import StoreFull
 from ._types import OutboxStoreError
 
 __all__ = ["FORMAT", "SQLiteWriter"]
@@ -117,7 +118,9 @@ class SQLiteWriter:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        # The queue carries lists: what the event loop gathered in one turn goes as one.
+        self._queue: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
+        self._gathered: list[_Item] = []
         self._thread: threading.Thread | None = None
         self.commits = 0  # transactions committed (tests and benchmarks read it)
 
@@ -142,8 +145,14 @@ class SQLiteWriter:
             raise OutboxStoreError(f"{self.path}: the outbox is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((op, future, loop))
+        if not self._gathered:
+            loop.call_soon(self._hand_over)
+        self._gathered.append((op, future, loop))
         return await future
+
+    def _hand_over(self) -> None:
+        gathered, self._gathered = self._gathered, []
+        self._queue.put(gathered)
 
     async def close(self) -> None:
         thread, self._thread = self._thread, None
@@ -163,7 +172,7 @@ class SQLiteWriter:
                 first = self._queue.get()
                 if first is None:
                     return
-                batch = [first]
+                batch = list(first)
                 while True:
                     try:
                         more = self._queue.get_nowait()
@@ -172,34 +181,66 @@ class SQLiteWriter:
                     if more is None:
                         self._queue.put(None)  # finish this batch, then stop
                         break
-                    batch.append(more)
+                    batch.extend(more)
                 self._commit(conn, batch)
         finally:
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        results: list[tuple[Any, BaseException | None]] = []
-        scratch: Batch = {}
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, _, _ in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    results.append((op(conn, scratch), None))
-                    conn.execute("RELEASE op")
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((None, exc))
-            conn.execute("COMMIT")
+            try:
+                results = self._transaction(conn, batch, savepoints=False)
+            except _Unexpected:
+                # An operation failed midway: run the batch again, each operation in a
+                # savepoint, so that only the failing one is rolled back.
+                results = self._transaction(conn, batch, savepoints=True)
             self.commits += 1
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             failed = OutboxStoreError(f"{self.path}: {exc}")
             results = [(None, failed)] * len(batch)
+        loops: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, Any]]] = {}
         for (_, future, loop), (value, error) in zip(batch, results, strict=True):
-            loop.call_soon_threadsafe(_settle, future, value, error)
+            loops.setdefault(loop, []).append((future, value, error))
+        for loop, settled in loops.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
+
+    def _transaction(
+        self, conn: sqlite3.Connection, batch: list[_Item], *, savepoints: bool
+    ) -> list[tuple[Any, BaseException | None]]:
+        """One transaction for the batch. Without savepoints (the fast path) only a
+        ``StoreFull``, raised before its operation writes anything, may fail an operation;
+        anything else rolls the batch back and raises ``_Unexpected``."""
+        results: list[tuple[Any, BaseException | None]] = []
+        scratch: Batch = {}
+        conn.execute("BEGIN IMMEDIATE")
+        for op, _, _ in batch:
+            if savepoints:
+                conn.execute("SAVEPOINT op")
+            try:
+                results.append((op(conn, scratch), None))
+            except StoreFull as exc:
+                results.append((None, exc))
+            except Exception as exc:
+                if not savepoints:
+                    conn.execute("ROLLBACK")
+                    raise _Unexpected from exc
+                conn.execute("ROLLBACK TO op")
+                results.append((None, exc))
+            if savepoints:
+                conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+        return results
+
+
+class _Unexpected(Exception):
+    """An operation failed after it may have written: the batch must be run again."""
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in settled:
+        _settle(future, value, error)
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

@@ -92,9 +92,9 @@ class SQLiteStore:
         await self.writer.close()
 
     async def enqueue_create(
-        self, key: str | None, debt_id: str, fields: dict[str, Any], now: float, limit: int
+        self, key: str | None, debt_id: str, fields: str, now: float, limit: int
     ) -> Enqueued:
-        text = json.dumps(fields)
+        text = fields
 
         def op(conn: sqlite3.Connection, batch: Batch) -> Enqueued:
             if key is not None:

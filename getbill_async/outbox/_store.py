@@ -39,8 +39,9 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def enqueue_create(
-        self, key: str | None, debt_id: str, fields: dict[str, Any], now: float, limit: int
-    ) -> Enqueued: ...
+        self, key: str | None, debt_id: str, fields: str, now: float, limit: int
+    ) -> Enqueued:
+        """Add a create (``fields``: its body as JSON text) unless its key has one."""
 
     async def enqueue_update(
         self, key: str, fields: dict[str, Any], now: float, limit: int
