@@ -37,7 +37,7 @@ from ._types import DeadEntry, OutboxFullError, OutboxStatus
 if TYPE_CHECKING:
     from .._client import GetBillClient
 
-__all__ = ["Outbox"]
+__all__ = ["Outbox", "store_for"]
 
 DEFAULT_CONCURRENCY = 4
 DEFAULT_MAX_PENDING = 100_000
@@ -58,7 +58,8 @@ def _positive(field: str, value: object, *, integer: bool = False) -> None:
         raise _bad(field, f"must be {kind} > 0, got {value!r}")
 
 
-def _open_store(store: str | os.PathLike[str] | Store, name: str | None) -> Store:
+def store_for(store: str | os.PathLike[str] | Store, name: str | None) -> Store:
+    """The store behind ``store``: a SQLite file, a Redis outbox, or a store given as is."""
     if isinstance(store, (str, os.PathLike)):
         text = os.fspath(store)
         if text.startswith(("redis://", "rediss://", "unix://")):
@@ -111,7 +112,7 @@ class Outbox:
         if when_full not in _WHEN_FULL:
             raise _bad("when_full", f"invalid value {when_full!r}", _WHEN_FULL)
         self._client = client
-        self._store = _open_store(store, name)
+        self._store = store_for(store, name)
         self._drain = drain
         self._max_pending = max_pending
         self._when_full = when_full
