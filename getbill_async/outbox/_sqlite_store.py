@@ -19,13 +19,12 @@ from ._types import Claimed, DeadEntry, StoreCounts
 
 __all__ = ["SQLiteStore", "owner_alive"]
 
-_UNFINISHED = "('pending', 'in_flight', 'held')"
-_CLAIMABLE = f"""
+_CLAIMABLE = """
 SELECT seq, key, op, debt_id, fields, check_first, attempts FROM entries AS e
 WHERE state = 'pending' AND next_try <= ?
   AND (key IS NULL OR NOT EXISTS (
       SELECT 1 FROM entries AS p
-      WHERE p.key = e.key AND p.seq < e.seq AND p.state IN {_UNFINISHED}))
+      WHERE p.key = e.key AND p.seq < e.seq AND p.state IN ('pending', 'in_flight', 'held')))
 ORDER BY seq LIMIT ?
 """
 _RECLAIM = """
@@ -37,6 +36,12 @@ UPDATE entries SET
     check_first = 1, owner = NULL, lease_until = NULL
 WHERE state = 'in_flight' AND (lease_until < ? OR owner = ?)
 """
+
+_REQUEUE = (
+    "UPDATE entries SET state = 'pending', error = NULL, next_try = 0, attempts = 0, "
+    "check_first = 0 WHERE state = 'dead'"
+)
+_REQUEUE_WITH_HELD = _REQUEUE.replace("state = 'dead'", "state IN ('dead', 'held')")
 
 
 def owner_alive(owner: str) -> bool:
@@ -224,13 +229,9 @@ class SQLiteStore:
         return await self.writer.run(op)
 
     async def requeue(self, keys: list[str], ids: list[int], held: bool) -> int:
-        states = "('dead', 'held')" if held else "('dead')"
+        sql = _REQUEUE_WITH_HELD if held else _REQUEUE
 
         def op(conn: sqlite3.Connection, batch: Batch) -> int:
-            sql = (
-                f"UPDATE entries SET state = 'pending', error = NULL, next_try = 0, "
-                f"attempts = 0, check_first = 0 WHERE state IN {states}"
-            )
             if not keys and not ids:
                 return conn.execute(sql).rowcount
             total = 0
