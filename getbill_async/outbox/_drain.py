@@ -124,6 +124,7 @@ class Drainer:
         self.progress = asyncio.Event()  # set whenever an entry is settled
         self.counters = Counters()
         self._stopping = False
+        self._slot_in: float | None = None  # the budget is full: its next slot, in seconds
 
     def wake(self) -> None:
         """Something was enqueued here: look for it now rather than at the next poll."""
@@ -160,14 +161,33 @@ class Drainer:
                 await asyncio.wait(late)
 
     async def _idle(self) -> None:
+        wait = self._poll if self._slot_in is None else min(self._poll, self._slot_in)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._poll)
+            await asyncio.wait_for(self._wake.wait(), max(0.02, wait))
         self._wake.clear()
+
+    async def _budget_room(self) -> int | None:
+        """Writes the budget would admit now, less those this drainer already waits for;
+        None when the budget cannot tell. An entry claimed while no slot is free would
+        wait in flight, where nothing can merge into it: better to leave it pending."""
+        try:
+            writes = (await self._client.budget_status()).writes
+        except Exception:  # a budget that cannot answer must not stop the drain
+            return None
+        waiting = max(0, len(self._tasks) - writes.in_flight)
+        room = int(writes.remaining - writes.reserved - waiting)
+        self._slot_in = max(writes.next_slot_in, writes.blocked_for) if room <= 0 else None
+        return room
 
     async def _claim(self) -> list[Claimed]:
         free = self._concurrency - len(self._tasks)
         if free <= 0:
             return []
+        room = await self._budget_room()
+        if room is not None:
+            free = min(free, room)
+            if free <= 0:
+                return []
         try:
             claimed = await self._store.claim(self._owner, free, self._lease, time.time())
         except OutboxStoreError as exc:
