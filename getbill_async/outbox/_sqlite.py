@@ -157,6 +157,8 @@ class SQLiteWriter:
     async def close(self) -> None:
         thread, self._thread = self._thread, None
         if thread is not None:
+            if self._gathered:  # enqueued in this turn of the loop: they still go first
+                self._hand_over()
             self._queue.put(None)
             await asyncio.to_thread(thread.join)
 
