@@ -125,6 +125,7 @@ class Drainer:
         self.counters = Counters()
         self._stopping = False
         self._slot_in: float | None = None  # the budget is full: its next slot, in seconds
+        self.metrics: Any = None  # an OutboxMetrics with the otel extra (see _metrics)
 
     def wake(self) -> None:
         """Something was enqueued here: look for it now rather than at the next poll."""
@@ -139,6 +140,8 @@ class Drainer:
                 if time.monotonic() >= next_prune:
                     await self._prune()
                     next_prune = time.monotonic() + PRUNE_EVERY
+                if self.metrics is not None and time.monotonic() - self.metrics.sampled_at >= 1:
+                    await self._sample()
                 claimed = await self._claim()
                 if not claimed or len(self._tasks) >= self._concurrency:
                     await self._idle()
@@ -213,6 +216,13 @@ class Drainer:
                     await self._store.renew(self._owner, list(self._tasks), until)
                 except OutboxStoreError as exc:
                     log.warning("outbox lease renewal failed: %s", exc)
+
+    async def _sample(self) -> None:
+        try:
+            self.metrics.sample(await self._store.counts())
+        except OutboxStoreError as exc:
+            log.debug("outbox counts for metrics not read: %s", exc)
+            self.metrics.sampled_at = time.monotonic()
 
     async def _prune(self) -> None:
         try:
@@ -305,5 +315,7 @@ class Drainer:
         return _Outcome("done", followup_id=entry.target)
 
     def _count(self, op: str) -> None:
+        if self.metrics is not None:
+            self.metrics.wrote(op)
         self.counters.sent += 1
         self.counters.by_op[op] = self.counters.by_op.get(op, 0) + 1

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from .._extras import available
 from .._validate import build_create, build_update, check_id
 from ..errors import ValidationError
 from ..models import FollowupCreate, FollowupUpdate
@@ -128,6 +129,11 @@ class Outbox:
         )
         self._task: asyncio.Task[None] | None = None
         self._open = False
+        if available("opentelemetry"):
+            from ._metrics import instruments_for
+
+            label = name or os.path.basename(getattr(self._store, "path", "") or "outbox")
+            self._drainer.metrics = instruments_for(label)
 
     def __repr__(self) -> str:
         where = getattr(self._store, "path", None) or getattr(self._store, "where", "store")
