@@ -137,12 +137,16 @@ class Drainer:
         next_prune = 0.0
         try:
             while not self._stopping:
-                if time.monotonic() >= next_prune:
-                    await self._prune()
-                    next_prune = time.monotonic() + PRUNE_EVERY
-                if self.metrics is not None and time.monotonic() - self.metrics.sampled_at >= 1:
-                    await self._sample()
-                claimed = await self._claim()
+                try:
+                    if time.monotonic() >= next_prune:
+                        await self._prune()
+                        next_prune = time.monotonic() + PRUNE_EVERY
+                    if self.metrics is not None and time.monotonic() - self.metrics.sampled_at >= 1:
+                        await self._sample()
+                    claimed = await self._claim()
+                except Exception:  # the drain goes on; what failed is logged
+                    log.exception("outbox drainer: unexpected failure; going on")
+                    claimed = []
                 if not claimed or len(self._tasks) >= self._concurrency:
                     await self._idle()
         finally:
@@ -179,6 +183,8 @@ class Drainer:
             return None
         waiting = max(0, len(self._tasks) - writes.in_flight)
         room = int(writes.remaining - writes.reserved - waiting)
+        if writes.blocked_for > 0:  # a 429 paused the class
+            room = 0
         self._slot_in = max(writes.next_slot_in, writes.blocked_for) if room <= 0 else None
         return room
 
@@ -234,9 +240,12 @@ class Drainer:
         try:
             outcome = await self._attempt(entry)
         except asyncio.CancelledError:
-            outcome = _Outcome("pending", check=True)
-            await self._record(entry, outcome)
+            await self._record(entry, _Outcome("pending", check=True))
             raise
+        except Exception:  # not an API answer: a bug, or a fault of this machine
+            log.exception("outbox entry %s: unexpected failure; it will be looked up", entry.seq)
+            next_try = time.time() + _backoff(entry.attempts, RuntimeError())
+            outcome = _Outcome("pending", next_try=next_try, check=True)
         await self._record(entry, outcome)
 
     async def _record(self, entry: Claimed, outcome: _Outcome) -> None:
