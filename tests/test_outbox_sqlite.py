@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sqlite3
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,31 @@ async def test_group_commit_shares_fsyncs_between_concurrent_creates(
         await asyncio.gather(*creates)
         assert writer.commits - before < 16
         assert (await outbox.status()).pending == 64
+
+
+async def test_a_dead_drainers_entries_are_looked_up_or_held(
+    sandbox: Sandbox, client: GetBillClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "h.db"
+    debt = sandbox.debt_ids()[0]
+    finished = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await finished.wait()  # its pid is now one of no running process
+    dead_owner = f"{socket.gethostname()}:{finished.pid}:gone"
+    async with Outbox(client, path, drain=False) as producer:
+        await producer.create(debt_id=debt, type="call", summary="no call_id")
+        await producer.create(debt_id=debt, type="call", call_id="h-1")
+        claimed = await producer._store.claim(dead_owner, 10, 300.0, time.time())
+        assert [entry.key for entry in claimed] == [None, "h-1"]
+    await client.followups.create(debt_id=debt, type="call", call_id="h-1")  # it had been sent
+    async with Outbox(client, path, poll=0.02) as drainer:
+        await drainer.join(timeout=10)
+        status = await drainer.status()
+        assert (status.done, status.held, status.pending) == (1, 1, 0)
+        counters = drainer.drainer.counters
+        assert (counters.looked_up, counters.found, counters.sent) == (1, 1, 0)
+        [held] = await drainer.dead()
+        assert (held.state, held.key) == ("held", None)
+        assert "no call_id" in held.message
+        assert await drainer.requeue(held.id, held=True) == 1  # a person checked: not there
+        await drainer.join(timeout=10)
+    assert sandbox.created_per_call_id()["h-1"] == 1
