@@ -58,6 +58,7 @@ CREATE TABLE entries (
 );
 CREATE INDEX entries_state ON entries (state, seq);
 CREATE INDEX entries_key ON entries (key, seq);
+CREATE UNIQUE INDEX entries_create_key ON entries (key) WHERE op = 'create';
 """
 
 

@@ -37,6 +37,10 @@ UPDATE entries SET
 WHERE state = 'in_flight' AND (lease_until < ? OR owner = ?)
 """
 
+_ADD_CREATE = (
+    "INSERT OR IGNORE INTO entries (key, op, state, debt_id, fields, enqueued) "
+    "VALUES (?, 'create', 'pending', ?, ?, ?)"
+)
 _REQUEUE = (
     "UPDATE entries SET state = 'pending', error = NULL, next_try = 0, attempts = 0, "
     "check_first = 0 WHERE state = 'dead'"
@@ -102,11 +106,16 @@ class SQLiteStore:
         text = fields
 
         def op(conn: sqlite3.Connection, batch: Batch) -> Enqueued:
-            if key is not None:
-                sql = "SELECT 1 FROM entries WHERE key = ? AND op = 'create' LIMIT 1"
-                if conn.execute(sql, (key,)).fetchone():
-                    return "duplicate"
-            return _insert(conn, batch, (key, "create", debt_id, text, now), limit)
+            if not limit or _backlog(conn, batch) < limit:
+                # One statement: the unique index on a create's key refuses a second one.
+                added = conn.execute(_ADD_CREATE, (key, debt_id, text, now)).rowcount
+                if added and limit:
+                    batch["backlog"] += 1
+                return "added" if added else "duplicate"
+            sql = "SELECT 1 FROM entries WHERE key = ? AND op = 'create' LIMIT 1"
+            if key is not None and conn.execute(sql, (key,)).fetchone():
+                return "duplicate"  # a replay is a no-op, even when full
+            raise StoreFull
 
         return await self.writer.run(op)
 
