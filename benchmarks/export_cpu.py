@@ -144,7 +144,7 @@ async def request_path(client: GetBillClient, base_url: str, token: str, out: Pa
 
     async def fetch(page: int) -> bytes:
         params = {"limit": str(LIMIT), "page": str(page)}
-        request = Request("GET", "/followups", params=params, lane="bulk")
+        request = Request("GET", "/followups", params=params, bulk=True)
         return await client.send(request, undecoded, stats)
 
     return await _write_pages(fetch, out, _head, every_page=False)

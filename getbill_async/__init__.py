@@ -56,6 +56,7 @@ from .models import (
     Page,
     Pagination,
 )
+from .outbox import DeadEntry, Outbox, OutboxFullError, OutboxStatus, OutboxStoreError
 from .telemetry import AttemptInfo, CallInfo, Hooks
 from .transport import CallStats, ClientCredentials, ItemWalk, PageWalk, RetryPolicy, WalkStats
 
@@ -84,6 +85,7 @@ __all__ = [
     "ConfigurationError",
     "CreateBatch",
     "CreateResult",
+    "DeadEntry",
     "Debt",
     "DecodeError",
     "ExportError",
@@ -105,6 +107,10 @@ __all__ = [
     "MonotonicClock",
     "NotFoundError",
     "PaginationError",
+    "Outbox",
+    "OutboxFullError",
+    "OutboxStatus",
+    "OutboxStoreError",
     "Outcome",
     "Page",
     "PageWalk",

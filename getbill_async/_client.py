@@ -30,6 +30,7 @@ from .transport import (
     RetryPolicy,
     SentAwareRequest,
     TokenSource,
+    default_max_wait,
     token_source,
 )
 
@@ -60,7 +61,16 @@ def _is_loopback(host: str | None) -> bool:
 
 
 def _check_url(name: str, url: str, allow_insecure: bool) -> str:
-    parsed = URL(url)
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be an http(s) URL with a host") from None
+    if parsed.user is not None or parsed.password is not None:
+        # Not echoed: the URL holds a password. The API takes credentials as a token.
+        raise ConfigurationError(
+            f"{name} must not hold credentials (user:password@host); pass them as "
+            "token=... or ClientCredentials(...)"
+        )
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigurationError(f"{name} must be an http(s) URL with a host, got {url!r}")
     if parsed.scheme == "http" and not allow_insecure and not _is_loopback(parsed.host):
@@ -69,6 +79,40 @@ def _check_url(name: str, url: str, allow_insecure: bool) -> str:
             f"allow_insecure=True), got {url!r}"
         )
     return url
+
+
+def _changed(
+    options: CallOptions, timeout: Any, max_wait: Any, retry: Any, priority: Any
+) -> CallOptions:
+    """``options`` with the given ones (``NOT_GIVEN``: unchanged), each checked; ``max_wait``
+    None becomes ``math.inf`` here, its one public spelling of "as long as it takes"."""
+    if timeout is not NOT_GIVEN:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        options = replace(options, timeout=float(timeout))
+    if max_wait is not NOT_GIVEN:
+        if max_wait is None:
+            max_wait = math.inf
+        if (
+            isinstance(max_wait, bool)
+            or not isinstance(max_wait, (int, float))
+            or not max_wait >= 0
+        ):
+            raise ConfigurationError(
+                f"max_wait must be a number of seconds >= 0, or None, got {max_wait!r}"
+            )
+        options = replace(options, max_wait=float(max_wait))
+    if retry is not NOT_GIVEN:
+        if not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        options = replace(options, retry=retry)
+    if priority is not NOT_GIVEN:
+        if priority not in LANES:
+            raise ConfigurationError(
+                f"priority: invalid value {priority!r}; allowed: {', '.join(LANES)}"
+            )
+        options = replace(options, priority=priority)
+    return options
 
 
 class GetBillClient:
@@ -107,7 +151,9 @@ class GetBillClient:
             base_url = os.environ.get("GETBILL_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = _check_url("base_url", base_url, allow_insecure).rstrip("/")
         self.retry = retry or RetryPolicy()
-        self._auth: TokenSource = token_source(token, timeout=timeout, retry=self.retry)
+        self._auth: TokenSource = token_source(
+            token, timeout=timeout, retry=self.retry, max_response_bytes=max_response_bytes
+        )
         if isinstance(self._auth, OAuthTokenSource):
             _check_url("token_url", self._auth.credentials.token_url, allow_insecure)
         if rate_limit is None or isinstance(rate_limit, RateLimit):
@@ -121,7 +167,9 @@ class GetBillClient:
         if not timeout > 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
         self.timeout = float(timeout)
-        self._options = CallOptions(timeout=self.timeout, retry=self.retry)
+        self._options = CallOptions(
+            timeout=self.timeout, retry=self.retry, max_wait=default_max_wait(self.budget)
+        )
         self._root = self  # the client that owns the session; a view's is its origin
         self.max_response_bytes = max_response_bytes
         self._connections = connections
@@ -148,40 +196,40 @@ class GetBillClient:
             lookups = client.with_options(max_wait=2, priority="interactive")
             followup = await lookups.followups.get(followup_id)   # waits <= 2 s for a slot
 
-        ``timeout``: seconds per try. ``max_wait``: the longest budget wait before
-        ``BudgetExhaustedError`` (``None``: as long as it takes). ``retry``: a ``RetryPolicy``;
-        its ``max_time`` is a deadline for each whole call, budget waits included.
-        ``priority``: ``"interactive"`` or ``"bulk"`` for every call of the view, walks included.
+        Args:
+            timeout: seconds per try.
+            max_wait: the longest budget wait before ``BudgetExhaustedError``, in seconds
+                (``None`` or ``math.inf``: as long as it takes). Not given: the budget's own
+                ``RateLimit.max_wait``.
+            retry: a ``RetryPolicy``; its ``max_time`` is a deadline for each whole call:
+                budget waits, tries, pauses, the token refresh and reconcile lookups.
+            priority: ``"interactive"`` or ``"bulk"`` for every call of the view, walks
+                included (not given: each call's own lane, bulk for walks, exports and
+                ``create_many``).
+
+        Returns:
+            The view.
+
+        Raises:
+            ConfigurationError: an option is not one of its allowed values.
         """
-        options = self._options
-        if timeout is not NOT_GIVEN:
-            if (
-                isinstance(timeout, bool)
-                or not isinstance(timeout, (int, float))
-                or not timeout > 0
-            ):
-                raise ConfigurationError(
-                    f"timeout must be a number of seconds > 0, got {timeout!r}"
-                )
-            options = replace(options, timeout=float(timeout))
-        if max_wait is not NOT_GIVEN:
-            if max_wait is None:
-                max_wait = math.inf
-            if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or max_wait < 0:
-                raise ConfigurationError(
-                    f"max_wait must be a number of seconds >= 0, or None, got {max_wait!r}"
-                )
-            options = replace(options, max_wait=float(max_wait))
-        if retry is not NOT_GIVEN:
-            if not isinstance(retry, RetryPolicy):
-                raise ConfigurationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
-            options = replace(options, retry=retry)
-        if priority is not NOT_GIVEN:
-            if priority not in LANES:
-                raise ConfigurationError(
-                    f"priority: invalid value {priority!r}; allowed: {', '.join(LANES)}"
-                )
-            options = replace(options, priority=priority)
+        return self._view(_changed(self._options, timeout, max_wait, retry, priority))
+
+    def until(self, deadline: float | None) -> GetBillClient:
+        """A view whose calls end by ``deadline`` (``time.monotonic()``; None: the view
+        itself). A call made on behalf of another (a reconcile lookup) keeps its deadline.
+
+        Args:
+            deadline: the absolute deadline.
+
+        Returns:
+            The view.
+        """
+        if deadline is None:
+            return self
+        return self._view(replace(self._options, deadline=deadline))
+
+    def _view(self, options: CallOptions) -> GetBillClient:
         view = copy.copy(self)
         view._options = options
         view.timeout, view.retry = options.timeout, options.retry

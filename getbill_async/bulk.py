@@ -73,6 +73,7 @@ class CreateBatch(AsyncClosing):
     ) -> None:
         check_int("concurrency", concurrency)
         self._create = create
+        self._sends: Callable[[Item, SentRecord], Awaitable[Followup]] | None = None
         self._source: AsyncIterator[Item] | None = None
         self._items = items
         self._concurrency = concurrency
@@ -84,6 +85,29 @@ class CreateBatch(AsyncClosing):
         self._source_error: BaseException | None = None
         self._closed = False
         self.unreported: list[CreateResult] = []
+
+    @classmethod
+    def tracking(
+        cls,
+        create: Callable[[Item, SentRecord], Awaitable[Followup]],
+        items: Iterable[Item] | AsyncIterable[Item],
+        *,
+        concurrency: int = 8,
+    ) -> CreateBatch:
+        """A batch whose ``create(item, sent)`` puts ``sent`` on its request (``Request.sent``)
+        so that the pipeline tells it whether the create left: ``create_many``'s way.
+
+        Args:
+            create: makes one followup from an input, telling the record.
+            items: the inputs.
+            concurrency: creates in flight at once.
+
+        Returns:
+            The batch.
+        """
+        batch = cls(create, items, concurrency=concurrency)
+        batch._sends = create
+        return batch
 
     @property
     def in_flight(self) -> int:
@@ -136,12 +160,18 @@ class CreateBatch(AsyncClosing):
             self._running[task] = (index, item, record)
 
     async def _one(self, index: int, item: Item, record: SentRecord) -> CreateResult:
-        SENT.set(record)  # this task's own context: the pipeline marks writes that left
         try:
-            if isinstance(item, FollowupCreate):
-                made = await self._create(item)
+            if self._sends is not None:
+                made = await self._sends(item, record)
             else:
-                made = await self._create(**item)
+                # A create function given directly builds its own requests: the batch has no
+                # request to put the record on, so it rides in this task's own context,
+                # where the pipeline marks writes that left.
+                SENT.set(record)
+                if isinstance(item, FollowupCreate):
+                    made = await self._create(item)
+                else:
+                    made = await self._create(**item)
         except GetBillError as exc:
             return CreateResult(index, None, exc)
         except Exception as exc:  # any failure is this input's result, not the stream's end

@@ -239,13 +239,20 @@ class WriteNotSentError(GetBillError):
 class BudgetExhaustedError(GetBillError):
     """The rate budget has no slot within ``max_wait``; ``retry_in`` says when one opens."""
 
-    def __init__(self, kind: str, retry_in: float, max_wait: float) -> None:
+    def __init__(self, kind: str, retry_in: float, max_wait: float, *, cold: bool = False) -> None:
         self.kind = kind
         self.retry_in = retry_in
         self.max_wait = max_wait
-        super().__init__(
-            f"{kind} budget exhausted: next slot in {retry_in:.1f}s, over max_wait {max_wait:g}s"
-        )
+        self.cold = cold  # no estimate: the class waits for the first answer of a cold start
+        when = "cold, waiting for the first answer" if cold else f"next slot in {retry_in:.1f}s"
+        super().__init__(f"{kind} budget exhausted: {when}, over max_wait {max_wait:g}s")
+
+    @property
+    def waiting(self) -> str:
+        """What the request waited for, in words (for messages)."""
+        if self.cold:
+            return f"a {self.kind} budget slot (cold, waiting for the first answer)"
+        return f"{self.retry_in:.1f}s for a {self.kind} budget slot"
 
 
 class BudgetUnavailableError(GetBillError):

@@ -33,7 +33,9 @@ class RedisServer:
     ``start()`` can be called again after ``stop()`` (same port), to test a Redis that returns.
     """
 
-    def __init__(self, port: int | None = None, *, cluster: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, *, cluster: bool = False, extra: tuple[str, ...] = ()
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -47,6 +49,7 @@ class RedisServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._cluster = cluster
         self.bus_port = free_port() if cluster else 0
+        self.extra = list(extra)  # more redis-server options, e.g. ("--replicaof", host, port)
 
     def start(self, timeout: float = 10.0) -> None:
         if self._proc is not None:
@@ -70,6 +73,7 @@ class RedisServer:
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "2000",
             ]  # fmt: skip
+        command += self.extra
         self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -153,3 +153,29 @@ class _FailAfter:
 
     def finish(self) -> None:
         pass
+
+
+async def test_a_run_refused_before_its_first_page_leaves_nothing_to_resume(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "f.jsonl"
+    async with Sandbox(followups=300, seed=5) as sb:
+        # A token pasted with its newline, and wrong besides: the API answers 401.
+        env = {**env_for(sb), "GETBILL_TOKEN": "not-the-token\n"}
+        proc = await asyncio.create_subprocess_exec(
+            *CLI,
+            "export",
+            "--out",
+            str(out),
+            "--no-progress",
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        assert proc.returncode == 1 and err.decode().count("\n") == 1, err.decode()
+        assert "not-the-token" not in err.decode()
+        assert list(tmp_path.iterdir()) == [], "no checkpoint, no partial"
+        again = await start(sb, "export", "--out", str(out), "--no-progress")
+        _, err = await again.communicate()
+        assert again.returncode == 0, err.decode()
+        assert len(jsonl_ids(out)) == 300

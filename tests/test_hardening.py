@@ -194,7 +194,8 @@ async def test_api_redirects_are_not_followed(
         async with GetBillClient(TOKEN, base_url=root + "/v1", retry=FAST) as client:
             with pytest.raises(APIError, match=f"GET /followups: {status} redirected to ") as err:
                 await client.followups.list()
-            with pytest.raises(APIError, match="redirects are not followed"):
+            # A redirect answering a write leaves its outcome unknown (issue 19, item 1).
+            with pytest.raises(AmbiguousWriteError, match="redirects are not followed"):
                 await client.followups.create(debt_id="d", type="sms")
     assert seen == []
     assert f"hidden{status}" not in str(err.value) and "X-Amz-Signature=[REDACTED]" in str(
@@ -407,3 +408,35 @@ async def test_download_errors_do_not_write_outside_the_target(tmp_path: Path) -
             with pytest.raises(NotFoundError):
                 await client.followups.download_media(ghost, tmp_path / "a.mp3")
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_canary_json_bodies_with_signed_urls_stay_out_of_traceback_locals() -> None:
+    items = [
+        {"id": "f1", "debt_id": "d", "status": "sent", "type": "call", "audio_url": SIGNED_URL},
+        {"id": "f2", "debt_id": "d", "status": "sent", "type": "call", "duration_ms": "long"},
+    ]
+    page = {
+        "error": False,
+        "data": items,
+        "pagination": {"total": 2, "page": 1, "limit": 20, "pages": 1},
+    }
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response(page)
+
+    app = web.Application()
+    app.router.add_get("/v1/followups", listing)
+    errors: list[GetBillError] = []
+    async with serve(app) as root:
+        async with GetBillClient(TOKEN, base_url=root + "/v1", retry=ONCE) as client:
+            with pytest.raises(DecodeError, match="not the documented JSON") as info:
+                await client.followups.list()
+            errors.append(info.value)
+            async with client.followups.iterate(concurrency=1) as walk:
+                with pytest.raises(DecodeError) as walked:
+                    [f async for f in walk]
+            errors.append(walked.value)
+    texts = [t for error in errors for t in (str(error), repr(error), *_walk_tracebacks(error))]
+    assert any("body=" in t for t in texts)  # the frames holding the body were looked at
+    leaks = [t[:200] for t in texts if SIG in t]
+    assert leaks == [], "\n".join(leaks)

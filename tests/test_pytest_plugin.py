@@ -32,12 +32,23 @@ async def log_calls(client, debt_id, calls):
     ]
     async with client.followups.create_many(rows) as batch:
         return [result async for result in batch]
+
+
+async def log_through_outbox(client, path, debt_id, call_id):
+    """A dialer: the call is logged when it starts and updated when it ends."""
+    from getbill_async import Outbox
+
+    async with Outbox(client, path) as outbox:
+        await outbox.create(debt_id=debt_id, type="call", status="in_progress", call_id=call_id)
+        await outbox.update(call_id, status="deal_found", duration_ms=182_000)
+        await outbox.join(timeout=10)
+        return await outbox.status()
 '''
 
 LOGS_CALLS = """
 import pytest
 
-from service import log_call, log_calls
+from service import log_call, log_calls, log_through_outbox
 
 
 @pytest.mark.getbill_sandbox(followups=20, seed=9)
@@ -69,6 +80,15 @@ async def test_a_tight_write_budget_waits_instead_of_429(getbill_sandbox, getbil
     assert getbill_sandbox.requests_made("write") == 3
     assert getbill_sandbox.answered(429) == 0
     assert getbill_sandbox.limits() == {"reads": 1000, "writes": 2, "window": 0.5}
+
+
+async def test_the_outbox_merges_a_call_into_one_write(getbill_sandbox, getbill_client, tmp_path):
+    debt = getbill_sandbox.debt_ids()[0]
+    status = await log_through_outbox(getbill_client, tmp_path / "outbox.db", debt, "dl-81")
+    assert status.done == 1 and status.merged == 1 and status.pending == 0
+    [created] = getbill_sandbox.created_followups(call_id="dl-81")
+    assert created["status"] == "deal_found" and created["duration_ms"] == 182_000
+    assert getbill_sandbox.requests_made("write") == 1
 
 
 async def test_no_marker_means_a_small_default_sandbox(getbill_sandbox):
@@ -120,7 +140,7 @@ def test_a_user_suite_logs_calls_and_checks_them_with_the_helpers(
     else:
         pytester.makepyprojecttoml(ini("auto"))
     result = pytester.runpytest("-p", "no:cacheprovider", "-W", "error", "--strict-markers")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
 
 
 @pytest.mark.timeout(60)

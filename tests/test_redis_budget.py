@@ -293,10 +293,11 @@ def worker_main(config_json: str) -> None:
 async def _work(config: dict[str, Any]) -> dict[str, Any]:
     rate = RateLimit(reads=config["reads"], window=config["window"])
     result: dict[str, Any] = {"pages": 0, "error": None}
-    probe = aioredis.Redis.from_url(config["redis"])
-    seconds, micros = await probe.time()
-    result["clock_offset"] = time.time() - (seconds + micros / 1e6)
-    await probe.aclose()
+    if config.get("clock_probe", True):  # not when Redis is down at start
+        probe = aioredis.Redis.from_url(config["redis"])
+        seconds, micros = await probe.time()
+        result["clock_offset"] = time.time() - (seconds + micros / 1e6)
+        await probe.aclose()
     budget = RedisBudget(
         config["redis"],
         config["key"],
@@ -304,6 +305,7 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
         fallback=config.get("fallback", False),
         expected_workers=config["workers"],
         timeout=config.get("redis_timeout", 1.0),
+        fallback_retry=config.get("fallback_retry", 30.0),
     )
     retry = RetryPolicy(base=0.05, cap=0.5, max_time=20.0)
     async with (

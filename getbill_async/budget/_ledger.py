@@ -177,7 +177,7 @@ class Ledger:
                 return None
             assert max_wait is not None
             if waited >= max_wait:
-                raise BudgetExhaustedError(self.kind, 0.0, max_wait)
+                raise BudgetExhaustedError(self.kind, 0.0, max_wait, cold=True)
             return max_wait - waited
         if capped:
             assert max_wait is not None

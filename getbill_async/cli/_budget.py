@@ -71,7 +71,9 @@ def _row(name: str, s: ClassStatus) -> list[str]:
         str(s.in_flight),
         f"{s.remaining} cold" if s.cold else str(s.remaining),
         f"{s.limit}/{s.window:g}s",
-        f"{s.next_slot_in:.1f}s",
+        "cold, waiting for the first answer"
+        if s.cold and s.in_flight
+        else f"{s.next_slot_in:.1f}s",
         f"{s.blocked_for:.1f}s" if s.blocked_for else "-",
         lanes,
     ]

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: The integer flags that count something and must be at least 1.
-_COUNTS = ("reads", "writes", "concurrency")
+_COUNTS = ("reads", "writes", "concurrency", "expected_workers")
 
 
 def add_budget_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -75,6 +75,13 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
         help="if Redis is unreachable, go on with a local share of the budget",
     )
     group.add_argument(
+        "--expected-workers",
+        type=int,
+        default=4,
+        metavar="N",
+        help="with --redis-fallback, the fleet's size: each worker falls back to 1/N (4)",
+    )
+    group.add_argument(
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight"
     )
     group.add_argument("--no-progress", action="store_true", help="no progress output")
@@ -107,7 +114,9 @@ def check_flags(args: argparse.Namespace) -> None:
     for name in _COUNTS:
         value = getattr(args, name, None)
         if value is not None and value < 1:
-            raise ConfigurationError(f"--{name} must be an integer >= 1, got {value}")
+            raise ConfigurationError(
+                f"--{name.replace('_', '-')} must be an integer >= 1, got {value}"
+            )
     window = getattr(args, "window", None)
     if window is not None and not (math.isfinite(window) and window > 0):
         raise ConfigurationError(f"--window must be a finite number of seconds > 0, got {window}")
@@ -137,6 +146,7 @@ def make_budget(args: argparse.Namespace) -> RateLimit | Budget:
         args.redis,
         rate,
         fallback=getattr(args, "redis_fallback", False),
+        expected_workers=getattr(args, "expected_workers", 4),
         key=budget_key(),
         cluster=args.redis_cluster,
     )

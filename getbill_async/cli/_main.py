@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser("budget", help="the budget left: shared or the server's")
     )
     _demo.add_arguments(commands.add_parser("demo", help="export and log against a local sandbox"))
+    from ..outbox import add_parser as outbox_parser
+
+    outbox_parser(commands)
     return parser
 
 
@@ -118,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "demo":
         return _run(_demo.run_demo(args))
+    if args.command == "outbox":
+        from ..outbox import run as run_outbox
+
+        return run_outbox(args)
     if args.command == "budget":
         return _budget.run(args)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,6 +152,14 @@ class _Run:
         )
         return checkpoint, repaired, walk
 
+    def discard(self) -> None:
+        """Remove what a run that wrote no page left: its checkpoint and its partial output."""
+        partial = self.out.with_name(self.out.name + ".partial")
+        parts = self.out.with_name(self.out.name + ".parts")
+        self.checkpoint_path.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+        shutil.rmtree(parts, ignore_errors=True)
+
     def commit(self, checkpoint: Checkpoint) -> None:
         mark = self.sink.flush()
         if mark is not None:
@@ -231,6 +240,7 @@ async def _export(
 ) -> ExportReport:
     run = _Run(client, path, options, progress)
     started = time.monotonic()
+    nothing_kept = False
     try:
         checkpoint, repaired, walk = run.open()
         resumed_from = checkpoint.page
@@ -241,10 +251,15 @@ async def _export(
                 run.commit(checkpoint)  # what was written is kept: a resume goes on after it
             except Exception as exc:  # the first failure is the one to report
                 log.warning("export: could not checkpoint the last pages: %s", exc)
+            # Failed before its first page (bad credentials, say): nothing to resume, so no
+            # checkpoint is left to make the next run refuse with "an unfinished export".
+            nothing_kept = checkpoint.page == 0
             raise
         run.finish(walk, checkpoint)
     finally:
         run.sink.close()
+        if nothing_kept:
+            run.discard()
     stats = walk.stats
     return ExportReport(
         path=run.out,

@@ -234,6 +234,8 @@ class FollowupReads:
         start_page: int,
         concurrency: int,
         known_ids: Iterable[str] = (),
+        *,
+        bulk: bool = True,
     ) -> PageWalk[Followup]:
         return walk_pages(
             self._client,
@@ -245,6 +247,7 @@ class FollowupReads:
             start_page=start_page,
             concurrency=concurrency,
             known_ids=known_ids,
+            bulk=bulk,
         )
 
     async def get(self, followup_id: str) -> Followup:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import AsyncIterable, Iterable, Mapping
@@ -10,9 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._constants import LOGGER_NAME
+from .._constants import DEFAULT_CONCURRENCY, DEFAULT_PAGE_LIMIT, LOGGER_NAME
 from ..bulk import CreateBatch
-from ..errors import AmbiguousWriteError, GetBillError
 from ..models import (
     Debt,
     Followup,
@@ -22,11 +22,12 @@ from ..models import (
 from ..support import (
     build_create,
     build_update,
+    page_params,
 )
-from ..transport import Request
+from ..transport import ItemEnvelope, ItemWalk, Request, SentRecord
 from ._jobs import FollowupJobs, probe_list
 from ._media import MediaKind, download_media
-from ._reads import FollowupReads, _item_decoder, _path_id
+from ._reads import _FOR_DEBT, FollowupReads, _item_decoder, _path_id
 from .debts import Debts
 
 if TYPE_CHECKING:
@@ -52,68 +53,93 @@ class Followups(FollowupReads, FollowupJobs):
         """``POST /followups``: log a call, email, SMS... against a debt.
 
         ``create(FollowupCreate(...))`` or ``create(debt_id=..., type=..., ...)``. When the
-        outcome is unknown (a 5xx, a timeout or a reset after sending) and the followup has a
-        ``call_id``, the debt's followups are searched for it: the one found is returned, and
-        the create is sent again only if it is absent. Without a ``call_id`` such a failure
-        raises ``AmbiguousWriteError`` instead of risking a duplicate.
+        outcome is unknown (any answer but a usable 2xx or a 4xx: a 5xx, a redirect, a body
+        too big or cut, a timeout or a reset after sending) and the followup has a
+        ``call_id``, the debt's followups are searched for it, within the call's deadline:
+        the one found is returned, and the create is sent again only if it is absent. Without
+        a ``call_id`` such a failure raises ``AmbiguousWriteError`` instead of risking a
+        duplicate.
+
+        Args:
+            item: the followup to create, or None to give its fields as keywords.
+            **fields: the followup's fields (``debt_id``, ``type``, ...).
+
+        Returns:
+            The followup created (or found by its ``call_id``).
+
+        Raises:
+            ValidationError: a field is missing or invalid (nothing is sent).
+            AmbiguousWriteError: the outcome is unknown and cannot be looked up.
         """
-        body = build_create(item, fields)
+        return await self._create(build_create(item, fields))
+
+    async def _create(
+        self, body: FollowupCreate, sent: SentRecord | None = None, bulk: bool = False
+    ) -> Followup:
+        call_id = body.call_id
+        reconcile = (
+            None
+            if call_id is None
+            else functools.partial(self._created, body.debt_id, call_id, bulk)
+        )
         request = Request(
             "POST",
             "/followups",
             body=_encoder.encode(body),
             fields=msgspec.structs.asdict(body),
             template="/followups",
+            bulk=bulk,
+            sent=sent,
+            reconcile=reconcile,
         )
-        client = self._client
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                answer = await client.send(request, _item_decoder)
-                return answer.data
-            except AmbiguousWriteError as exc:
-                if body.call_id is None or not client.retry.reconcile:
-                    raise
-                found = await self._reconcile(body, exc)
-                if found is not None:
-                    return found
-                if tries >= client.retry.max_tries:
-                    raise
-                log.debug("create with call_id not found after an ambiguous failure: resending")
+        answer = await self._client.send(request, _item_decoder)
+        return answer.data
+
+    async def _create_one(
+        self, item: FollowupCreate | Mapping[str, Any], sent: SentRecord
+    ) -> Followup:
+        """One create of ``create_many``: bulk work, telling ``sent`` whether it left."""
+        if isinstance(item, FollowupCreate):
+            body = build_create(item, {})
+        else:
+            body = build_create(None, dict(item))
+        return await self._create(body, sent, bulk=True)
+
+    async def _created(
+        self, debt_id: str, call_id: str, bulk: bool, deadline: float | None
+    ) -> ItemEnvelope[Followup] | None:
+        """The reconcile lookup of an ambiguous create, as the create's answer would have
+        been; None when absent. It keeps the create's deadline and its kind of work."""
+        log.debug("reconciling an ambiguous create by call_id %s", call_id)
+        found = await Followups(self._client.until(deadline))._find(debt_id, call_id, bulk)
+        return None if found is None else ItemEnvelope(data=found)
 
     async def find_by_call_id(self, debt_id: str, call_id: str) -> Followup | None:
         """The debt's followup with this ``call_id``, or None: walks
         ``GET /followups/debt/{debt_id}`` (one read per 100 of the debt's followups).
 
-        This is how an ambiguous create is reconciled. It runs in the caller's lane
-        (interactive by default): learning whether a write happened is not bulk work.
+        This is how an ambiguous create is reconciled. It runs in the interactive lane
+        unless the client's view chose one: learning whether a write happened is not bulk
+        work.
+
+        Args:
+            debt_id: the debt's id.
+            call_id: the ``call_id`` the followup was created with.
+
+        Returns:
+            The followup, or None when the debt has none with that ``call_id``.
         """
-        client = self._client
-        lookup = Followups(client.in_lane(client.lane or "interactive"))
-        async with lookup.iterate_for_debt(debt_id) as walk:
-            async for followup in walk:
+        return await self._find(debt_id, call_id, bulk=False)
+
+    async def _find(self, debt_id: str, call_id: str, bulk: bool) -> Followup | None:
+        path = f"/followups/debt/{_path_id('debt_id', debt_id)}"
+        params = page_params(1, DEFAULT_PAGE_LIMIT)
+        walk = self._walk(path, _FOR_DEBT, params, 1, DEFAULT_CONCURRENCY, bulk=bulk)
+        async with ItemWalk(walk) as items:
+            async for followup in items:
                 if followup.call_id == call_id:
                     return followup
         return None
-
-    async def _reconcile(self, body: FollowupCreate, exc: AmbiguousWriteError) -> Followup | None:
-        """The followup with ``body.call_id`` among the debt's, or None when absent."""
-        assert body.call_id is not None
-        log.debug("reconciling an ambiguous create by call_id %s", body.call_id)
-        try:
-            found = await self.find_by_call_id(body.debt_id, body.call_id)
-        except GetBillError as lookup_failed:
-            raise AmbiguousWriteError(
-                f"{exc.cause}; looking it up by call_id failed too ({lookup_failed})",
-                method=exc.method,
-                path=exc.path,
-                fields=exc.fields,
-                cause=exc.cause,
-            ) from lookup_failed
-        if found is not None:
-            log.debug("call_id %s found: the create had happened", body.call_id)
-        return found
 
     def create_many(
         self,
@@ -132,11 +158,15 @@ class Followups(FollowupReads, FollowupJobs):
         Bad input or a failed create is a result with an ``error``, not an exception: the
         others go on. Leaving early cancels what is in flight, and ``batch.unreported`` says
         what became of each create whose result was not yielded (see ``getbill_async.bulk``).
+
+        Args:
+            items: the followups to create (structs or mappings of their fields).
+            concurrency: creates in flight at once.
+
+        Returns:
+            The batch, to iterate in ``async with``.
         """
-        client = self._client
-        if client.lane is None:
-            client = client.in_lane("bulk")
-        return CreateBatch(Followups(client).create, items, concurrency=concurrency)
+        return CreateBatch.tracking(self._create_one, items, concurrency=concurrency)
 
     async def update(
         self, followup_id: str, item: FollowupUpdate | None = None, /, **fields: Any

@@ -9,12 +9,12 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import msgspec
 
 from .._constants import (
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_SCOPES,
     DEFAULT_TOKEN_URL,
     LOGGER_NAME,
@@ -22,25 +22,51 @@ from .._constants import (
     TOKEN_REFRESH_MARGIN,
     TOKEN_RETRY_LATER,
 )
-from .._redact import REDACTED, SecretForm, redact, redact_url
+from .._redact import REDACTED, SecretForm, redact
 from ..errors import (
     APIConnectionError,
-    APIError,
     APITimeoutError,
     AuthenticationError,
     ConfigurationError,
     DecodeError,
     GetBillError,
     RateLimitError,
-    ServerError,
 )
-from ._retry import RETRYABLE_STATUSES, Retryable, RetryPolicy, retry_after_seconds, with_retries
+from ._answers import Body, error_for_status, read_capped
+from ._request import Request
+from ._retry import Retryable, RetryPolicy, should_retry, with_retries
 from ._wire import TokenAnswer
 
-__all__ = ["ClientCredentials"]
+__all__ = ["ClientCredentials", "check_token"]
 
 log = logging.getLogger(LOGGER_NAME)
 _token_decoder = msgspec.json.Decoder(TokenAnswer)
+
+
+def check_token(token: str, where: str) -> str:
+    """``token`` without surrounding whitespace; refused when empty or when it holds a
+    control character (it would break the ``Authorization`` header). The token is never
+    shown in the error.
+
+    Args:
+        token: the bearer token.
+        where: where it came from, named in the error (``"token"``, ``"GETBILL_TOKEN"``).
+
+    Returns:
+        The token, stripped.
+
+    Raises:
+        ConfigurationError: the token is empty or holds a control character.
+    """
+    token = token.strip()
+    if not token:
+        raise ConfigurationError(f"{where} is empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
+        raise ConfigurationError(
+            f"{where} holds a control character (a line break?): a bearer token is one line "
+            "of printable characters"
+        )
+    return token
 
 
 @dataclass(frozen=True)
@@ -74,10 +100,14 @@ class TokenSource:
     token_url: str | None = None
     generation = 0
 
-    async def token(self, session: aiohttp.ClientSession) -> str:
+    async def token(self, session: aiohttp.ClientSession, *, deadline: float | None = None) -> str:
+        """The bearer token to send; ``deadline`` (``time.monotonic()``) bounds any fetch."""
         raise NotImplementedError
 
-    async def refresh(self, session: aiohttp.ClientSession, stale: int) -> str:
+    async def refresh(
+        self, session: aiohttp.ClientSession, stale: int, *, deadline: float | None = None
+    ) -> str:
+        """A new token if generation ``stale`` is still the current one, within ``deadline``."""
         raise NotImplementedError
 
     def secrets(self) -> tuple[str, ...]:
@@ -91,7 +121,7 @@ class StaticToken(TokenSource):
     def __init__(self, token: str) -> None:
         self._token = token
 
-    async def token(self, session: aiohttp.ClientSession) -> str:
+    async def token(self, session: aiohttp.ClientSession, *, deadline: float | None = None) -> str:
         return self._token
 
     def secrets(self) -> tuple[str, ...]:
@@ -120,8 +150,10 @@ class OAuthTokenSource(TokenSource):
         timeout: float,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.credentials = credentials
+        self.max_response_bytes = max_response_bytes
         self.token_url = credentials.token_url
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retry = retry or RetryPolicy()
@@ -138,27 +170,31 @@ class OAuthTokenSource(TokenSource):
     def _fresh(self) -> bool:
         return self._token is not None and self._clock() < self._refresh_at
 
-    async def token(self, session: aiohttp.ClientSession) -> str:
+    async def token(self, session: aiohttp.ClientSession, *, deadline: float | None = None) -> str:
         if self._fresh():
             assert self._token is not None
             return self._token
         async with self._lock:
             if not self._fresh():
-                await self._renew(session, keep_valid=True)
+                await self._renew(session, deadline, keep_valid=True)
             assert self._token is not None
             return self._token
 
-    async def refresh(self, session: aiohttp.ClientSession, stale: int) -> str:
+    async def refresh(
+        self, session: aiohttp.ClientSession, stale: int, *, deadline: float | None = None
+    ) -> str:
         async with self._lock:
             if self.generation == stale or self._token is None:
                 # The server refused this token: it is no use even while "valid".
-                await self._renew(session, keep_valid=False)
+                await self._renew(session, deadline, keep_valid=False)
             assert self._token is not None
             return self._token
 
-    async def _renew(self, session: aiohttp.ClientSession, *, keep_valid: bool) -> None:
+    async def _renew(
+        self, session: aiohttp.ClientSession, deadline: float | None, *, keep_valid: bool
+    ) -> None:
         try:
-            await self._fetch_with_retries(session)
+            await self._fetch_with_retries(session, deadline)
         except GetBillError as exc:
             now = self._clock()
             if not (keep_valid and self._token is not None and now < self._valid_until):
@@ -174,12 +210,18 @@ class OAuthTokenSource(TokenSource):
                 later,
             )
 
-    async def _fetch_with_retries(self, session: aiohttp.ClientSession) -> None:
+    async def _fetch_with_retries(
+        self, session: aiohttp.ClientSession, deadline: float | None
+    ) -> None:
+        """The token request, retried like a read, within the asking call's deadline (and
+        the policy's ``max_time``, whichever ends first)."""
         max_time = self._retry.max_time
-        deadline = None if max_time is None else time.monotonic() + max_time
+        own = None if max_time is None else time.monotonic() + max_time
+        if deadline is None or (own is not None and own < deadline):
+            deadline = own
         await with_retries(
             self._retry,
-            functools.partial(self._fetch, session),
+            functools.partial(self._fetch, session, deadline),
             deadline=deadline,
             on_retry=self._on_retry,
         )
@@ -188,7 +230,7 @@ class OAuthTokenSource(TokenSource):
     def _on_retry(tries: int, wait: float, error: GetBillError) -> None:
         log.debug("retrying the token request (try %d) in %.3fs after: %s", tries + 1, wait, error)
 
-    async def _fetch(self, session: aiohttp.ClientSession) -> None:
+    async def _fetch(self, session: aiohttp.ClientSession, deadline: float | None) -> None:
         creds = self.credentials
         form = SecretForm(
             grant_type="client_credentials",
@@ -199,96 +241,123 @@ class OAuthTokenSource(TokenSource):
             form["scope"] = " ".join(creds.scopes)
         started = self._clock()
         self.fetches += 1
-        where = f"POST {creds.token_url}"
+        request = Request("POST", creds.token_url)
         log.debug("fetching an OAuth token for client %s", creds.client_id)
-        try:
-            # Not redirected: a 307/308 would carry the client secret to wherever it points.
-            async with session.post(
-                creds.token_url, data=form, timeout=self._timeout, allow_redirects=False
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-                headers = resp.headers
-        except asyncio.TimeoutError:
-            raise Retryable(APITimeoutError(f"{where}: no answer in time")) from None
-        except aiohttp.ClientError as exc:
-            text = redact(str(exc) or type(exc).__name__, *self.secrets())
-            raise Retryable(APIConnectionError(f"{where}: {text}")) from None
+        status, headers, body = await self._exchange(session, request, form, deadline)
         if status != 200:
-            await self._refused(status, body, headers)
+            await self._refused(status, body, headers, request)
         try:
-            answer = _token_decoder.decode(body)
+            answer = _token_decoder.decode(body.data)
         except (msgspec.DecodeError, RecursionError):
             # A cut or garbled answer: nothing was granted that we know of; ask again.
             raise Retryable(
-                DecodeError(f"{where}: the answer is not the documented JSON", status=status)
+                DecodeError(
+                    f"{request.describe()}: the answer is not the documented JSON", status=status
+                )
             ) from None
+        token = answer.access_token
+        if token != token.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
+            raise AuthenticationError(
+                "the token endpoint answered a token with whitespace or control characters "
+                "(a line break?), which no Authorization header can carry",
+                status=status,
+                method="POST",
+                path=creds.token_url,
+            )
         lifetime = answer.expires_in if answer.expires_in is not None else 3600.0
         margin = min(TOKEN_REFRESH_MARGIN, lifetime / 10)
-        self._token = answer.access_token
+        self._token = token
         self._refresh_at = started + lifetime - margin
         self._valid_until = started + lifetime - min(TOKEN_EXPIRY_SKEW, lifetime / 20)
         self.generation += 1
 
-    async def _refused(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
-        """Raise what a non-200 token answer means: retry what can pass, refuse the rest."""
-        where: dict[str, Any] = {
-            "method": "POST",
-            "path": self.credentials.token_url,
-            "status": status,
-        }
-        # The answer could echo the form: show the status and the OAuth error code only.
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        request: Request,
+        form: SecretForm,
+        deadline: float | None,
+    ) -> tuple[int, Mapping[str, str], Body]:
+        """One token request on the wire: status, headers and the body read under the cap."""
+        where = request.describe()
+        timeout = self._timeout
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise APITimeoutError(f"{where}: RetryPolicy.max_time has passed")
+            if timeout.total is None or left < timeout.total:
+                timeout = aiohttp.ClientTimeout(total=left)
         try:
-            decoded = msgspec.json.decode(body, type=dict[str, object])
-        except (msgspec.DecodeError, RecursionError):
-            decoded = {}
-        err = decoded.get("error", "")
-        code = err if isinstance(err, str) and err else "no error code"
-        if status == 429:
-            details = decoded.get("details")
-            wait = retry_after_seconds(details if isinstance(details, dict) else None, headers)
-            if wait:
-                # No budget covers the token endpoint: its pause is honoured here.
-                await asyncio.sleep(min(wait, self._retry.cap))
-            raise Retryable(
-                RateLimitError(f"token request rate limited ({code})", retry_after=wait, **where)
-            )
-        if status in RETRYABLE_STATUSES:
-            raise Retryable(ServerError(f"token endpoint failed ({code})", **where))
-        if 300 <= status < 400:
-            location = redact_url(headers.get("Location", "") or "nowhere")
-            raise APIError(
-                f"token request redirected to {location}: redirects are not followed, so that "
-                "the client secret never leaves token_url's host; check token_url",
-                **where,
-            )
-        if status in (400, 401, 403):
-            raise AuthenticationError(f"token request refused ({code})", **where)
-        if status >= 500:
-            raise ServerError(f"token endpoint failed ({code})", **where)
-        raise APIError(f"token request failed ({code})", **where)
+            # Not redirected: a 307/308 would carry the client secret to wherever it points.
+            async with session.post(
+                request.path, data=form, timeout=timeout, allow_redirects=False
+            ) as resp:
+                body = await read_capped(resp, request, self.max_response_bytes)
+                return resp.status, resp.headers, body
+        except asyncio.TimeoutError:
+            raise Retryable(APITimeoutError(f"{where}: no answer in time")) from None
+        except RuntimeError:
+            if session.closed:
+                raise ConfigurationError(f"{where}: the client was closed meanwhile") from None
+            raise
+        except aiohttp.ClientError as exc:
+            text = redact(str(exc) or type(exc).__name__, *self.secrets())
+            raise Retryable(APIConnectionError(f"{where}: {text}")) from None
+
+    async def _refused(
+        self, status: int, body: Body, headers: Mapping[str, str], request: Request
+    ) -> None:
+        """Raise what a non-200 token answer means: retry what can pass (as for a read),
+        refuse the rest. The same status map as the API's answers, redacted the same way."""
+        error = error_for_status(
+            status, body, request, headers, self.secrets(), token_endpoint=True
+        )
+        if not should_retry("read", status, True):
+            raise error
+        if isinstance(error, RateLimitError) and error.retry_after:
+            # No budget covers the token endpoint: its pause is honoured here.
+            await asyncio.sleep(min(error.retry_after, self._retry.cap))
+        raise Retryable(error)
 
     def __repr__(self) -> str:
         return f"OAuthTokenSource({self.credentials!r})"
 
 
 def token_source(
-    token: str | ClientCredentials | None, *, timeout: float, retry: RetryPolicy | None = None
+    token: str | ClientCredentials | None,
+    *,
+    timeout: float,
+    retry: RetryPolicy | None = None,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> TokenSource:
-    """The token source for ``GetBillClient(token=...)``, falling back to the environment."""
+    """The token source for ``GetBillClient(token=...)``, falling back to the environment.
+
+    Args:
+        token: a bearer string, ``ClientCredentials``, or None (the environment's).
+        timeout: seconds per token request.
+        retry: how token requests are retried.
+        max_response_bytes: the largest token answer read.
+
+    Returns:
+        The token source.
+
+    Raises:
+        ConfigurationError: no usable credentials.
+    """
+    oauth = functools.partial(
+        OAuthTokenSource, timeout=timeout, retry=retry, max_response_bytes=max_response_bytes
+    )
     if isinstance(token, ClientCredentials):
-        return OAuthTokenSource(token, timeout=timeout, retry=retry)
+        return oauth(token)
     if isinstance(token, str):
-        if not token.strip():
-            raise ConfigurationError("token is empty")
-        return StaticToken(token)
+        return StaticToken(check_token(token, "token"))
     if token is not None:
         raise ConfigurationError(
             f"token must be a bearer string or ClientCredentials, got {type(token).__name__}"
         )
     env = os.environ
     if env.get("GETBILL_TOKEN"):
-        return StaticToken(env["GETBILL_TOKEN"])
+        return StaticToken(check_token(env["GETBILL_TOKEN"], "GETBILL_TOKEN"))
     client_id, secret = env.get("GETBILL_CLIENT_ID"), env.get("GETBILL_CLIENT_SECRET")
     if client_id and secret:
         kwargs: dict[str, object] = {}
@@ -297,7 +366,7 @@ def token_source(
         if env.get("GETBILL_SCOPES"):
             kwargs["scopes"] = tuple(env["GETBILL_SCOPES"].split())
         creds = ClientCredentials(client_id, secret, **kwargs)  # type: ignore[arg-type]
-        return OAuthTokenSource(creds, timeout=timeout, retry=retry)
+        return oauth(creds)
     raise ConfigurationError(
         "no credentials: pass token='...' or ClientCredentials(...), or set GETBILL_TOKEN, "
         "or GETBILL_CLIENT_ID and GETBILL_CLIENT_SECRET"

@@ -1,116 +1,77 @@
 """The one request path: budget → auth → send → classify → retry → decode.
 
-Resources say *what* to ask (method, path, params, body, decoder, lane); only this module knows
-*how*. Retry decisions are small pure functions (``_retry``), and every call runs the same
-backoff loop, the token request included.
+Resources say *what* to ask (method, path, params, body, decoder, intent); only this module
+knows *how*. Retry decisions are small pure functions (``_retry``). A call runs one loop,
+named by concern, one frame each:
 
-Two rules that long jobs rely on:
+    request                      the call's events
+    _send_handling_retries       the loop: tries, backoff pauses, reconcile lookups
+    _send_handling_auth          one try, and once more after a token refresh on a 401
+    _attempt / _observed         budget slot, token, the exchange, the slot's release
+    _exchange                    one try on the wire
+
+Three rules that long jobs rely on:
 
 - **Sent means sent.** The session's request class (``SentAwareRequest``) notes when a request
   starts writing to a connection. One that never did (a connect timeout, a wait for a pooled
   connection) holds no budget slot and is not an ambiguous write: it is simply tried again.
-- **A deadline is a deadline.** ``RetryPolicy.max_time`` bounds the whole call: budget waits,
-  tries and the pauses between them. A budget wait that would pass it is cut off at once.
+- **A deadline is a deadline.** ``RetryPolicy.max_time`` (or a view's ``deadline``) bounds the
+  whole call: budget waits, tries, the pauses between them, the token refresh and the reconcile
+  lookups (they run with the call's deadline, not a fresh one). A budget wait that would pass
+  it is cut off at once.
+- **A write without a usable 2xx is ambiguous** (too big, undecodable, cut, a redirect, a 5xx,
+  no answer after sending): reconciled by the request's ``reconcile`` when it has one, else
+  ``AmbiguousWriteError``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import time
-from collections.abc import Mapping
-from typing import TypeVar
-from urllib.parse import quote_plus
+from typing import Any, TypeVar, cast
 
 import aiohttp
-from multidict import CIMultiDictProxy
-from yarl import URL
 
-from .._constants import LOGGER_NAME, USER_AGENT
-from .._redact import SecretHeaders, redact
-from ..budget import Budget, Lane, Outcome, Slot
+from .._constants import LOGGER_NAME
+from ..budget import Budget, Outcome, Slot
 from ..errors import (
     AmbiguousWriteError,
-    APIConnectionError,
     APITimeoutError,
     AuthenticationError,
     BudgetExhaustedError,
     GetBillError,
     RateLimitError,
 )
-from ..telemetry import CallInfo, EventStream
-from ._answers import Decodes, ambiguous, decode, error_for_status, read_capped
+from ..telemetry import EventStream
+from ._answers import (
+    Decodes,
+    decode,
+    error_for_status,
+    unusable_for_write,
+)
 from ._auth import TokenSource
+from ._exchange import Call, Wire
 from ._request import (
-    PROBE,
     SENT,
     CallOptions,
     CallStats,
     Probe,
     Request,
-    SentAwareRequest,
-    SentRecord,
     track_sent,
 )
-from ._retry import Retryable, RetryPolicy, should_retry, with_retries
+from ._retry import Backoff, Retryable, should_retry
 
-__all__ = [
-    "SENT",
-    "CallOptions",
-    "CallStats",
-    "Pipeline",
-    "Request",
-    "RetryPolicy",
-    "SentAwareRequest",
-    "SentRecord",
-    "error_for_status",
-]
+__all__ = ["Pipeline"]
 
 T = TypeVar("T")
 log = logging.getLogger(LOGGER_NAME)
 _NOT_SENT = Outcome(sent=False)
 _NO_ANSWER = Outcome(sent=True)
+_ABSENT = object()  # a reconcile lookup found nothing: the write did not happen
 
 
-# Kept because make bench shows it: urlencode quotes every key and value afresh, a tenth of
-# the SDK's own CPU per page; keys and values repeat (page numbers, limits, statuses).
-_quote = functools.lru_cache(maxsize=1024)(quote_plus)
-
-
-@functools.lru_cache(maxsize=64)
-def _timeout_of(total: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=total)  # frozen: one per value serves every try
-
-
-def query_string(params: Mapping[str, str]) -> str:
-    """What ``urllib.parse.urlencode(params)`` gives, for string keys and values."""
-    return "&".join([f"{_quote(k)}={_quote(v)}" for k, v in params.items()])
-
-
-class _Call:
-    """One logical call through the pipeline: its tries share a deadline and counters."""
-
-    __slots__ = ("request", "options", "lane", "counters", "deadline", "generation", "info")
-
-    def __init__(
-        self, request: Request, options: CallOptions, counters: tuple[CallStats, ...]
-    ) -> None:
-        self.request = request
-        self.options = options
-        self.lane: Lane = options.priority or request.lane
-        self.counters = counters
-        max_time = options.retry.max_time
-        self.deadline = None if max_time is None else time.monotonic() + max_time
-        self.generation = 0  # of the token the last try sent
-        self.info: CallInfo | None = None  # what the event stream knows of it, if it listens
-
-    def time_left(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.monotonic()
-
-
-class Pipeline:
-    """Sends every request of one client. Not public: resources call ``client._request``."""
+class Pipeline(Wire):
+    """Sends every request of one client. Not public: resources call ``client.send``."""
 
     def __init__(
         self,
@@ -133,8 +94,6 @@ class Pipeline:
         self.max_response_bytes = max_response_bytes
         self.stats = stats if stats is not None else CallStats()
         self._tracks_sent = track_sent(session)
-        rate_limit = getattr(budget, "rate_limit", None)
-        self._budget_max_wait: float | None = getattr(rate_limit, "max_wait", None)
 
     async def request(
         self,
@@ -143,9 +102,19 @@ class Pipeline:
         stats: CallStats | None = None,
         options: CallOptions | None = None,
     ) -> T:
-        """Send ``request`` with budget, auth and retries; the decoded answer."""
+        """Send ``request`` with budget, auth and retries; the decoded answer.
+
+        Args:
+            request: what to ask.
+            decoder: turns the answer's bytes into its type.
+            stats: counters to add this call's requests, retries and waits to.
+            options: the view's call options (the client's by default).
+
+        Returns:
+            The decoded answer (or, for a reconciled write, what the lookup found).
+        """
         counters = (self.stats,) if stats is None else (self.stats, stats)
-        call = _Call(request, options or self.options, counters)
+        call = Call(request, options or self.options, counters)
         events = self.events
         info = None
         if events is not None:
@@ -153,40 +122,85 @@ class Pipeline:
                 request.method, request.template, request.path, request.kind, call.lane
             )
         if info is None:
-            return await self._send(call, decoder)
+            return await self._send_handling_retries(call, decoder)
         try:
-            answer = await self._send(call, decoder)
+            answer = await self._send_handling_retries(call, decoder)
         except BaseException as failed:
-            if isinstance(failed, AmbiguousWriteError):
-                EventStream.ambiguous_write(info, failed)
             EventStream.end_call(info, failed)
             raise
         EventStream.end_call(info, None)
         return answer
 
-    async def _send(self, call: _Call, decoder: Decodes[T]) -> T:
-        """The call's tries, and once more after a token refresh when the API said 401."""
+    async def _send_handling_retries(self, call: Call, decoder: Decodes[T]) -> T:
+        """The call's one loop: a try; after a retryable failure a backoff pause; after an
+        ambiguous write a lookup (``Request.reconcile``) and, if it did not happen, a resend.
+        Tries, pauses and lookups all count against the same ``max_tries`` and deadline."""
+        policy = call.options.retry
+        pauses = Backoff(policy)
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await self._send_handling_auth(call, decoder)
+            except Retryable as failed:
+                left = call.time_left()
+                if tries >= policy.max_tries or (left is not None and left <= 0):
+                    raise failed.error from None
+                wait = pauses.pause(left)
+                self._on_retry(call, tries, wait, failed.error)
+            except AmbiguousWriteError as unknown:
+                if call.info is not None:
+                    EventStream.ambiguous_write(call.info, unknown)
+                found = await self._reconcile(call, unknown)
+                if found is not _ABSENT:
+                    return cast(T, found)
+                left = call.time_left()
+                if tries >= policy.max_tries or (left is not None and left <= 0):
+                    raise
+                log.debug(
+                    "%s: not found after an ambiguous try, sending again", call.request.describe()
+                )
+                continue
+            await asyncio.sleep(wait)
+
+    async def _reconcile(self, call: Call, unknown: AmbiguousWriteError) -> Any:
+        """What the request's lookup found, ``_ABSENT`` when the write did not happen; raises
+        ``unknown`` when the write cannot be looked up (or the policy says not to)."""
+        lookup = call.request.reconcile
+        if lookup is None or not call.options.retry.reconcile:
+            raise unknown
+        log.debug("reconciling an ambiguous %s", call.request.describe())
         try:
-            return await self._tries(call, decoder)
+            found = await lookup(call.deadline)
+        except GetBillError as lookup_failed:
+            raise AmbiguousWriteError(
+                f"{unknown.cause}; looking it up failed too ({lookup_failed})",
+                method=unknown.method,
+                path=unknown.path,
+                fields=unknown.fields,
+                cause=unknown.cause,
+            ) from lookup_failed
+        if found is None:
+            return _ABSENT
+        log.debug("%s had happened: found by its lookup", call.request.describe())
+        return found
+
+    async def _send_handling_auth(self, call: Call, decoder: Decodes[T]) -> T:
+        """One try, and once more at once after a token refresh when the API said 401 (once
+        per call: a token revoked or expired early gets a second chance)."""
+        send = self._attempt if call.info is None else self._observed
+        try:
+            return await send(call, decoder)
         except AuthenticationError as exc:
-            if not self.auth.can_refresh or exc.path == self.auth.token_url:
-                raise  # a static token, or the token endpoint itself said no
-            # One refresh per call: a token revoked or expired early gets a second chance.
+            auth = self.auth
+            if call.refreshed or not auth.can_refresh or exc.path == auth.token_url:
+                raise  # a static token, a second 401, or the token endpoint itself said no
+            call.refreshed = True
             # Refreshed only if the token this call sent is still the current one.
-            await self.auth.refresh(self.session, call.generation)
-            return await self._tries(call, decoder)
+            await auth.refresh(self.session, call.generation, deadline=call.deadline)
+            return await send(call, decoder)
 
-    async def _tries(self, call: _Call, decoder: Decodes[T]) -> T:
-        return await with_retries(
-            call.options.retry,
-            functools.partial(
-                self._attempt if call.info is None else self._observed, call, decoder
-            ),
-            deadline=call.deadline,
-            on_retry=functools.partial(self._on_retry, call),
-        )
-
-    async def _observed(self, call: _Call, decoder: Decodes[T]) -> T:
+    async def _observed(self, call: Call, decoder: Decodes[T]) -> T:
         """``_attempt``, with its end reported to the event stream (it reports the start)."""
         assert call.info is not None
         try:
@@ -203,7 +217,7 @@ class Pipeline:
             EventStream.end_attempt(call.info.last, None)
         return answer
 
-    def _on_retry(self, call: _Call, tries: int, wait: float, error: GetBillError) -> None:
+    def _on_retry(self, call: Call, tries: int, wait: float, error: GetBillError) -> None:
         if call.info is not None and call.info.last is not None:
             EventStream.retrying(call.info.last, wait)
         for stats in call.counters:
@@ -216,24 +230,22 @@ class Pipeline:
             error,
         )
 
-    async def _acquire(self, call: _Call) -> Slot:
+    async def _acquire(self, call: Call) -> Slot:
         """A budget slot for this try, waiting no longer than the call's deadline allows."""
         request = call.request
         max_wait = call.options.max_wait
         left = call.time_left()
-        cut_by_deadline = False
-        if left is not None:
-            own = self._budget_max_wait if max_wait is None else max_wait
-            if own is None or own > left:
-                max_wait, cut_by_deadline = max(0.0, left), True
+        cut_by_deadline = left is not None and left < max_wait
+        if cut_by_deadline:
+            assert left is not None
+            max_wait = max(0.0, left)
         try:
             slot = await self.budget.acquire(request.kind, lane=call.lane, max_wait=max_wait)
         except BudgetExhaustedError as exc:
             if not cut_by_deadline:
                 raise
             raise APITimeoutError(
-                f"{request.describe()}: RetryPolicy.max_time would pass while waiting "
-                f"{exc.retry_in:.1f}s for a {exc.kind} budget slot"
+                f"{request.describe()}: RetryPolicy.max_time would pass while waiting {exc.waiting}"
             ) from exc
         for stats in call.counters:
             stats.requests += 1
@@ -245,17 +257,7 @@ class Pipeline:
             EventStream.start_attempt(call.info)
         return slot
 
-    def _timeout(self, call: _Call) -> tuple[aiohttp.ClientTimeout, bool]:
-        """This try's timeout, and whether the call's deadline (not ``timeout``) set it."""
-        total = call.options.timeout
-        left = call.time_left()
-        if left is None or left >= total:
-            return _timeout_of(total), False
-        if left <= 0:
-            raise APITimeoutError(f"{call.request.describe()}: RetryPolicy.max_time has passed")
-        return aiohttp.ClientTimeout(total=left), True
-
-    async def _attempt(self, call: _Call, decoder: Decodes[T]) -> T:
+    async def _attempt(self, call: Call, decoder: Decodes[T]) -> T:
         request = call.request
         slot = await self._acquire(call)
         probe = Probe()
@@ -264,12 +266,15 @@ class Pipeline:
             # No local holds the bare token (SecretHeaders hides it in reprs): tracebacks
             # shown with their locals stay clean.
             send_headers = self._headers(
-                await self.auth.token(self.session), request.body is not None
+                await self.auth.token(self.session, deadline=call.deadline),
+                request.body is not None,
             )
             call.generation = self.auth.generation
             status, headers, body = await self._exchange(call, probe, send_headers)
             error_answer = (
-                None if 200 <= status < 300 else error_for_status(status, body, request, headers)
+                None
+                if 200 <= status < 300
+                else error_for_status(status, body, request, headers, self.auth.secrets())
             )
             answered = Outcome(
                 status=status,
@@ -282,7 +287,7 @@ class Pipeline:
         finally:
             sent = answered is not None or self._sent(probe)
             if sent and request.kind == "write":
-                record = SENT.get()
+                record = request.sent or SENT.get()
                 if record is not None:
                     record.sent = True
             await self.budget.release(slot, answered or (_NO_ANSWER if sent else _NOT_SENT))
@@ -290,84 +295,7 @@ class Pipeline:
         if error_answer is not None:
             if should_retry(slot.kind, status, True):
                 raise Retryable(error_answer)
-            if request.kind == "write" and status >= 500:
-                raise ambiguous(request, error_answer)
+            if request.kind == "write":
+                raise unusable_for_write(request, error_answer) or error_answer
             raise error_answer
-        return decode(request, status, headers, body, decoder)
-
-    async def _exchange(
-        self, call: _Call, probe: Probe, send_headers: Mapping[str, str]
-    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        """One try on the wire: the answer's status, headers and (capped) body, or the
-        ``_no_answer`` error that says whether the try may have reached the server."""
-        request = call.request
-        timeout, by_deadline = self._timeout(call)
-        url = self.base_url + request.path
-        if request.params:
-            url += "?" + query_string(request.params)
-        probe.started = True
-        probe_token = PROBE.set(probe)
-        try:
-            async with self.session.request(
-                request.method,
-                URL(url, encoded=True),
-                data=request.body,
-                headers=send_headers,
-                timeout=timeout,
-                # The API documents no redirect; following one could carry the token
-                # or a write's body to another host.
-                allow_redirects=False,
-            ) as resp:
-                if call.info is not None and call.info.last is not None:
-                    call.info.last.answered(resp.status, resp.headers)
-                body = await read_capped(resp, request, self.max_response_bytes)
-                return resp.status, resp.headers, body
-        except aiohttp.ClientConnectorError as exc:
-            # The connection never opened: nothing reached the server.
-            probe.sent = False
-            error: APIConnectionError = APIConnectionError(self._say(exc, request))
-            raise self._no_answer(request, error, False) from None
-        except asyncio.TimeoutError:
-            sent = self._sent(probe)
-            if by_deadline:
-                why = "RetryPolicy.max_time ran out during the try"
-            elif sent:
-                why = "no answer in time"
-            else:
-                why = "timed out before it was sent (connecting, or waiting for a connection)"
-            error = APITimeoutError(f"{request.describe()}: {why}")
-            raise self._no_answer(request, error, sent) from None
-        except aiohttp.ClientError as exc:
-            error = APIConnectionError(self._say(exc, request))
-            raise self._no_answer(request, error, self._sent(probe)) from None
-        finally:
-            PROBE.reset(probe_token)
-
-    def _sent(self, probe: Probe) -> bool:
-        """Whether a try that got no answer may have reached the server."""
-        if self._tracks_sent:
-            return probe.sent
-        return probe.started  # without the trace, anything past the start may have left
-
-    @staticmethod
-    def _headers(token: str, has_body: bool) -> SecretHeaders:
-        headers = SecretHeaders(
-            Authorization=f"Bearer {token}", Accept="application/json", **{"User-Agent": USER_AGENT}
-        )
-        if has_body:
-            headers["Content-Type"] = "application/json"
-        return headers
-
-    def _no_answer(self, request: Request, error: APIConnectionError, sent: bool) -> Exception:
-        if should_retry(request.kind, None, sent):
-            return Retryable(error)
-        return ambiguous(request, error)
-
-    def _say(self, exc: BaseException, request: Request) -> str:
-        return (
-            f"{request.describe()}: {redact(str(exc) or type(exc).__name__, *self.auth.secrets())}"
-        )
-
-    def _log(self, request: Request, status: int) -> None:
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s -> %d", request.describe(), status)
+        return decode(request, status, headers, body, decoder, self.auth.secrets)

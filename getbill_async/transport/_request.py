@@ -4,14 +4,15 @@ that a request left this process (``SentAwareRequest``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from ..budget import Kind, Lane
+from ..budget import Budget, Kind, Lane
 from ._retry import RetryPolicy
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "Request",
     "SentAwareRequest",
     "SentRecord",
+    "default_max_wait",
+    "lane_of",
     "track_sent",
 ]
 
@@ -47,20 +50,69 @@ class CallStats:
 class CallOptions:
     """How one call is made: ``client.with_options(...)`` gives a view with other ones.
 
-    ``max_wait``: the longest budget wait (``None``: the budget's own ``RateLimit.max_wait``;
-    ``math.inf``: no cap). ``priority``: the lane (``None``: the call's own, bulk for walks,
-    exports and ``create_many``, interactive for single calls).
+    ``max_wait``: the longest budget wait in seconds, always a number here (``math.inf``: no
+    cap); the public ``None`` ("as long as it takes") is turned into ``math.inf`` where it is
+    given, and the budget's own default is read once, by ``default_max_wait``.
+    ``priority``: the lane every call of the view goes in (``None``: each call's own, see
+    ``lane_of``). ``deadline``: an absolute ``time.monotonic()`` that no call of the view may
+    pass (``None``: only ``retry.max_time`` bounds a call); a call that must run other calls
+    (a reconcile lookup) hands its own deadline on to them this way.
     """
 
     timeout: float
     retry: RetryPolicy
-    max_wait: float | None = None
+    max_wait: float = math.inf
     priority: Lane | None = None
+    deadline: float | None = None
+
+
+def default_max_wait(budget: Budget) -> float:
+    """The one place the default ``max_wait`` is resolved: the budget's own
+    ``RateLimit.max_wait`` when it has one, else no cap (``math.inf``).
+
+    Args:
+        budget: the client's budget.
+
+    Returns:
+        Seconds; ``math.inf`` for no cap.
+    """
+    rate_limit = getattr(budget, "rate_limit", None)
+    value = getattr(rate_limit, "max_wait", None)
+    return math.inf if value is None else float(value)
+
+
+def lane_of(request: Request, priority: Lane | None) -> Lane:
+    """The one rule that puts a call in a lane: a view's ``priority`` wins; otherwise bulk
+    work (``Request.bulk``: walks, exports, ``create_many``) goes in the bulk lane, and
+    everything else in the interactive one.
+
+    Args:
+        request: the call's request, whose ``bulk`` says what kind of work it is.
+        priority: the lane of the view it is sent through, if that view chose one.
+
+    Returns:
+        ``"interactive"`` or ``"bulk"``.
+    """
+    if priority is not None:
+        return priority
+    return "bulk" if request.bulk else "interactive"
+
+
+#: Looks up whether an ambiguous write happened, within an absolute deadline: the decoded
+#: answer it would have had, or None when it did not happen.
+Reconcile = Callable[[float | None], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
 class Request:
-    """What a resource asks for. ``fields`` (writes) travel into ``AmbiguousWriteError``."""
+    """What a resource asks for. ``fields`` (writes) travel into ``AmbiguousWriteError``.
+
+    Intent only, never a decision: ``bulk`` says the call is bulk work (the lane follows from
+    it, see ``lane_of``); ``sent`` is told whether a try of a write left this process
+    (``create_many`` reads it after a cancellation); ``reconcile`` looks up whether an
+    ambiguous write happened (a create with a ``call_id``), and the pipeline runs it inside
+    the call's retry loop and deadline.
+    """
 
     method: str
     path: str  # already escaped, relative to base_url
@@ -68,9 +120,11 @@ class Request:
     # Out of the repr: a body may hold a presigned URL, and requests sit in tracebacks.
     body: bytes | None = field(default=None, repr=False)
     fields: Mapping[str, Any] | None = field(default=None, repr=False)
-    lane: Lane = "interactive"
+    bulk: bool = False
     # The path with placeholders ("/followups/{id}"): spans and metrics are named by it.
     template: str | None = None
+    sent: SentRecord | None = field(default=None, repr=False, compare=False)
+    reconcile: Reconcile | None = field(default=None, repr=False, compare=False)
 
     @property
     def kind(self) -> Kind:
@@ -82,7 +136,7 @@ class Request:
 
 
 class SentRecord:
-    """Set as ``SENT`` around a write to learn whether any of its tries left this process.
+    """Whether any try of a write left this process: ``Request.sent`` carries it.
 
     ``create_many`` uses it: a create cancelled mid-flight is reported as ambiguous when it
     was sent, and as not sent (safe to send again) otherwise.
@@ -94,6 +148,9 @@ class SentRecord:
         self.sent = False
 
 
+# Only for a create function given to ``CreateBatch`` directly: that function builds its own
+# requests, so the batch has no request to put the record on, and the task's context is the
+# one thing it shares with the pipeline. ``create_many`` passes ``Request.sent`` instead.
 SENT: ContextVar[SentRecord | None] = ContextVar("getbill_sent", default=None)
 
 
@@ -107,6 +164,9 @@ class Probe:
         self.sent = False
 
 
+# A context variable because aiohttp builds the request object itself, from the session's
+# request class, with no argument of ours reaching it: the task's context is the only way
+# from the pipeline's try to ``SentAwareRequest.send``.
 PROBE: ContextVar[Probe | None] = ContextVar("getbill_probe", default=None)
 
 

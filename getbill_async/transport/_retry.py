@@ -1,8 +1,9 @@
-"""Retry decisions: small pure functions, easy to read and to test; and the one retry loop.
+"""Retry decisions: small pure functions, easy to read and to test; and the pauses.
 
-What may be tried again without risking a second write, how long a 429 asks to wait, and
-``with_retries``: the loop that every request on the request path goes through (API calls and
-token requests alike).
+What may be tried again without risking a second write, how long a 429 asks to wait,
+``Backoff`` (the pauses between tries, shared by every loop on the request path), and
+``with_retries``: the token endpoint's loop. API calls have theirs in the pipeline, where the
+call's deadline bounds the token refresh and the reconcile lookups as well.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ T = TypeVar("T")
 __all__ = [
     "MAX_RETRY_AFTER",
     "RETRYABLE_STATUSES",
+    "Backoff",
     "RetryPolicy",
     "Retryable",
     "with_retries",
@@ -42,9 +44,10 @@ class RetryPolicy:
     """How the pipeline retries: exponential backoff with full jitter.
 
     ``max_tries`` bounds the tries of one call (1: never retry); ``max_time`` bounds its
-    seconds, budget waits included (``None``: no bound but ``max_tries``); the n-th wait is
-    drawn from ``[0, min(cap, base * 2**n)]``. ``reconcile``: after an ambiguous create that
-    carries a ``call_id``, look for it among the debt's followups before trying again.
+    seconds: budget waits, tries, pauses, a token refresh and reconcile lookups (``None``: no
+    bound but ``max_tries``); the n-th wait is drawn from ``[0, min(cap, base * 2**n)]``.
+    ``reconcile``: after an ambiguous create that carries a ``call_id``, look for it among the
+    debt's followups before trying again.
     """
 
     max_tries: int = 8
@@ -109,6 +112,32 @@ class Retryable(Exception):
         self.error = error
 
 
+class Backoff:
+    """The pauses of one call: backoff's exponential sequence with full jitter, drawn only
+    after a failure (nothing is computed when the first try succeeds)."""
+
+    __slots__ = ("_policy", "_waits")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._waits: Iterator[float] | None = None
+
+    def pause(self, left: float | None) -> float:
+        """The next pause, cut to ``left`` (seconds before the deadline; None: no deadline).
+
+        Args:
+            left: what is left of the call's deadline.
+
+        Returns:
+            Seconds to sleep before the next try.
+        """
+        if self._waits is None:
+            self._waits = backoff.expo(factor=self._policy.base, max_value=self._policy.cap)
+            next(self._waits)  # the generator's first value only primes it
+        wait: float = backoff.full_jitter(next(self._waits))
+        return wait if left is None else min(wait, left)
+
+
 async def with_retries(
     policy: RetryPolicy,
     attempt: Callable[[], Awaitable[T]],
@@ -116,15 +145,23 @@ async def with_retries(
     deadline: float | None = None,
     on_retry: Callable[[int, float, GetBillError], None] | None = None,
 ) -> T:
-    """The one retry loop of the request path: ``attempt()`` until it returns, or raises
-    anything but ``Retryable``, or the tries or the time run out (then that try's error).
+    """``attempt()`` until it returns, or raises anything but ``Retryable``, or the tries or
+    the time run out (then that try's error). The token endpoint's loop.
 
-    Waits are backoff's exponential sequence with full jitter, drawn only after a failure (the
-    loop costs nothing when the first try succeeds); a wait is cut to what is left before
-    ``deadline`` (monotonic seconds). ``on_retry(tries so far, wait, error)`` is told of each.
+    Args:
+        policy: bounds the tries, and shapes the pauses.
+        attempt: one try.
+        deadline: ``time.monotonic()`` past which no try starts and no pause runs.
+        on_retry: told of each retry (tries so far, the pause, the error).
+
+    Returns:
+        What ``attempt()`` returned.
+
+    Raises:
+        GetBillError: the last try's error, once the tries or the time ran out.
     """
     tries = 0
-    waits: Iterator[float] | None = None
+    pauses = Backoff(policy)
     while True:
         tries += 1
         try:
@@ -133,12 +170,7 @@ async def with_retries(
             left = None if deadline is None else deadline - time.monotonic()
             if tries >= policy.max_tries or (left is not None and left <= 0):
                 raise failed.error from None
-            if waits is None:
-                waits = backoff.expo(factor=policy.base, max_value=policy.cap)
-                next(waits)  # the generator's first value only primes it
-            wait = backoff.full_jitter(next(waits))
-            if left is not None:
-                wait = min(wait, left)
+            wait = pauses.pause(left)
             if on_retry is not None:
                 on_retry(tries, wait, failed.error)
         await asyncio.sleep(wait)

@@ -36,6 +36,10 @@ class Sender(Protocol):
         """A view whose calls go in ``lane`` (it shares everything else)."""
         ...
 
+    def until(self, deadline: float | None) -> Sender:
+        """A view whose calls end by ``deadline`` (``time.monotonic()``; None: no change)."""
+        ...
+
     async def send(
         self, request: Request, decoder: Decodes[T], stats: CallStats | None = None
     ) -> T:

@@ -305,6 +305,7 @@ def walk_pages(
     concurrency: int,
     known_ids: Iterable[str] = (),
     total_before: int | None = None,
+    bulk: bool = True,
 ) -> PageWalk[T]:
     """A ``PageWalk`` over a list endpoint: ``params`` (checked) with each page's number.
 
@@ -313,14 +314,16 @@ def walk_pages(
     ``total_before``: a resumed walk's ``total`` when it first began (repeats that its growth
     explains are allowed).
 
-    Walks are bulk work: they run in the bulk lane unless the client's options say otherwise.
+    ``bulk``: the walk is bulk work (the default: a walk reads everything), so it runs in the
+    bulk lane unless the client's view says otherwise (``Request.bulk``, ``lane_of``); a walk
+    that answers someone waiting (a reconcile lookup) passes False.
     ``template``: the path with placeholders (``/followups/debt/{debt_id}``) that names the
     walk's spans and metrics; None names them by the method alone.
     """
 
     async def fetch(number: int, stats: CallStats) -> Page[T]:
         request = Request(
-            "GET", path, params={**params, "page": str(number)}, lane="bulk", template=template
+            "GET", path, params={**params, "page": str(number)}, bulk=bulk, template=template
         )
         return await client.send(request, decoder, stats)
 

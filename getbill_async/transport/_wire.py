@@ -5,11 +5,11 @@ Callers never see these: the transport unwraps them (resources take ``.data``).
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import msgspec
 
-__all__ = ["ErrorEnvelope", "ItemEnvelope", "TokenAnswer"]
+__all__ = ["ItemEnvelope", "TokenAnswer"]
 
 T = TypeVar("T")
 
@@ -17,13 +17,6 @@ T = TypeVar("T")
 class ItemEnvelope(msgspec.Struct, Generic[T]):
     data: T
     error: bool = False
-
-
-class ErrorEnvelope(msgspec.Struct):
-    error: bool = True
-    message: str = ""
-    code: int | None = None
-    details: dict[str, Any] | None = None
 
 
 class TokenAnswer(msgspec.Struct):

@@ -20,16 +20,16 @@ in case a message was lost).
     async with budget, GetBillClient(token, rate_limit=budget) as client:
         ...
 
-Keys, per class: ``{<key>}:<class>:slots``, ``:inflight``, ``:pause``, ``:pace``, ``:server``,
-``:waiting`` and the channel ``:freed`` (see ``_redis_lua``); the hash tag keeps one budget in
-one slot of a Redis Cluster. Each key expires on its own once the fleet has been idle for a
-window and two leases. Redis's clock must run at the server's rate (any NTP-disciplined host
-does); only a step *forward* of the Redis host's clock could free slots early.
+The keys are ``_redis_scripts``'s. Redis's clock must run at the server's rate (any
+NTP-disciplined host does); only a step *forward* of the Redis host's clock could free slots
+early.
 
 Redis restarted, or failed over to an empty replica: the ledger is gone, and with it what the
 server had counted. Until an answer is seen again, the scripts admit one request per class at a
-time across the fleet (the cold start), so the first answer's headers rebuild the count. A
-restart shorter than ``timeout`` is ridden out: a lost connection is tried again within it.
+time across the fleet (the cold start), so the first answer's headers rebuild the count; so
+too after eviction or a failover to a lagging replica (see ``_redis_lua``). The cold probe holds
+its slot for ``cold_lease`` at most. A restart shorter than ``timeout`` is ridden out, and a
+release that failed is sent again once Redis answers (see ``_redis_calls``).
 """
 
 from __future__ import annotations
@@ -40,40 +40,29 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import Any
 
 try:
     from redis.asyncio.cluster import RedisCluster
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisClusterException, RedisError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from ._conn import RedisClient, Wakeups, connect, tagged, where
+    from ._calls import PendingReleases
+    from ._checks import check_options
+    from ._conn import RedisClient, Wakeups, connect
+    from ._scripts import ACQUIRING, READING, RELEASING, Scripts
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisBudget needs redis-py: pip install 'getbill-async[redis]'") from exc
 
 from ..._constants import LOGGER_NAME
 from ...errors import BudgetExhaustedError, BudgetUnavailableError, ConfigurationError
 from ...support import AsyncClosing
-from .. import (
-    LANES,
-    BudgetStatus,
-    ClassStatus,
-    Kind,
-    Lane,
-    Outcome,
-    RateLimit,
-    Slot,
-    parse_headers,
-)
-from .._types import check_lane, ends_cold_start
+from .. import LANES, BudgetStatus, ClassStatus, Kind, Lane, Outcome, RateLimit, Slot
+from .._types import check_lane
 from ._fallback import Fallback
-from ._lua import ACQUIRE, COLD, RELEASE, STATUS, class_status, sleep_for, text
+from ._lua import COLD, class_status, release_args, sleep_for, text
 
 __all__ = ["DEFAULT_KEY", "RedisBudget", "budget_from_url"]
 
-T = TypeVar("T")
 log = logging.getLogger(LOGGER_NAME)
 KINDS: tuple[Kind, ...] = ("read", "write")
 DEFAULT_KEY = "getbill:default"
@@ -81,10 +70,6 @@ DEFAULT_KEY = "getbill:default"
 
 class _FellBack(Exception):
     """The budget fell back to its local share while this task waited for its turn."""
-
-
-def _number(value: float | int | None) -> str:
-    return "" if value is None else repr(float(value))
 
 
 class RedisBudget(AsyncClosing):
@@ -106,10 +91,20 @@ class RedisBudget(AsyncClosing):
     ``timeout`` bounds every Redis call; ``poll`` bounds one sleep (a lost wake-up message costs
     at most that). Redis unreachable: ``BudgetUnavailableError``; with ``fallback=True`` a
     WARNING and a ``LocalBudget`` with ``1 / expected_workers`` of each limit (each worker's fair
-    share, so the fleet stays under the limit however many of them fall back; the server's
-    ``X-RateLimit-Remaining`` narrows it further). Every ``fallback_retry`` seconds one request
-    tries Redis again while the others go on locally; slots spent locally meanwhile reach the
-    shared ledger through the server's headers.
+    share, so the fleet stays under the limit however many of them fall back: set it to the
+    fleet's size; the server's ``X-RateLimit-Remaining`` narrows it further). Every
+    ``fallback_retry`` seconds one request tries Redis again while the others go on locally; a
+    worker that rejoins brings the slots it spent locally into the shared ledger.
+
+    ``cold_lease``: how long the cold start's single probe may stay in flight before the fleet
+    assumes it lost (Redis stalled, its worker died) and sends another; at most ``lease``.
+    ``accept_eviction``: the budget reads Redis's ``maxmemory-policy`` before its first script
+    and refuses any but ``noeviction`` (an evicting Redis forgets the ledger and overruns the
+    server); ``True`` goes on with a WARNING, and each loss of keys costs a cold start.
+
+    Raises:
+        ConfigurationError: A bad option (named with what it allows), a key that would share
+            another key's ledger, or (at the first ``acquire``/``status``) an evicting Redis.
     """
 
     def __init__(
@@ -125,22 +120,21 @@ class RedisBudget(AsyncClosing):
         poll: float = 1.0,
         timeout: float = 2.0,
         fallback_retry: float = 30.0,
+        cold_lease: float = 5.0,
+        accept_eviction: bool = False,
     ) -> None:
-        if not key:
-            raise ConfigurationError("RedisBudget key must be a non-empty string")
-        if expected_workers < 1:
-            raise ConfigurationError(f"expected_workers must be >= 1, got {expected_workers!r}")
-        for name, value in (("lease", lease), ("poll", poll), ("timeout", timeout)):
-            if not value > 0:
-                raise ConfigurationError(f"RedisBudget {name} must be > 0 seconds, got {value!r}")
+        timing = {"lease": lease, "poll": poll, "timeout": timeout, "cold_lease": cold_lease}
+        check_options(key, expected_workers, timing)
         self.rate_limit = rate_limit or RateLimit()
         self.key = key
         self.lease = float(lease)
+        self.cold_lease = min(float(cold_lease), self.lease)
         self.poll = float(poll)
         self.timeout = float(timeout)
         self.fallback = fallback
         self.expected_workers = expected_workers
         self.fallback_retry = float(fallback_retry)
+        self.accept_eviction = accept_eviction
         self._redis: RedisClient
         if isinstance(url_or_client, str):
             self._redis = connect(url_or_client, cluster=cluster, timeout=self.timeout)
@@ -148,52 +142,21 @@ class RedisBudget(AsyncClosing):
         else:
             self._redis = url_or_client
             self._owns_client = False
-        self._prefix = tagged(key)
-        self._scripts = tuple(self._redis.register_script(s) for s in (ACQUIRE, RELEASE, STATUS))
+        self._ledger = Scripts(self._redis, key, self.timeout, accept_eviction=accept_eviction)
         self._locks = {(kind, lane): asyncio.Lock() for kind in KINDS for lane in LANES}
-        self._wakeups = Wakeups(self._redis, [self._channel(k) for k in KINDS])
+        self._wakeups = Wakeups(self._redis, [self._ledger.channel(k) for k in KINDS])
         self._fallback = Fallback(self.rate_limit, expected_workers, self.fallback_retry)
-        self._release_failed = False
+        self._pending = PendingReleases(self.lease)
         self._forgetting: set[asyncio.Task[Any]] = set()
         self._closed = False
 
     @property
     def is_cluster(self) -> bool:
+        """Whether the budget's Redis is a Redis Cluster."""
         return isinstance(self._redis, RedisCluster)
 
-    # keys and Redis calls ---------------------------------------------------------------
-
-    def _keys(self, kind: Kind) -> list[str]:
-        base = f"{self._prefix}:{kind}"
-        names = ("slots", "inflight", "pause", "pace", "server", "waiting")
-        return [f"{base}:{name}" for name in names]
-
-    def _channel(self, kind: Kind) -> str:
-        return f"{self._prefix}:{kind}:freed"
-
     def _where(self) -> str:
-        return where(self._redis, self.key)
-
-    async def _call(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
-        """One Redis round trip, bounded by ``timeout``. A lost connection (Redis restarting,
-        a failover) is tried again within that time; what still fails is BudgetUnavailable."""
-        deadline = time.monotonic() + self.timeout
-        pause = 0.02
-        while True:
-            try:
-                return await asyncio.wait_for(call(), max(0.001, deadline - time.monotonic()))
-            except RedisConnectionError as exc:
-                if time.monotonic() + pause < deadline and not isinstance(exc, RedisTimeoutError):
-                    await asyncio.sleep(pause)
-                    pause = min(0.2, pause * 2)
-                    continue
-                error: BaseException = exc
-            except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
-                error = exc
-            reason = str(error) or type(error).__name__
-            raise BudgetUnavailableError(
-                f"shared rate budget unavailable: {self._where()} failed while {doing}: {reason}"
-            ) from error
+        return self._ledger.where()
 
     def _limits(self, kind: Kind) -> tuple[int, float]:
         return self.rate_limit.limit(kind), float(self.rate_limit.window)
@@ -203,8 +166,23 @@ class RedisBudget(AsyncClosing):
     async def acquire(
         self, kind: Kind, *, lane: Lane = "interactive", max_wait: float | None = None
     ) -> Slot:
-        """A slot for one request of ``kind`` in the shared ledger (see ``Budget.acquire``);
-        while Redis is unreachable, from the local fallback's share of the limit."""
+        """A slot for one request of ``kind`` in the shared ledger.
+
+        While Redis is unreachable (with ``fallback=True``), from the local fallback's share.
+
+        Args:
+            kind: ``"read"`` or ``"write"``.
+            lane: ``"interactive"`` or ``"bulk"`` (see ``RateLimit.reserve``).
+            max_wait: Seconds to wait at most (``None``: the rate limit's ``max_wait``).
+
+        Returns:
+            The slot, to hand back with ``release``.
+
+        Raises:
+            BudgetExhaustedError: No slot within ``max_wait``.
+            BudgetUnavailableError: Redis failed, and ``fallback`` is off.
+            ConfigurationError: The budget is closed, the lane is unknown, or Redis evicts.
+        """
         if self._closed:
             raise ConfigurationError("the RedisBudget is closed")
         check_lane(lane)
@@ -214,6 +192,8 @@ class RedisBudget(AsyncClosing):
         probe = fallback.start_probe()
         slot: Slot | None = None
         try:
+            if probe:
+                await self._adopt()  # first, so no worker sees the ledger without them
             slot = await self._acquire_shared(kind, lane, max_wait, probe)
         except _FellBack:
             pass
@@ -227,6 +207,20 @@ class RedisBudget(AsyncClosing):
         if slot is None:
             return await fallback.local.acquire(kind, lane=lane, max_wait=max_wait)
         return slot
+
+    async def _adopt(self) -> None:
+        """Back from the fallback: bring this worker's local slots into the shared ledger, and
+        hold the other workers' local shares back until they are back too."""
+        window, workers = float(self.rate_limit.window), self.expected_workers
+        hold = self.fallback_retry + self.timeout
+        for kind in KINDS:
+            left = self._fallback.take_spent(kind, window)
+            held = (workers - 1) * (self.rate_limit.limit(kind) // workers)
+            try:
+                await self._ledger.adopt(kind, (window, self.lease), left, (held, hold))
+            except BudgetUnavailableError:
+                self._fallback.keep_spent(kind, left, window)
+                raise
 
     async def _acquire_shared(
         self, kind: Kind, lane: Lane, max_wait: float | None, probe: bool
@@ -246,7 +240,7 @@ class RedisBudget(AsyncClosing):
                         raise _FellBack  # Redis failed for a task ahead of this one meanwhile
                     slot_id = lane[0] + uuid.uuid4().hex
                     # Taken before asking, so no release slips by between the answer and the sleep.
-                    woken = self._wakeups.event(self._channel(kind))
+                    woken = self._wakeups.event(self._ledger.channel(kind))
                     args: list[str | float] = [
                         limit,
                         window,
@@ -256,20 +250,14 @@ class RedisBudget(AsyncClosing):
                         self.rate_limit.reserve,
                         waiter,
                         self.poll,
-                        self._channel(kind),
+                        self._ledger.channel(kind),
+                        self.cold_lease,
                     ]
-                    keys = self._keys(kind)
                     try:
-                        answer = await self._call(
-                            f"acquiring a {kind} slot",
-                            lambda: self._scripts[0](keys=keys, args=args),  # noqa: B023
-                        )
-                    except asyncio.CancelledError:
-                        self._forget(kind, slot_id)  # the script may have run: give the slot back
-                        raise
-                    except BudgetUnavailableError as exc:
-                        if isinstance(exc.__cause__, (asyncio.TimeoutError, RedisTimeoutError)):
-                            self._forget(kind, slot_id)  # no answer, yet it may have run
+                        doing = f"acquiring a {kind} slot"
+                        answer = await self._ledger.run(ACQUIRING, kind, args, doing)
+                    except (asyncio.CancelledError, BudgetUnavailableError):
+                        self._forget(kind, slot_id)  # the script may have run: give it back
                         raise
                     if int(answer[0]) == 1:
                         # The handle: the slot's id and when Redis admitted it.
@@ -284,45 +272,41 @@ class RedisBudget(AsyncClosing):
                     await self._wakeups.sleep(woken, min(self.poll, wait + jitter))
             except (asyncio.CancelledError, BudgetExhaustedError):
                 if marked:  # gone without being served: let bulk requests go at once
-                    self._background(self._redis.zrem(self._keys(kind)[5], waiter))
+                    self._background(self._redis.zrem(self._ledger.keys(kind)[5], waiter))
                 raise
 
     async def release(self, slot: Slot, outcome: Outcome) -> None:
-        """Hand ``slot`` back with its request's outcome (see ``Budget.release``)."""
+        """Hand ``slot`` back with its request's outcome (see ``Budget.release``).
+
+        Never raises for Redis: a release that cannot reach Redis is queued and sent again
+        when Redis answers, so the request's own result stands.
+
+        Args:
+            slot: What ``acquire`` gave.
+            outcome: The request's outcome (status, headers, whether it was sent).
+        """
+        kind = slot.kind
         if not slot.token:
             await self._fallback.local.release(slot, self._fallback.fair_share(outcome))
+            window = float(self.rate_limit.window)
+            if not outcome.sent:
+                return
+            if not self._fallback.shared():
+                self._fallback.spent(kind, window)
+                return
+            # Answered after this worker rejoined Redis: it counts there for a window.
+            times = (window, self.lease)
+            doing = f"bringing a local {kind} slot back"
+            await self._pending.send(
+                doing, lambda: self._ledger.adopt(kind, times, [window], (0, 0))
+            )
             return
         slot_id, _, admitted = slot.token.partition(" ")
-        limit, remaining, window = parse_headers(outcome.headers)
-        own_limit, own_window = self._limits(slot.kind)
-        args: list[str | float] = [
-            slot_id,
-            "1" if outcome.sent else "0",
-            own_limit,
-            own_window,
-            self.lease,
-            "" if outcome.status is None else str(outcome.status),
-            _number(remaining),
-            _number(limit),
-            _number(window),
-            _number(outcome.retry_after),
-            admitted,
-            self._channel(slot.kind),
-            "1" if ends_cold_start(outcome) else "0",
-        ]
-        keys = self._keys(slot.kind)
-        try:
-            await self._call(
-                f"releasing a {slot.kind} slot", lambda: self._scripts[1](keys=keys, args=args)
-            )
-        except BudgetUnavailableError as exc:
-            # The slot stays in flight in Redis until its lease ends, which errs on the safe
-            # side; raising here would hide the request's own result.
-            if not self._release_failed:
-                log.warning("%s; the slot is held until its lease ends", exc)
-            self._release_failed = True
-        else:
-            self._release_failed = False
+        limit, window = self._limits(kind)
+        rules = (limit, window, self.lease)
+        args = release_args(slot_id, admitted, outcome, rules, self._ledger.channel(kind))
+        doing = f"releasing a {kind} slot"
+        await self._pending.send(doing, lambda: self._ledger.run(RELEASING, kind, args, doing))
 
     def _forget(self, kind: Kind, token: str) -> None:
         self._background(self.release(Slot(kind, 0.0, token), Outcome(sent=False)))
@@ -333,7 +317,7 @@ class RedisBudget(AsyncClosing):
         async def run() -> None:
             try:
                 await asyncio.wait_for(call, self.timeout)
-            except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
+            except Exception as exc:  # a clean-up never fails the caller
                 log.debug("budget clean-up in Redis failed: %s", exc)
 
         task = asyncio.ensure_future(run())
@@ -341,8 +325,14 @@ class RedisBudget(AsyncClosing):
         task.add_done_callback(self._forgetting.discard)
 
     async def status(self) -> BudgetStatus:
-        """The shared ledger's view of each class, read from Redis (the fallback's while
-        Redis is unreachable)."""
+        """The shared ledger's view of each class, read from Redis.
+
+        Returns:
+            Both classes' status; the fallback's while Redis is unreachable (with ``fallback``).
+
+        Raises:
+            BudgetUnavailableError: Redis failed, and ``fallback`` is off.
+        """
         if self._fallback.active():
             return await self._fallback.local.status()
         try:
@@ -355,11 +345,9 @@ class RedisBudget(AsyncClosing):
 
     async def _class_status(self, kind: Kind) -> ClassStatus:
         limit, window = self._limits(kind)
-        keys, args = self._keys(kind), [limit, window, self.lease, self.rate_limit.reserve]
-        answer = await self._call(
-            f"reading the {kind} budget", lambda: self._scripts[2](keys=keys, args=args)
-        )
-        return class_status(answer)
+        args: list[str | float] = [limit, window, self.lease, self.rate_limit.reserve]
+        doing = f"reading the {kind} budget"
+        return class_status(await self._ledger.run(READING, kind, args, doing))
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -368,6 +356,7 @@ class RedisBudget(AsyncClosing):
         if self._closed:
             return
         self._closed = True
+        await self._pending.aclose(self.timeout)
         await self._wakeups.aclose(self.timeout)
         if self._forgetting:
             await asyncio.gather(*self._forgetting, return_exceptions=True)

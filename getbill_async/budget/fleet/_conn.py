@@ -25,20 +25,59 @@ from redis.exceptions import RedisClusterException, RedisError
 from ..._constants import LOGGER_NAME
 from ...errors import ConfigurationError
 
-__all__ = ["RedisClient", "Wakeups", "connect", "tagged", "where"]
+__all__ = ["RedisClient", "Wakeups", "connect", "hash_tag", "tagged", "where"]
 
 #: The clients a ``RedisBudget`` accepts: one node (or a proxy in front of many), or a cluster.
 RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
 log = logging.getLogger(LOGGER_NAME)
 
 
-def tagged(key: str) -> str:
-    """The prefix of every key of one budget: the key in a hash tag (``{getbill:acme}``), so a
-    cluster keeps them in one slot. A key that carries its own hash tag is kept as it is."""
+def hash_tag(key: str) -> str | None:
+    """The hash tag Redis Cluster hashes ``key`` by, or None (Redis then hashes all of it).
+
+    Redis's own rule: the first ``{``, then the first ``}`` after it, and a tag that is not
+    empty. ``a{}b}`` has none (its first tag is empty, a later ``}`` does not count).
+
+    Args:
+        key: A Redis key.
+
+    Returns:
+        The tag, or None when Redis hashes the whole key.
+    """
     start = key.find("{")
-    if start != -1 and key.find("}", start + 2) != -1:
-        return key
-    return "{" + key + "}"
+    if start == -1:
+        return None
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if end > start + 1 else None
+
+
+def tagged(key: str) -> str:
+    """The prefix of every key of one budget, in one hash slot of a cluster.
+
+    A key without a hash tag goes in one (``getbill:acme`` gives ``{getbill:acme}``); a key
+    with its own (``{tenant-7}:getbill``) is kept as it is. Those two forms could name one
+    ledger twice (the key ``{getbill:acme}`` would share ``getbill:acme``'s), so a key that is
+    a whole tag around a tagless key is refused, with the key to use instead; its ledger is the
+    same, so no worker loses its count by switching.
+
+    Args:
+        key: The budget's key.
+
+    Returns:
+        The prefix of the budget's Redis keys.
+
+    Raises:
+        ConfigurationError: The key is ``{<a key without a tag>}``.
+    """
+    if hash_tag(key) is None:
+        return "{" + key + "}"
+    inner = key[1:-1]
+    if key.startswith("{") and key.endswith("}") and hash_tag(inner) is None:
+        raise ConfigurationError(
+            f"RedisBudget key {key!r} is how the key {inner!r} is stored, so both would share "
+            f"one budget: pass key={inner!r} (the budget adds the hash tag itself)"
+        )
+    return key
 
 
 def connect(url: str, *, cluster: bool, timeout: float) -> RedisClient:
@@ -110,11 +149,11 @@ class Wakeups:
                 if message is not None:
                     channel = message["channel"]
                     self._on_message(channel.decode() if isinstance(channel, bytes) else channel)
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except Exception as exc:  # any client failure, e.g. a cluster node restarting
             # Waiters still wake after `poll`; the next wait starts a new listener.
             log.debug("budget wake-up channel lost: %s", exc)
             self._pubsub = None
-            with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def aclose(self, timeout: float) -> None:

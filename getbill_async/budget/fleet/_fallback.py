@@ -5,15 +5,22 @@ Each worker that falls back keeps ``1 / expected_workers`` of each limit in a ``
 say is left, as every worker that fell back reads the same ``X-RateLimit-Remaining``. Every
 ``retry`` seconds one request (one, not every queued one) tries Redis again; the others go on
 locally meanwhile.
+
+The local ledger knows what this worker spent, the shared one does not: a worker that rejoins
+Redis while its local slots still count at the server would let the fleet overrun the window.
+So the fallback remembers when each local answer came (``spent``), and the budget brings the
+slots still within a window into the shared ledger as it rejoins (``take_spent``); a local
+request still in flight then is brought in when it answers.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 from ..._constants import LOGGER_NAME
-from .. import LocalBudget, Outcome, RateLimit, parse_headers
+from .. import Kind, LocalBudget, Outcome, RateLimit, parse_headers
 
 __all__ = ["Fallback"]
 
@@ -21,7 +28,9 @@ log = logging.getLogger(LOGGER_NAME)
 
 
 class Fallback:
-    __slots__ = ("local", "workers", "retry", "_until", "_probing")
+    """One budget's local share, when to try Redis again, and what was spent meanwhile."""
+
+    __slots__ = ("local", "workers", "retry", "_until", "_probing", "_spent")
 
     def __init__(self, rate: RateLimit, workers: int, retry: float) -> None:
         self.local = LocalBudget(
@@ -38,6 +47,31 @@ class Fallback:
         self.retry = retry
         self._until: float | None = None  # monotonic end of the fallback, None: shared
         self._probing = False
+        self._spent: dict[Kind, deque[float]] = {"read": deque(), "write": deque()}
+
+    def shared(self) -> bool:
+        """Whether the budget is on Redis (never fell back, or rejoined)."""
+        return self._until is None
+
+    def spent(self, kind: Kind, window: float) -> None:
+        """A local request of ``kind`` was answered now: it counts at the server a window."""
+        now = time.monotonic()
+        spent = self._spent[kind]
+        while spent and spent[0] <= now - window:
+            spent.popleft()
+        spent.append(now)
+
+    def take_spent(self, kind: Kind, window: float) -> list[float]:
+        """Seconds until each local slot of ``kind`` frees (those still counted), forgotten."""
+        now = time.monotonic()
+        left = [at + window - now for at in self._spent[kind] if at + window > now]
+        self._spent[kind].clear()
+        return left
+
+    def keep_spent(self, kind: Kind, left: list[float], window: float) -> None:
+        """Put back what ``take_spent`` gave, when it could not reach Redis."""
+        now = time.monotonic()
+        self._spent[kind].extendleft(reversed([now + s - window for s in left]))
 
     def active(self) -> bool:
         """Whether a request now goes to the local share: within the fallback, or while

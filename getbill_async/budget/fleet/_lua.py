@@ -9,6 +9,13 @@ each frees; ``inflight``, slots taken and not yet answered, scored by when their
 of one budget shares one hash tag, so on a cluster every script runs on one node. Times are
 seconds on Redis's own clock (``TIME``), never a worker's.
 
+Every script checks the ledger before it reads it and seals it after: ``server`` keeps a
+generation (bumped by each script) and the sizes of ``slots`` and ``inflight``. A ledger whose
+sets no longer hold those sizes lost keys (eviction), and one whose generation is below what a
+worker saw already went back in time (a failover to a lagging replica): either is cold again,
+so one request per class goes out until an answer's headers rebuild the count. Each script
+returns the generation it sealed, last, for the worker to mirror.
+
 A slot's id starts with who took it: ``i`` (interactive), ``b`` (bulk) or ``u`` (unseen: the
 server's headers counted it, another program sent it); ``STATUS`` counts the lanes' shares so.
 """
@@ -16,9 +23,19 @@ server's headers counted it, another program sent it); ``STATUS`` counts the lan
 from __future__ import annotations
 
 from ...errors import BudgetExhaustedError
-from .._types import ClassStatus, Kind
+from .._types import ClassStatus, Kind, Outcome, ends_cold_start, parse_headers
 
-__all__ = ["ACQUIRE", "COLD", "RELEASE", "STATUS", "class_status", "sleep_for", "text"]
+__all__ = [
+    "ACQUIRE",
+    "ADOPT",
+    "COLD",
+    "RELEASE",
+    "STATUS",
+    "class_status",
+    "release_args",
+    "sleep_for",
+    "text",
+]
 
 # Why a refused acquire waits (see ACQUIRE): known, an answer in flight, the cold start's first
 # answer, interactive requests ahead. The last two have no estimate: only max_wait bounds them.
@@ -77,66 +94,109 @@ local function wait_time(cap, window, used, flying)
   return math.max(blocked, paced, tonumber(at[2]) - now), 0
 end
 
--- Every key but the pause (which has its own expiry) outlives its latest slot, no more.
+-- Every key but the pause (which has its own expiry) outlives its latest slot, no more. All
+-- expire at one instant, so a ledger that expired is gone as a whole, never in part.
 local function keep(window, lease)
   local ttl = math.ceil((window + 2 * lease) * 1000) + 1000
   for _, key in ipairs({slots, inflight, pace, server}) do redis.call('PEXPIRE', key, ttl) end
 end
+
+-- Before reading: a ledger with fewer (or more) slots than it sealed lost keys, one with an
+-- older generation than the worker mirrors (`known`) went back in time. Either is cold.
+local function check(known)
+  local rec = redis.call('HMGET', server, 'gen', 'nslots', 'ninflight')
+  local gen = tonumber(rec[1]) or 0
+  local lost = (tonumber(rec[2]) or 0) ~= redis.call('ZCARD', slots)
+    or (tonumber(rec[3]) or 0) ~= redis.call('ZCARD', inflight)
+  if lost or gen < known then
+    redis.call('HDEL', server, 'seen')
+    if gen < known then gen = known end
+  end
+  return gen
+end
+
+-- After writing: the next generation, and the sizes the next script checks.
+local function seal(gen, window, lease)
+  redis.call('HSET', server, 'gen', gen + 1, 'nslots', redis.call('ZCARD', slots),
+    'ninflight', redis.call('ZCARD', inflight))
+  keep(window, lease)
+  return gen + 1
+end
 """
 
 # ARGV: limit, window, lease, id (its first letter: i or b), pace (0/1), reserve, waiter id,
-# poll, channel. Returns {1, admitted at}, or {0, wait, why}: why 0, the wait is known; 1, only
-# an answer in flight can free a slot (the wait is an upper bound); 2, the cold start waits for
-# the first answer; 3, interactive requests wait, and go first.
+# poll, channel, cold lease, the generation the worker saw last. Returns {1, admitted at,
+# generation}, or {0, wait, why, generation}: why 0, the wait is known; 1, only an answer in
+# flight can free a slot (the wait is an upper bound); 2, the cold start waits for the first
+# answer (the wait: until the probe's own short lease ends); 3, interactive requests wait, and
+# go first.
 ACQUIRE = (
     _COMMON
     + """
 local limit, window = rules(tonumber(ARGV[1]), tonumber(ARGV[2]))
+-- Workers still on their local share after others rejoined may spend it: held back (ADOPT).
+local held = redis.call('HMGET', server, 'held', 'held_until')
+if (tonumber(held[2]) or 0) > now then limit = math.max(1, limit - tonumber(held[1])) end
 local lease, id, reserve = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6])
-local waiter, poll = ARGV[7], tonumber(ARGV[8])
+local waiter, poll, cold_lease = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[10])
 local bulk = string.sub(id, 1, 1) == 'b'
--- A call tried again after a lost connection may have run already: it decides afresh.
-redis.call('ZREM', inflight, id)
-local used, flying = expire(window, lease)
-if cold() and flying > 0 then
-  local at = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
-  return {0, tostring(math.max(0.001, tonumber(at[2]) - now)), 2}
-end
-local cap = limit
-if bulk then
-  cap = bulk_cap(limit, reserve)
-  redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)
-  local first = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
-  if #first > 0 then return {0, tostring(math.max(0.001, tonumber(first[2]) - now)), 3} end
-end
-local wait, why = wait_time(cap, window, used, flying)
-if wait > 0 then
-  if not bulk then
-    -- Marked until this waiter asks again (it sleeps at most `poll`), with a second to spare.
-    redis.call('ZADD', waiting, now + math.min(wait, poll) + 1, waiter)
-    redis.call('PEXPIRE', waiting, math.ceil((poll + 2) * 1000))
+local gen = check(tonumber(ARGV[11]))
+local function admit()
+  -- A call tried again after a lost connection may have run already: it decides afresh.
+  redis.call('ZREM', inflight, id)
+  local used, flying = expire(window, lease)
+  local is_cold = cold()
+  if is_cold and flying > 0 then
+    -- A cold fleet waits for an answer, but no longer than a probe's lease: requests in flight
+    -- when the ledger went cold (lost, or older) may never answer either.
+    local cap = now + cold_lease
+    local late = redis.call('ZRANGEBYSCORE', inflight, string.format('(%.6f', cap), '+inf')
+    for _, late in ipairs(late) do
+      redis.call('ZADD', inflight, cap, late)
+    end
+    local at = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
+    return {0, tostring(math.max(0.001, tonumber(at[2]) - now)), 2}
   end
-  return {0, tostring(wait), why}
+  local cap = limit
+  if bulk then
+    cap = bulk_cap(limit, reserve)
+    redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)
+    local first = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
+    if #first > 0 then return {0, tostring(math.max(0.001, tonumber(first[2]) - now)), 3} end
+  end
+  local wait, why = wait_time(cap, window, used, flying)
+  if wait > 0 then
+    if not bulk then
+      -- Marked until this waiter asks again (it sleeps at most `poll`), with a second to spare.
+      redis.call('ZADD', waiting, now + math.min(wait, poll) + 1, waiter)
+      redis.call('PEXPIRE', waiting, math.ceil((poll + 2) * 1000))
+    end
+    return {0, tostring(wait), why}
+  end
+  if not bulk and redis.call('ZREM', waiting, waiter) == 1 then
+    redis.call('PUBLISH', ARGV[9], '1')  -- bulk waiters held back by this one may look again
+  end
+  -- The cold probe's own short lease: a probe lost or dead holds the fleet only that long.
+  redis.call('ZADD', inflight, now + (is_cold and math.min(lease, cold_lease) or lease), id)
+  if ARGV[5] == '1' then redis.call('SET', pace, string.format('%.6f', now + window / limit)) end
+  return {1, string.format('%.6f', now)}
 end
-if not bulk and redis.call('ZREM', waiting, waiter) == 1 then
-  redis.call('PUBLISH', ARGV[9], '1')  -- bulk waiters held back by this one may look again
-end
-redis.call('ZADD', inflight, now + lease, id)
-if ARGV[5] == '1' then redis.call('SET', pace, string.format('%.6f', now + window / limit)) end
-keep(window, lease)
-return {1, string.format('%.6f', now)}
+local answer = admit()
+answer[#answer + 1] = tostring(seal(gen, window, lease))
+return answer
 """
 )
 
 # ARGV: id, sent (0/1), limit, window, lease, status, remaining, header limit, header window,
-# retry_after, admitted at (numbers, or '' when absent), channel, ends the cold start (0/1).
-# Returns 1.
+# retry_after, admitted at (numbers, or '' when absent), channel, ends the cold start (0/1),
+# the generation the worker saw last. Returns {1, generation}.
 RELEASE = (
     _COMMON
     + """
 local id, sent = ARGV[1], ARGV[2] == '1'
 local limit, window = rules(tonumber(ARGV[3]), tonumber(ARGV[4]))
 local lease, status, remaining = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local gen = check(tonumber(ARGV[14]))
 local said_limit, said_window = tonumber(ARGV[8]), tonumber(ARGV[9])
 local retry_after, admitted = tonumber(ARGV[10]), tonumber(ARGV[11])
 redis.call('ZREM', inflight, id)
@@ -173,24 +233,27 @@ else
     for i = 1, unseen do redis.call('ZADD', slots, now + window, 'u' .. id .. ':' .. i) end
   end
 end
-keep(window, lease)
 redis.call('PUBLISH', ARGV[12], '1')
-return 1
+return {1, tostring(seal(gen, window, lease))}
 """
 )
 
-# ARGV: limit, window, lease, reserve. Returns {limit, window, used, in flight, wait, blocked,
-# cold (0/1), bulk cap, interactive, bulk, unseen} as strings; the last three count the slots
-# taken (counted and in flight) by each.
+# ARGV: limit, window, lease, reserve, the generation the worker saw last. Returns {limit,
+# window, used, in flight, wait, blocked, cold (0/1), bulk cap, interactive, bulk, unseen,
+# generation} as strings; interactive, bulk and unseen count the slots taken (counted and in
+# flight) by each. Cold with a probe in flight, the wait is until the probe's lease ends.
 STATUS = (
     _COMMON
     + """
 local limit, window = rules(tonumber(ARGV[1]), tonumber(ARGV[2]))
+local gen = check(tonumber(ARGV[5]))
 local used, flying = expire(window, tonumber(ARGV[3]))
 local blocked = math.max(0, (tonumber(redis.call('GET', pause)) or 0) - now)
 local is_cold = cold()
 local wait, why = wait_time(limit, window, used, flying)
-if is_cold and flying > 0 then wait = 0
+if is_cold and flying > 0 then
+  local at = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
+  wait = math.max(0, tonumber(at[2]) - now)
 elseif why == 1 then wait = window end  -- at the soonest, as LocalBudget says
 local shares = {i = 0, b = 0, u = 0}
 local taken = redis.call('ZRANGEBYSCORE', slots, after_now, '+inf')
@@ -202,7 +265,31 @@ for _, list in ipairs({taken, redis.call('ZRANGE', inflight, 0, -1)}) do
 end
 return {tostring(limit), tostring(window), tostring(used), tostring(flying), tostring(wait),
         tostring(blocked), is_cold and '1' or '0', tostring(bulk_cap(limit, tonumber(ARGV[4]))),
-        tostring(shares.i), tostring(shares.b), tostring(shares.u)}
+        tostring(shares.i), tostring(shares.b), tostring(shares.u),
+        tostring(seal(gen, window, tonumber(ARGV[3])))}
+"""
+)
+
+# ARGV: window, lease, id prefix, held, hold, then the seconds until each slot frees, then
+# the generation the worker saw last. A worker back from its local fallback brings the slots it
+# spent there (they may still be in the server's window), and holds `held` slots back from
+# ACQUIRE for `hold` seconds: the shares of the workers still on their local fallback, which
+# the ledger cannot see until they rejoin too (each tries Redis again within that time).
+# Returns {1, generation}.
+ADOPT = (
+    _COMMON
+    + """
+local window, lease, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local held, hold = tonumber(ARGV[4]), tonumber(ARGV[5])
+local gen = check(tonumber(ARGV[#ARGV]))
+for i = 6, #ARGV - 1 do
+  redis.call('ZADD', slots, now + math.min(tonumber(ARGV[i]), window), prefix .. ':' .. i)
+end
+if held > 0 then
+  local until_ = math.max(now + hold, tonumber(redis.call('HGET', server, 'held_until')) or 0)
+  redis.call('HSET', server, 'held', held, 'held_until', string.format('%.6f', until_))
+end
+return {1, tostring(seal(gen, window, lease))}
 """
 )
 
@@ -216,7 +303,7 @@ def sleep_for(
     if why in (COLD, BEHIND):
         # No estimate: an answer, or an interactive request, is due any moment.
         if waited >= max_wait:
-            raise BudgetExhaustedError(kind, 0.0, max_wait)
+            raise BudgetExhaustedError(kind, 0.0, max_wait, cold=why == COLD)
         return min(wait, max_wait - waited)
     # Only answers can free a slot: a window from now at the soonest.
     estimate = min(wait, window) if why == ANSWER else wait
@@ -232,7 +319,7 @@ def text(value: object) -> str:
 def class_status(answer: list[bytes | str]) -> ClassStatus:
     """A ``ClassStatus`` from the ``STATUS`` script's answer."""
     lim, win, used, flying, wait, blocked, cold, cap, *shares = (
-        float(v.decode() if isinstance(v, bytes) else v) for v in answer
+        float(v.decode() if isinstance(v, bytes) else v) for v in answer[:11]
     )
     return ClassStatus(
         limit=int(lim),
@@ -246,3 +333,30 @@ def class_status(answer: list[bytes | str]) -> ClassStatus:
         reserved=int(lim - cap),
         lanes=dict(zip(("interactive", "bulk", "other"), map(int, shares), strict=True)),
     )
+
+
+def _number(value: float | int | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def release_args(
+    slot_id: str, admitted: str, outcome: Outcome, rules: tuple[int, float, float], channel: str
+) -> list[str | float]:
+    """RELEASE's ARGV (but the generation) for one answer; ``rules``: limit, window, lease."""
+    limit, remaining, window = parse_headers(outcome.headers)
+    own_limit, own_window, lease = rules
+    return [
+        slot_id,
+        "1" if outcome.sent else "0",
+        own_limit,
+        own_window,
+        lease,
+        "" if outcome.status is None else str(outcome.status),
+        _number(remaining),
+        _number(limit),
+        _number(window),
+        _number(outcome.retry_after),
+        admitted,
+        channel,
+        "1" if ends_cold_start(outcome) else "0",
+    ]

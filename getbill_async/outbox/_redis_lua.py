@@ -1,0 +1,273 @@
+"""The Lua scripts of the Redis outbox store; each runs atomically on the Redis server.
+
+KEYS, the same eight for every script, all under one hash tag (one cluster slot):
+``entries`` (hash: entry id -> the entry as JSON), ``pending`` (sorted set of entry ids, by
+id: oldest first), ``inflight`` (by lease end), ``done`` (by when finished), ``dead`` and
+``held`` (by id), ``keys`` (hash: key -> JSON list of its entry ids, oldest first), ``meta``
+(hash: the id counter, the writes saved by merging, the format). Times are Redis's own clock
+(``TIME``), so drainers on several machines agree on when a lease ends.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CLAIM", "COUNTS", "DEAD", "ENQUEUE_CREATE", "ENQUEUE_UPDATE", "FINISH"]
+__all__ += ["PRUNE", "RENEW", "REQUEUE", "SUFFIXES"]
+
+SUFFIXES = ("entries", "pending", "inflight", "done", "dead", "held", "keys", "meta")
+
+_COMMON = """
+local entries, pending, inflight, done, dead, held, keys, meta =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function get(seq) return cjson.decode(redis.call('HGET', entries, seq)) end
+local function put(e) redis.call('HSET', entries, e.seq, cjson.encode(e)) end
+local function seqs_of(key)
+  local list = redis.call('HGET', keys, key)
+  if list then return cjson.decode(list) end
+  return {}
+end
+local function backlog() return redis.call('ZCARD', pending) + redis.call('ZCARD', inflight) end
+local function insert(key, op, debt_id, fields)
+  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  local e = {seq = seq, op = op, state = 'pending', fields = fields, enqueued = now,
+             attempts = 0, next_try = 0, check = 0}
+  if key ~= '' then
+    e.key = key
+    local list = seqs_of(key)
+    table.insert(list, seq)
+    redis.call('HSET', keys, key, cjson.encode(list))
+  end
+  if debt_id ~= '' then e.debt_id = debt_id end
+  put(e)
+  redis.call('ZADD', pending, seq, seq)
+  return 'added'
+end
+"""
+
+ENQUEUE_CREATE = (
+    _COMMON
+    + """
+local key, debt_id, fields, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if key ~= '' then
+  for _, seq in ipairs(seqs_of(key)) do
+    if get(seq).op == 'create' then return 'duplicate' end
+  end
+end
+if limit > 0 and backlog() >= limit then return 'full' end
+return insert(key, 'create', debt_id, fields)
+"""
+)
+
+ENQUEUE_UPDATE = (
+    _COMMON
+    + """
+local key, fields, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local new = cjson.decode(fields)
+local list = seqs_of(key)
+local desired, last = {}, nil
+for _, seq in ipairs(list) do
+  last = get(seq)
+  if last.state ~= 'dead' then
+    for k, v in pairs(cjson.decode(last.fields)) do desired[k] = v end
+  end
+end
+if #list > 0 then
+  local same = true
+  for k, v in pairs(new) do
+    if desired[k] == nil or desired[k] ~= v then same = false end
+  end
+  if same then return 'unchanged' end
+end
+if last and last.state == 'pending' and last.check == 0 then
+  local merged = cjson.decode(last.fields)
+  for k, v in pairs(new) do merged[k] = v end
+  last.fields = cjson.encode(merged)
+  put(last)
+  redis.call('HINCRBY', meta, 'merged', 1)
+  return 'merged'
+end
+if limit > 0 and backlog() >= limit then return 'full' end
+return insert(key, 'update', '', fields)
+"""
+)
+
+CLAIM = (
+    _COMMON
+    + """
+local owner, n, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for _, seq in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now)) do
+  local e = get(seq)
+  redis.call('ZREM', inflight, seq)
+  e.owner, e.lease_until, e.check = nil, nil, 1
+  if e.op == 'create' and e.key == nil then
+    e.state = 'held'
+    e.error = cjson.encode({message = 'sent by a drainer that stopped; no call_id to look it up'})
+    redis.call('ZADD', held, seq, seq)
+  else
+    e.state = 'pending'
+    redis.call('ZADD', pending, seq, seq)
+  end
+  put(e)
+end
+local claimed = {}
+for _, seq in ipairs(redis.call('ZRANGE', pending, 0, 999)) do
+  if #claimed >= n then break end
+  local e = get(seq)
+  local free = e.next_try <= now
+  local target = nil
+  if free and e.key ~= nil then
+    for _, other in ipairs(seqs_of(e.key)) do
+      local o = get(other)
+      if o.seq < e.seq and (o.state == 'pending' or o.state == 'in_flight' or o.state == 'held')
+      then free = false end
+      if o.op == 'create' then target = o.followup_id or false end
+    end
+  end
+  if free then
+    e.state, e.owner, e.lease_until = 'in_flight', owner, now + lease
+    e.attempts = e.attempts + 1
+    redis.call('ZREM', pending, seq)
+    redis.call('ZADD', inflight, e.lease_until, seq)
+    put(e)
+    if e.op == 'update' then
+      if target == nil then e.target = e.key elseif target then e.target = target end
+    end
+    table.insert(claimed, cjson.encode(e))
+  end
+end
+return claimed
+"""
+)
+
+RENEW = (
+    _COMMON
+    + """
+local owner, lease = ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV do
+  local raw = redis.call('HGET', entries, ARGV[i])
+  if raw then
+    local e = cjson.decode(raw)
+    if e.state == 'in_flight' and e.owner == owner then
+      e.lease_until = now + lease
+      redis.call('ZADD', inflight, e.lease_until, e.seq)
+      put(e)
+    end
+  end
+end
+return 1
+"""
+)
+
+FINISH = (
+    _COMMON
+    + """
+local seq, owner, state, followup_id, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local delay, check = tonumber(ARGV[6]), tonumber(ARGV[7])
+local raw = redis.call('HGET', entries, seq)
+if not raw then return 0 end
+local e = cjson.decode(raw)
+if e.state ~= 'in_flight' or e.owner ~= owner then return 0 end
+redis.call('ZREM', inflight, seq)
+e.state, e.owner, e.lease_until, e.check, e.finished = state, nil, nil, check, now
+e.next_try = now + delay
+if followup_id ~= '' then e.followup_id = followup_id end
+if err ~= '' then e.error = err else e.error = nil end
+put(e)
+local sets = {done = done, dead = dead, held = held, pending = pending}
+redis.call('ZADD', sets[state], state == 'done' and now or e.seq, seq)
+if state == 'dead' and e.op == 'create' and e.key ~= nil then
+  local why = cjson.encode({message = "the create of '" .. e.key .. "' is dead (entry " ..
+                            e.seq .. ")"})
+  for _, other in ipairs(seqs_of(e.key)) do
+    local o = get(other)
+    if o.seq > e.seq and o.state == 'pending' then
+      o.state, o.error = 'dead', why
+      redis.call('ZREM', pending, o.seq)
+      redis.call('ZADD', dead, o.seq, o.seq)
+      put(o)
+    end
+  end
+end
+return 1
+"""
+)
+
+COUNTS = (
+    _COMMON
+    + """
+local unkeyed, oldest = 0, -1
+local first = true
+for _, seq in ipairs(redis.call('ZRANGE', pending, 0, -1)) do
+  local e = get(seq)
+  if first then oldest, first = e.enqueued, false end
+  if e.op == 'create' and e.key == nil then unkeyed = unkeyed + 1 end
+end
+local merged = tonumber(redis.call('HGET', meta, 'merged') or '0')
+return {redis.call('ZCARD', pending), redis.call('ZCARD', inflight), redis.call('ZCARD', done),
+        redis.call('ZCARD', dead), redis.call('ZCARD', held), merged, unkeyed,
+        tostring(oldest), tostring(now)}
+"""
+)
+
+DEAD = (
+    _COMMON
+    + """
+local out = {}
+for _, set in ipairs({dead, held}) do
+  for _, seq in ipairs(redis.call('ZRANGE', set, 0, -1)) do
+    table.insert(out, redis.call('HGET', entries, seq))
+  end
+end
+return out
+"""
+)
+
+REQUEUE = (
+    _COMMON
+    + """
+local with_held, nkeys = ARGV[1] == '1', tonumber(ARGV[2])
+local chosen = {}
+local any = #ARGV == 2
+local sets = {dead}
+if with_held then table.insert(sets, held) end
+for _, set in ipairs(sets) do
+  for _, seq in ipairs(redis.call('ZRANGE', set, 0, -1)) do
+    local e = get(seq)
+    local pick = any
+    for i = 3, 2 + nkeys do if e.key == ARGV[i] then pick = true end end
+    for i = 3 + nkeys, #ARGV do if tostring(e.seq) == ARGV[i] then pick = true end end
+    if pick then
+      redis.call('ZREM', set, seq)
+      e.state, e.error, e.next_try, e.attempts, e.check = 'pending', nil, 0, 0, 0
+      put(e)
+      redis.call('ZADD', pending, e.seq, e.seq)
+      table.insert(chosen, seq)
+    end
+  end
+end
+return #chosen
+"""
+)
+
+PRUNE = (
+    _COMMON
+    + """
+local cutoff = now - tonumber(ARGV[1])
+local old = redis.call('ZRANGEBYSCORE', done, '-inf', '(' .. cutoff)
+for _, seq in ipairs(old) do
+  local e = get(seq)
+  if e.key ~= nil then
+    local kept = {}
+    for _, other in ipairs(seqs_of(e.key)) do
+      if tostring(other) ~= tostring(seq) then table.insert(kept, other) end
+    end
+    if #kept == 0 then redis.call('HDEL', keys, e.key)
+    else redis.call('HSET', keys, e.key, cjson.encode(kept)) end
+  end
+  redis.call('HDEL', entries, seq)
+  redis.call('ZREM', done, seq)
+end
+return #old
+"""
+)

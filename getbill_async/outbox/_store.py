@@ -1,0 +1,73 @@
+"""What the outbox engine needs from a store (SQLite file or Redis), and the rules both share.
+
+A store keeps entries and applies the merge rules atomically with the enqueue:
+
+- a create for a ``call_id`` the store already holds is a no-op (a producer that restarts
+  may replay its last calls safely);
+- an update whose fields all equal what the key already asks for is a no-op;
+- an update merges into the key's latest entry when that entry is pending and was never
+  sent (a create absorbs it, an update takes the later fields); otherwise it is a new entry;
+- a claim hands out the oldest pending entries whose key has nothing unfinished before them,
+  so per key, order is kept and nothing is merged into an entry in flight.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from ._types import Claimed, DeadEntry, StoreCounts
+
+__all__ = ["Enqueued", "Store", "StoreFull", "same_fields"]
+
+Enqueued = Literal["added", "merged", "duplicate", "unchanged"]
+
+
+class StoreFull(Exception):
+    """Raised inside a store's enqueue when the backlog is at ``max_pending``."""
+
+
+def same_fields(desired: dict[str, Any], fields: dict[str, Any]) -> bool:
+    """Whether every field of ``fields`` already has that value in ``desired``."""
+    return all(name in desired and desired[name] == value for name, value in fields.items())
+
+
+class Store(Protocol):
+    """A durable home for outbox entries; every method returns once its change is durable."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def enqueue_create(
+        self, key: str | None, debt_id: str, fields: str, now: float, limit: int
+    ) -> Enqueued:
+        """Add a create (``fields``: its body as JSON text) unless its key has one."""
+
+    async def enqueue_update(
+        self, key: str, fields: dict[str, Any], now: float, limit: int
+    ) -> Enqueued: ...
+
+    async def claim(self, owner: str, n: int, lease: float, now: float) -> list[Claimed]: ...
+
+    async def renew(self, owner: str, seqs: list[int], until: float) -> None: ...
+
+    async def finish(
+        self,
+        seq: int,
+        owner: str,
+        state: Literal["done", "dead", "held", "pending"],
+        *,
+        now: float,
+        followup_id: str | None = None,
+        error: dict[str, Any] | None = None,
+        next_try: float = 0.0,
+        check: bool = False,
+    ) -> None: ...
+
+    async def counts(self) -> StoreCounts: ...
+
+    async def dead_entries(self) -> list[DeadEntry]: ...
+
+    async def requeue(self, keys: list[str], ids: list[int], held: bool) -> int: ...
+
+    async def prune(self, before: float) -> int: ...

@@ -1,0 +1,123 @@
+"""What the outbox stores and reports: entries' states, the status snapshot, dead letters.
+
+An entry is one write waiting for the budget: a create, or an update of a followup named by
+its ``call_id`` (its *key*) or by its id. States::
+
+    pending ──claim──> in_flight ──> done
+       ^                   │ ├─────> dead   (refused for good: 400/422, 403, 404)
+       └──retry/reclaim────┘ └─────> held   (a create without call_id, outcome unknown)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import GetBillError
+
+__all__ = [
+    "Claimed",
+    "DeadEntry",
+    "OutboxFullError",
+    "OutboxStatus",
+    "OutboxStoreError",
+    "StoreCounts",
+]
+
+Op = Literal["create", "update"]
+
+
+class OutboxFullError(GetBillError):
+    """The outbox holds ``max_pending`` entries and ``when_full="raise"``: nothing was
+    enqueued (and nothing was dropped to make room)."""
+
+    def __init__(self, max_pending: int) -> None:
+        self.max_pending = max_pending
+        super().__init__(
+            f"outbox full: {max_pending} entries pending (max_pending); nothing was enqueued"
+        )
+
+
+class OutboxStoreError(GetBillError):
+    """The outbox's store cannot be used: a file that is not an outbox database (corrupt,
+    or another program's), or a store that cannot be reached. The file is left as it was."""
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    """A snapshot of an outbox.
+
+    ``pending``: entries waiting to be sent; ``in_flight``: being sent now (by any drainer);
+    ``done``: sent and kept for the retention period; ``dead``: refused for good (see
+    ``Outbox.dead()``); ``held``: creates without ``call_id`` whose outcome is unknown, for a
+    person to check; ``merged``: writes saved by merging; ``unkeyed``: pending creates
+    without ``call_id`` (they cannot be reconciled after a crash); ``oldest_age``: seconds
+    since the oldest pending entry was enqueued (None: nothing pending); ``eta``: seconds to
+    drain the backlog under the current write budget (None: unknown).
+    """
+
+    pending: int
+    in_flight: int
+    done: int
+    dead: int
+    held: int
+    merged: int
+    oldest_age: float | None
+    eta: float | None
+    unkeyed: int = 0
+
+    @property
+    def backlog(self) -> int:
+        """Writes still to send: ``pending + in_flight``."""
+        return self.pending + self.in_flight
+
+
+@dataclass(frozen=True)
+class DeadEntry:
+    """A write the API refused for good (or one held for a person).
+
+    ``id`` names the entry for ``Outbox.requeue``; ``key`` is its ``call_id`` (or the
+    followup id an update targets; None for a create without ``call_id``); ``status``,
+    ``message`` and ``details`` are the API's answer.
+    """
+
+    id: int
+    key: str | None
+    op: str
+    state: str
+    fields: dict[str, Any]
+    status: int | None
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """Raw counts from a store; the outbox adds the ETA."""
+
+    pending: int
+    in_flight: int
+    done: int
+    dead: int
+    held: int
+    merged: int
+    unkeyed: int
+    oldest_enqueued: float | None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An entry a drainer holds under its lease.
+
+    ``target``: the followup id an update goes to (resolved when claimed); ``check``: a write
+    of this entry may have reached the server already, so look before sending again.
+    """
+
+    seq: int
+    key: str | None
+    op: Op
+    debt_id: str | None
+    fields: dict[str, Any]
+    target: str | None
+    check: bool
+    attempts: int

@@ -1,0 +1,139 @@
+"""The outbox's SQLite file: foreign or corrupt files are refused untouched; two drainers
+sharing one file never send an entry twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from getbill_async import GetBillClient, Outbox
+from getbill_async.outbox import OutboxStoreError
+from getbill_async.sandbox import Sandbox
+from tests.outbox_helpers import fast_client
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_a_corrupt_file_is_refused_by_name_and_left_untouched(
+    client: GetBillClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "corrupt.db"
+    garbage = os.urandom(8192)
+    path.write_bytes(garbage)
+    with pytest.raises(OutboxStoreError, match=f"{path} is not an outbox database"):
+        async with Outbox(client, path):
+            pass
+    assert path.read_bytes() == garbage
+
+
+async def test_a_broken_sqlite_file_is_refused_and_left_untouched(
+    client: GetBillClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "broken.db"
+    path.write_bytes(b"SQLite format 3\x00" + os.urandom(4000))
+    before = path.read_bytes()
+    with pytest.raises(OutboxStoreError, match="broken.db is not an outbox database"):
+        async with Outbox(client, path):
+            pass
+    assert path.read_bytes() == before
+
+
+async def test_another_programs_database_is_refused_and_left_untouched(
+    client: GetBillClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users (name) VALUES ('x')")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(OutboxStoreError, match="it holds other tables: users"):
+        async with Outbox(client, path):
+            pass
+    assert path.read_bytes() == before
+    assert not (tmp_path / "app.db-wal").exists()
+
+
+async def test_two_drainers_on_one_file_send_each_entry_once(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    # 50 ms a write: one drainer cannot empty the backlog before the other has started.
+    async with (
+        Sandbox(followups=50, seed=3, latency=0.05) as sandbox,
+        fast_client(sandbox) as client,
+    ):
+        debts = sandbox.debt_ids()[:4]
+        async with Outbox(client, path, drain=False) as producer:
+            for i in range(120):
+                await producer.create(debt_id=debts[i % 4], type="sms", call_id=f"s-{i}")
+        async with (
+            Outbox(client, path, poll=0.01, concurrency=8) as first,
+            Outbox(client, path, poll=0.01, concurrency=8) as second,
+        ):
+            await first.join(timeout=20)
+            sent = (first.drainer.counters.sent, second.drainer.counters.sent)
+        assert sum(sent) == 120 and min(sent) > 0
+        assert sorted(sandbox.created_per_call_id().values()) == [1] * 120
+
+
+async def test_a_dead_create_takes_its_waiting_update_with_it_and_requeue_restores_both(
+    tmp_path: Path,
+) -> None:
+    async with Sandbox(followups=20, latency=0.3) as sb:
+        async with fast_client(sb) as client, Outbox(client, tmp_path / "d.db", poll=0.01) as box:
+            await box.create(debt_id="unknown", type="call", call_id="dd-1")
+            while not (await box.status()).in_flight:
+                await asyncio.sleep(0.01)
+            await box.update("dd-1", status="failed")  # waits behind the create in flight
+            await box.join(timeout=10)
+            dead = await box.dead()
+            assert [(d.op, d.status) for d in dead] == [("create", 422), ("update", None)]
+            assert "the create of 'dd-1' is dead" in dead[1].message
+            assert await box.requeue("dd-1") == 2
+
+
+async def test_group_commit_shares_fsyncs_between_concurrent_creates(
+    sandbox: Sandbox, client: GetBillClient, tmp_path: Path
+) -> None:
+    debt = sandbox.debt_ids()[0]
+    async with Outbox(client, tmp_path / "g.db", drain=False) as outbox:
+        writer = outbox._store.writer  # type: ignore[attr-defined]
+        before = writer.commits
+        creates = (outbox.create(debt_id=debt, type="call", call_id=f"g-{i}") for i in range(64))
+        await asyncio.gather(*creates)
+        assert writer.commits - before < 16
+        assert (await outbox.status()).pending == 64
+
+
+async def test_a_dead_drainers_entries_are_looked_up_or_held(
+    sandbox: Sandbox, client: GetBillClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "h.db"
+    debt = sandbox.debt_ids()[0]
+    finished = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await finished.wait()  # its pid is now one of no running process
+    dead_owner = f"{socket.gethostname()}:{finished.pid}:gone"
+    async with Outbox(client, path, drain=False) as producer:
+        await producer.create(debt_id=debt, type="call", summary="no call_id")
+        await producer.create(debt_id=debt, type="call", call_id="h-1")
+        claimed = await producer._store.claim(dead_owner, 10, 300.0, time.time())
+        assert [entry.key for entry in claimed] == [None, "h-1"]
+    await client.followups.create(debt_id=debt, type="call", call_id="h-1")  # it had been sent
+    async with Outbox(client, path, poll=0.02) as drainer:
+        await drainer.join(timeout=10)
+        status = await drainer.status()
+        assert (status.done, status.held, status.pending) == (1, 1, 0)
+        counters = drainer.drainer.counters
+        assert (counters.looked_up, counters.found, counters.sent) == (1, 1, 0)
+        [held] = await drainer.dead()
+        assert (held.state, held.key) == ("held", None)
+        assert "no call_id" in held.message
+        assert await drainer.requeue(held.id, held=True) == 1  # a person checked: not there
+        await drainer.join(timeout=10)
+    assert sandbox.created_per_call_id()["h-1"] == 1
