@@ -43,6 +43,8 @@ from hypothesis import strategies as st
 
 from getbill_async import (
     AmbiguousWriteError,
+    APIError,
+    AuthenticationError,
     ClientCredentials,
     Followup,
     GetBillClient,
@@ -111,13 +113,7 @@ LIES += ["zero_pages", "dup_item", "signed_bad"]
 # turns the strategy branches that only they break into honest answers, so the property checks
 # everything else; their minimal cases (at the end) are marked xfail(strict=True). When a fix
 # lands, its cases pass, strict xfail fails them: the cue to take the item out of here.
-WAITING: dict[int, str] = {
-    1: "a write's unusable answer (a 3xx, a body over the cap) is not yet ambiguous on main",
-    10: "server words that echo a secret are not yet redacted on main",
-    11: "an answer's body still shows in traceback locals on main",
-    13: "the token answer has no size cap on main yet",
-    17: "a token with CR/LF in it still raises aiohttp's ValueError on main",
-}
+WAITING: dict[int, str] = {}
 _WAITING_LIES = {
     3: ("wrong_echo",),
     4: ("empty", "hole", "zero_pages"),
@@ -553,9 +549,10 @@ CASES: dict[str, tuple[int, Script, Setup]] = {
     "zero-pages": (4, Script(items=25, pages={(1, 1): Fault(lie="zero_pages")}), STATIC),
     # An API 401 says "Token <the token> is revoked": the token is in the error.
     "echoed-token": (10, Script(items=5, pages={(1, 1): Fault(status=401, echo=True)}), STATIC),
-    # A 302 to a URL whose path holds the token: the token is in the error.
+    # A 302 to a URL whose path holds the token: the token is in the error (item 10); after
+    # its fix, still in the answer's headers among a traceback's locals.
     "echoed-token-location": (
-        10,
+        NEW,
         Script(items=5, pages={(1, 1): Fault(status=302, echo=True)}),
         STATIC,
     ),
@@ -569,8 +566,9 @@ CASES: dict[str, tuple[int, Script, Setup]] = {
     ),
     # A token answer over max_response_bytes: read whole, and its token used.
     "oversized-token": (13, Script(items=5, tokens={1: Fault(body="oversized")}), OAUTH),
-    # A token with CR/LF in it: aiohttp's raw ValueError escapes every call.
-    "crlf-token": (17, Script(items=5, tokens={1: Fault(token="crlf")}), OAUTH),
+    # A token with CR/LF in it: aiohttp's raw ValueError escapes every call (item 17); after
+    # its fix, the token refused shows among a traceback's locals.
+    "crlf-token": (NEW, Script(items=5, tokens={1: Fault(token="crlf")}), OAUTH),
 }
 
 
@@ -608,3 +606,22 @@ async def test_a_page_that_holds_an_id_twice_is_asked_again() -> None:
         with pytest.raises(PaginationError, match=r"page 2: 10 items \(9 distinct\), where"):
             async for _ in walk:
                 pass
+
+
+async def test_an_answers_headers_stay_out_of_traceback_locals() -> None:
+    # A redirect whose Location holds the token: the message redacts it, and the headers, in
+    # the locals of the frames that read them, show only their names.
+    server = HostileServer(Script(items=5, pages={(1, 1): Fault(status=302, echo=True)}))
+    async with serve(server.app) as base, _client(base, STATIC) as client:
+        with pytest.raises(APIError, match="redirected") as caught:
+            await client.followups.list(limit=LIMIT)
+    assert [t for t in _error_texts(caught.value) if TOKEN in t] == []
+
+
+async def test_a_token_refused_for_its_characters_stays_out_of_traceback_locals() -> None:
+    server = HostileServer(Script(tokens={1: Fault(token="crlf")}))
+    async with serve(server.app) as base, _client(base, OAUTH) as client:
+        with pytest.raises(AuthenticationError, match="control characters") as caught:
+            await client.followups.list(limit=LIMIT)
+    issued = server.issued[0].split("\r")[0]
+    assert [t for t in _error_texts(caught.value) if issued in t] == []

@@ -8,7 +8,7 @@ server's words (a server may echo a secret it was sent).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -31,6 +31,7 @@ from ._request import Request
 from ._retry import Retryable, retry_after_seconds
 
 __all__ = [
+    "AnswerHeaders",
     "Body",
     "Decodes",
     "ambiguous",
@@ -68,6 +69,33 @@ class Body:
 
     def __repr__(self) -> str:
         return f"<answer body, {len(self.data)} bytes>"
+
+
+class AnswerHeaders(Mapping[str, str]):
+    """An answer's headers (looked up without regard to case), whose repr shows only their
+    names.
+
+    They sit in the locals of the frames that read them, and a server can echo what the
+    request carried (a ``Location`` that holds the token, an OAuth error with the client
+    secret): a traceback formatted with its locals must not show it.
+    """
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def __repr__(self) -> str:
+        return f"<answer headers: {', '.join(self._headers)}>"
 
 
 _IDENTITY = ("", "identity")

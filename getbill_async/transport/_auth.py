@@ -32,7 +32,7 @@ from ..errors import (
     GetBillError,
     RateLimitError,
 )
-from ._answers import Body, error_for_status, read_capped
+from ._answers import AnswerHeaders, Body, error_for_status, read_capped
 from ._request import Request
 from ._retry import Retryable, RetryPolicy, should_retry, with_retries
 from ._wire import TokenAnswer
@@ -255,8 +255,9 @@ class OAuthTokenSource(TokenSource):
                     f"{request.describe()}: the answer is not the documented JSON", status=status
                 )
             ) from None
-        token = answer.access_token
-        if token != token.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
+        # The token stays in ``answer`` (whose repr hides it), never in a local of its own: a
+        # traceback formatted with its locals must not show even a token refused here.
+        if not _fits_a_header(answer.access_token):
             raise AuthenticationError(
                 "the token endpoint answered a token with whitespace or control characters "
                 "(a line break?), which no Authorization header can carry",
@@ -266,7 +267,7 @@ class OAuthTokenSource(TokenSource):
             )
         lifetime = answer.expires_in if answer.expires_in is not None else 3600.0
         margin = min(TOKEN_REFRESH_MARGIN, lifetime / 10)
-        self._token = token
+        self._token = answer.access_token
         self._refresh_at = started + lifetime - margin
         self._valid_until = started + lifetime - min(TOKEN_EXPIRY_SKEW, lifetime / 20)
         self.generation += 1
@@ -293,7 +294,7 @@ class OAuthTokenSource(TokenSource):
                 request.path, data=form, timeout=timeout, allow_redirects=False
             ) as resp:
                 body = await read_capped(resp, request, self.max_response_bytes)
-                return resp.status, resp.headers, body
+                return resp.status, AnswerHeaders(resp.headers), body
         except asyncio.TimeoutError:
             raise Retryable(APITimeoutError(f"{where}: no answer in time")) from None
         except RuntimeError:
@@ -321,6 +322,12 @@ class OAuthTokenSource(TokenSource):
 
     def __repr__(self) -> str:
         return f"OAuthTokenSource({self.credentials!r})"
+
+
+def _fits_a_header(token: str) -> bool:
+    """Whether ``token`` can go in an Authorization header: no surrounding whitespace, no
+    control character."""
+    return token == token.strip() and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in token)
 
 
 def token_source(

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from urllib.parse import quote_plus
 
 import aiohttp
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 from .._constants import LOGGER_NAME, USER_AGENT
@@ -27,7 +26,7 @@ from ..errors import (
     DecodeError,
 )
 from ..telemetry import CallInfo
-from ._answers import Body, ambiguous, read_capped
+from ._answers import AnswerHeaders, Body, ambiguous, read_capped
 from ._auth import TokenSource
 from ._request import PROBE, CallOptions, CallStats, Probe, Request, lane_of
 from ._retry import Retryable, should_retry
@@ -110,7 +109,7 @@ class Wire:
 
     async def _exchange(
         self, call: Call, probe: Probe, send_headers: Mapping[str, str]
-    ) -> tuple[int, CIMultiDictProxy[str], Body]:
+    ) -> tuple[int, AnswerHeaders, Body]:
         """One try on the wire: the answer's status, headers and (capped) body, or the
         ``_no_answer`` error that says whether the try may have reached the server."""
         request = call.request
@@ -134,7 +133,7 @@ class Wire:
                 if call.info is not None and call.info.last is not None:
                     call.info.last.answered(resp.status, resp.headers)
                 body = await read_capped(resp, request, self.max_response_bytes)
-                return resp.status, resp.headers, body
+                return resp.status, AnswerHeaders(resp.headers), body
         except DecodeError as too_large:
             if request.kind == "write":
                 raise ambiguous(request, too_large) from None  # it may have been committed
