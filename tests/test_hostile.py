@@ -156,7 +156,16 @@ def faults(
     ).map(functools.partial(waiting, where="made" if commit else "read"))
 
 
-page_faults = faults(READ_STATUSES, LIES)
+# A page that lies in a well-formed answer, or an answer that is not a usable page: half and
+# half, so that lies (which need a 2xx and an honest body) are not drowned by broken answers.
+lying_page = st.builds(
+    Fault,
+    status=st.sampled_from([200, 206, 202]),
+    lie=st.sampled_from(LIES[1:]),
+    rate=rate_headers,
+    wrong_echo=st.sampled_from([1, 2, 0, -1, 10**9]),
+).map(waiting)
+page_faults = lying_page | faults(READ_STATUSES, ["none"])
 # A create the server made, then an answer that does not say so clearly; or one it did not
 # make, and an answer that may say anything but success.
 made_then = faults(
@@ -183,19 +192,19 @@ token_faults = st.builds(
 def scripts(draw: st.DrawFn) -> Script:
     items = draw(st.integers(0, 35))
     pages = -(-items // LIMIT) + 1
-    keys = st.tuples(st.integers(1, pages), st.integers(1, 2))
+    keys = st.tuples(st.integers(1, pages), st.integers(1, 3))
     script = Script(
         items=items,
-        pages=draw(st.dictionaries(keys, page_faults, max_size=4)),
+        pages=draw(st.dictionaries(keys, page_faults, max_size=6)),
         creates=draw(
             st.dictionaries(
                 st.tuples(st.integers(0, CREATE_SLOTS - 1), st.integers(1, 2)),
                 made_then | not_made,
-                max_size=4,
+                max_size=6,
             )
         ),
-        lookups=draw(st.dictionaries(st.integers(1, 3), lookup_faults, max_size=2)),
-        tokens=draw(st.dictionaries(st.integers(1, 3), token_faults, max_size=2)),
+        lookups=draw(st.dictionaries(st.integers(1, 3), lookup_faults, max_size=3)),
+        tokens=draw(st.dictionaries(st.integers(1, 3), token_faults, max_size=3)),
     )
     if draw(st.booleans()):
         lie = draw(st.sampled_from([*LIES[1:], "ignore_page"]))
@@ -556,6 +565,13 @@ CASES: dict[str, tuple[int, Script, Setup]] = {
         Script(items=5, pages={(1, 1): Fault(status=302, echo=True)}),
         STATIC,
     ),
+    # The token endpoint answers 302 to a URL holding the client secret, with a body over
+    # the cap: the response object, among a traceback's locals, showed its headers.
+    "oversized-redirect-echoing-the-secret": (
+        NEW,
+        Script(tokens={1: Fault(status=302, body="oversized", echo=True)}),
+        OAUTH,
+    ),
     # The token endpoint's 401 says "invalid_client: secret <the secret> unknown".
     "echoed-client-secret": (10, Script(tokens={1: Fault(status=401, echo=True)}), OAUTH),
     # X-RateLimit-Window: 1e15 once: the write budget's window is 1e15 s from then on.
@@ -625,3 +641,13 @@ async def test_a_token_refused_for_its_characters_stays_out_of_traceback_locals(
             await client.followups.list(limit=LIMIT)
     issued = server.issued[0].split("\r")[0]
     assert [t for t in _error_texts(caught.value) if issued in t] == []
+
+
+async def test_a_response_among_traceback_locals_shows_no_header() -> None:
+    # A token answer over the cap, redirecting to a URL that holds the client secret: the
+    # response, in the locals of the frames that read it, shows its URL and status only.
+    server = HostileServer(Script(tokens={1: Fault(status=302, body="oversized", echo=True)}))
+    async with serve(server.app) as base, _client(base, OAUTH) as client:
+        with pytest.raises(GetBillError, match="max_response_bytes") as caught:
+            await client.followups.list(limit=LIMIT)
+    assert [t for t in _error_texts(caught.value) if CLIENT_SECRET in t] == []

@@ -57,6 +57,7 @@ from ._request import (
     CallStats,
     Probe,
     Request,
+    quiet_responses,
     track_sent,
 )
 from ._retry import Backoff, Retryable, should_retry
@@ -94,6 +95,7 @@ class Pipeline(Wire):
         self.max_response_bytes = max_response_bytes
         self.stats = stats if stats is not None else CallStats()
         self._tracks_sent = track_sent(session)
+        quiet_responses(session)
 
     async def request(
         self,

@@ -1,5 +1,6 @@
 """What a call is: the request a resource builds, its options, and how the pipeline learns
-that a request left this process (``SentAwareRequest``).
+that a request left this process (``SentAwareRequest``); and responses whose repr keeps the
+server's headers out of tracebacks (``QuietResponse``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from .._redact import redact_url
 from ..budget import Budget, Kind, Lane
 from ._retry import RetryPolicy
 
@@ -21,11 +23,13 @@ __all__ = [
     "CallStats",
     "PROBE",
     "Probe",
+    "QuietResponse",
     "Request",
     "SentAwareRequest",
     "SentRecord",
     "default_max_wait",
     "lane_of",
+    "quiet_responses",
     "track_sent",
 ]
 
@@ -183,6 +187,24 @@ class SentAwareRequest(aiohttp.ClientRequest):
         if probe is not None:
             probe.sent = True
         return await super().send(conn)
+
+
+class QuietResponse(aiohttp.ClientResponse):
+    """aiohttp's response, whose repr shows its URL and status but not its headers.
+
+    aiohttp's shows every header, and a response sits in the locals of the frames that read
+    it. A server can put what the request carried into a header (a ``Location`` that holds
+    the token, or the client secret): a traceback formatted with its locals must not show it.
+    """
+
+    def __repr__(self) -> str:
+        return f"<ClientResponse({redact_url(str(self.url))}) [{self.status}]>"
+
+
+def quiet_responses(session: aiohttp.ClientSession) -> None:
+    """Make ``session``'s responses a ``QuietResponse``, unless it has a class of its own."""
+    if getattr(session, "_response_class", None) is aiohttp.ClientResponse:
+        session._response_class = QuietResponse
 
 
 def track_sent(session: aiohttp.ClientSession) -> bool:
