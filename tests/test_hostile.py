@@ -437,7 +437,8 @@ async def _episode(ep: Episode, out: Path) -> None:
 
 # -- secrets -------------------------------------------------------------------------------
 
-_CALLER_ARGUMENTS = frozenset({"fields", "rows", "settings"})
+# The caller's own create fields, shown back in a frame's locals: what the caller passed is theirs.
+_CALLER_ARGUMENTS = frozenset({"fields"})
 
 
 def _error_texts(error: BaseException) -> list[str]:
@@ -553,6 +554,13 @@ CASES: dict[str, tuple[int, Script, Setup]] = {
         11,
         Script(items=5, persistent={1: Fault(lie="signed_bad")}),
         STATIC,
+    ),
+    # The same page in a CSV export: the rows built before the bad item held the signed URL,
+    # among a traceback's locals.
+    "signed-url-in-a-csv-export": (
+        NEW,
+        Script(items=5, persistent={1: Fault(lie="signed_bad")}),
+        replace(STATIC, format="csv"),
     ),
     # Page 1 says pages: 0 while total is 25: the walk stops after page 1, no error.
     "zero-pages": (4, Script(items=25, pages={(1, 1): Fault(lie="zero_pages")}), STATIC),

@@ -179,10 +179,15 @@ def csv_header() -> bytes:
 
 def csv_rows(items: list[msgspec.Raw], guard: bool) -> bytes:
     """CSV rows of ``items``; ``guard`` prefixes text cells a spreadsheet would run with ``'``."""
-    rows = []
-    for item in items:
-        followup, extra = split_item(item)
-        row = [_cell(getattr(followup, name), guard) for name in FIELDS]
-        row.append("" if extra is None else extra.decode())
-        rows.append(row)
+    # Every item is decoded before any row is built: when one is no followup, no cell of the
+    # others (a presigned URL) is among the locals a traceback can show.
+    split = [split_item(item) for item in items]
+    rows = [
+        [*(_cell(getattr(followup, name), guard) for name in FIELDS), _extra(extra)]
+        for followup, extra in split
+    ]
     return _csv(rows)
+
+
+def _extra(extra: bytes | None) -> str:
+    return "" if extra is None else extra.decode()
