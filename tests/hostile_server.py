@@ -14,6 +14,7 @@ accept, and every secret it was sent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -60,7 +61,8 @@ class Fault:
     instead of the honest ones (a value ``+x`` is "now + x" in Unix seconds); ``retry_after``:
     ``details.retry_after`` of an error envelope (absent when None); ``commit``: a create is
     made before the server answers this way; ``echo``: the message repeats the secrets the
-    request carried; ``wrong_echo``: the page number a ``wrong_echo`` lie says."""
+    request carried; ``wrong_echo``: the page number a ``wrong_echo`` lie says; ``delay``:
+    seconds the server waits before it answers (a create is made before)."""
 
     status: int = 200
     body: Body = "honest"
@@ -71,6 +73,7 @@ class Fault:
     echo: bool = False
     wrong_echo: int = 1
     token: TokenKind = "honest"
+    delay: float = 0.0
 
 
 HONEST = Fault()
@@ -167,7 +170,7 @@ class HostileServer:
         fault = self._fault(self.script.pages, (number, attempt))
         if fault is HONEST and not self.honest:
             fault = self._persistent(number)
-        return self._answer(request, fault, self._page(number, fault), bearer)
+        return await self._answer(request, fault, self._page(number, fault), bearer)
 
     def _persistent(self, number: int) -> Fault:
         """The lie this page tells on every try; a server that ignores ``page`` does so from
@@ -225,7 +228,7 @@ class HostileServer:
             "data": mine[(number - 1) * LIMIT : number * LIMIT],
             "pagination": pagination,
         }
-        return self._answer(request, fault, honest, bearer)
+        return await self._answer(request, fault, honest, bearer)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         bearer = self._bearer(request)
@@ -247,8 +250,8 @@ class HostileServer:
             "data": self.committed.get(call_id),
         }
         if fault is HONEST:
-            return self._answer(request, Fault(status=201), honest, bearer)
-        return self._answer(request, fault, honest, bearer)
+            return await self._answer(request, Fault(status=201), honest, bearer)
+        return await self._answer(request, fault, honest, bearer)
 
     def _refused(self, request: web.Request) -> web.Response:
         body = {"error": True, "message": "Authentication credentials are missing or invalid"}
@@ -275,11 +278,11 @@ class HostileServer:
         honest = {"access_token": token, "token_type": "Bearer", "expires_in": expires}
         if fault.body == "oversized" and 200 <= fault.status < 300:
             self.oversized_tokens.add(token)
-        return self._answer(request, fault, honest, secret, oauth=True)
+        return await self._answer(request, fault, honest, secret, oauth=True)
 
     # -- answers ---------------------------------------------------------------------------
 
-    def _answer(
+    async def _answer(
         self,
         request: web.Request,
         fault: Fault,
@@ -288,6 +291,8 @@ class HostileServer:
         *,
         oauth: bool = False,
     ) -> web.StreamResponse:
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
         status = fault.status
         headers = _rate_headers(fault.rate)
         if 300 <= status < 400:

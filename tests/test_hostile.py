@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -53,6 +54,7 @@ from getbill_async import (
     RateLimit,
     RetryPolicy,
 )
+from getbill_async.transport import OAuthTokenSource
 
 from .hostile_server import (
     CAP,
@@ -582,6 +584,19 @@ CASES: dict[str, tuple[int, Script, Setup]] = {
     ),
     # The token endpoint's 401 says "invalid_client: secret <the secret> unknown".
     "echoed-client-secret": (10, Script(tokens={1: Fault(status=401, echo=True)}), OAUTH),
+    # Creates 3 and 5 run together; 3's answer is unusable, its lookup's 401 refreshes the
+    # token, and 5's 502 echoes the token it carried, no longer the current one: shown.
+    "echo-of-a-token-refreshed-meanwhile": (
+        NEW,
+        Script(
+            creates={
+                (3, 1): Fault(status=303, body="oversized"),
+                (5, 1): Fault(status=502, body="html", echo=True),
+            },
+            lookups={1: Fault(status=401), 2: Fault(status=303, body="garbage", echo=True)},
+        ),
+        OAUTH,
+    ),
     # X-RateLimit-Window: 1e15 once: the write budget's window is 1e15 s from then on.
     "window-1e15": (
         12,
@@ -659,3 +674,15 @@ async def test_a_response_among_traceback_locals_shows_no_header() -> None:
         with pytest.raises(GetBillError, match="max_response_bytes") as caught:
             await client.followups.list(limit=LIMIT)
     assert [t for t in _error_texts(caught.value) if CLIENT_SECRET in t] == []
+
+
+async def test_tokens_refreshed_away_stay_secrets() -> None:
+    # An answer in flight when another request refreshed the token can echo the old one.
+    server = HostileServer(Script())
+    async with serve(server.app) as base, aiohttp.ClientSession() as session:
+        creds = ClientCredentials(CLIENT_ID, CLIENT_SECRET, token_url=f"{base}/token")
+        source = OAuthTokenSource(creds, timeout=1.0)
+        first = await source.token(session)
+        second = await source.refresh(session, source.generation)
+    assert first != second
+    assert {first, second, CLIENT_SECRET} <= set(source.secrets())

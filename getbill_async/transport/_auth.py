@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -40,6 +41,8 @@ from ._wire import TokenAnswer
 __all__ = ["ClientCredentials", "check_token"]
 
 log = logging.getLogger(LOGGER_NAME)
+#: How many of the last tokens stay secrets after a refresh (answers in flight may echo them).
+_TOKENS_REMEMBERED = 16
 _token_decoder = msgspec.json.Decoder(TokenAnswer)
 
 
@@ -159,13 +162,16 @@ class OAuthTokenSource(TokenSource):
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._token: str | None = None
+        # The last tokens handed out: a request sent with one can be answered after another
+        # request refreshed it, and the answer can echo the token it carried.
+        self._issued: deque[str] = deque(maxlen=_TOKENS_REMEMBERED)
         self._refresh_at = 0.0  # when to fetch the next token ahead of expiry
         self._valid_until = 0.0  # when this one stops being usable at all
         self._lock = asyncio.Lock()
         self.fetches = 0
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.credentials.client_secret, self._token) if s)
+        return tuple(s for s in (self.credentials.client_secret, *self._issued) if s)
 
     def _fresh(self) -> bool:
         return self._token is not None and self._clock() < self._refresh_at
@@ -268,6 +274,7 @@ class OAuthTokenSource(TokenSource):
         lifetime = answer.expires_in if answer.expires_in is not None else 3600.0
         margin = min(TOKEN_REFRESH_MARGIN, lifetime / 10)
         self._token = answer.access_token
+        self._issued.append(answer.access_token)
         self._refresh_at = started + lifetime - margin
         self._valid_until = started + lifetime - min(TOKEN_EXPIRY_SKEW, lifetime / 20)
         self.generation += 1
