@@ -111,9 +111,11 @@ async def test_a_429_pauses_the_class_for_everyone(make: Make) -> None:
     await one.release(slot, Outcome(status=429, retry_after=0.3))
     blocked = (await other.status()).reads.blocked_for
     assert 0.3 - (time.monotonic() - answered) - 0.02 <= blocked <= 0.3
-    await other.release(await asyncio.wait_for(other.acquire("write"), 1), OK)
-    read = await asyncio.wait_for(other.acquire("read"), 2)
-    assert 0.2 <= read.waited < 0.6
+    await other.release(await asyncio.wait_for(other.acquire("write"), 1), OK)  # writes go on
+    await asyncio.wait_for(other.acquire("read"), 2)
+    # Reads wait out the pause (measured from the 429, not from this acquire: on a loaded
+    # machine the write above may take most of the pause's 0.3 s).
+    assert time.monotonic() - answered >= 0.3 - 0.02
 
 
 async def test_a_429_that_says_the_window_is_full_holds_it_full(make: Make) -> None:
