@@ -155,6 +155,7 @@ def faults(
         commit=st.just(commit),
         echo=st.booleans(),
         wrong_echo=st.sampled_from([1, 2, 0, -1, 10**9]),
+        delay=st.sampled_from([0.0, 0.05]),  # late: others go on meanwhile
     ).map(functools.partial(waiting, where="made" if commit else "read"))
 
 
