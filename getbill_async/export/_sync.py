@@ -308,7 +308,22 @@ async def sync_followups(
 ) -> SyncReport:
     """Bring the day partitions of ``out`` up to date; see the module's docstring.
 
-    ``today`` (default: today, UTC) sets where the next run starts: ``lag_days`` before it.
+    Args:
+        client: the client (or a view of it) to read through.
+        out: the partitions' directory.
+        state: the sync's state file.
+        format: ``parquet`` or ``jsonl``.
+        lag_days: recent days fetched again each run (followups change after their day).
+        today: the run's day (default: today, UTC); the next run starts ``lag_days`` before it.
+        concurrency: pages in flight at once.
+        progress: where to show progress.
+
+    Returns:
+        What the run did (``SyncReport``).
+
+    Raises:
+        ValidationError: a bad setting, before anything is written or sent.
+        FileInUseError: another sync holds the directory.
     """
     if format not in ("parquet", "jsonl"):
         raise fail("format", f"invalid value {format!r}", ("parquet", "jsonl"))
