@@ -218,12 +218,29 @@ class Budget(Protocol):
     ) -> Slot:
         """A slot for one request of ``kind``, once the window has room for it.
 
-        Raises ``BudgetExhaustedError`` if the wait would pass ``max_wait``."""
+        Args:
+            kind: ``read`` or ``write``.
+            lane: ``interactive`` or ``bulk`` (bulk leaves the reserve to interactive calls).
+            max_wait: the longest wait in seconds (``None`` or ``math.inf``: no cap; the
+                pipeline always passes the call's own, resolved once).
+
+        Returns:
+            The slot, to hand back with ``release``.
+
+        Raises:
+            BudgetExhaustedError: the wait would pass ``max_wait``.
+            BudgetUnavailableError: a shared budget's store cannot be reached.
+        """
         ...
 
     async def release(self, slot: Slot, outcome: Outcome) -> None:
-        """Hand ``slot`` back with what came of its request: counted if it was sent, freed
-        at once if it never left; the answer's ``X-RateLimit-*`` headers correct the count."""
+        """Hand ``slot`` back with what came of its request.
+
+        Args:
+            slot: the slot ``acquire`` gave.
+            outcome: counted if the request was sent, freed at once if it never left; the
+                answer's ``X-RateLimit-*`` headers correct the count, a 429 pauses the class.
+        """
         ...
 
     async def status(self) -> BudgetStatus:
