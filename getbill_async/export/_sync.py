@@ -42,7 +42,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..support import FileLock, check_int, fail
-from ._checkpoint import ExportError, digest, fsync_dir, replace_durably, write_durably
+from ._checkpoint import (
+    ExportError,
+    digest,
+    fsync_dir,
+    replace_durably,
+    save_atomically,
+    write_durably,
+)
 from ._export import export_followups
 from ._options import ExportOptions, Start
 
@@ -169,9 +176,7 @@ def window_start(synced_through: str | None, lag_days: int) -> str | None:
 
 
 def _save(path: Path, state: _State) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    write_durably(temporary, msgspec.json.encode(state))
-    replace_durably(temporary, path)
+    save_atomically(path, msgspec.json.encode(state))
 
 
 def _load(path: Path, fmt: str) -> _State:
