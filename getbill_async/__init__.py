@@ -7,22 +7,9 @@ async with GetBillClient(token="...") as client:
         print(followup.id, followup.summary)
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._client import GetBillClient
-from .budget import (
-    Budget,
-    BudgetStatus,
-    ClassStatus,
-    Clock,
-    Lane,
-    LocalBudget,
-    MonotonicClock,
-    Outcome,
-    RateLimit,
-    Slot,
-)
-from .bulk import CreateBatch, CreateResult
 from .errors import (
     AmbiguousWriteError,
     APIConnectionError,
@@ -44,7 +31,6 @@ from .errors import (
     ValidationError,
     WriteNotSentError,
 )
-from .export import ExportError, ExportPlan, ExportReport
 from .models import (
     CallDirection,
     Debt,
@@ -56,14 +42,65 @@ from .models import (
     Page,
     Pagination,
 )
-from .outbox import DeadEntry, Outbox, OutboxFullError, OutboxStatus, OutboxStoreError
-from .telemetry import AttemptInfo, CallInfo, Hooks
-from .transport import CallStats, ClientCredentials, ItemWalk, PageWalk, RetryPolicy, WalkStats
 
 if TYPE_CHECKING:
+    from ._client import GetBillClient
+    from .budget import (
+        Budget,
+        BudgetStatus,
+        ClassStatus,
+        Clock,
+        Lane,
+        LocalBudget,
+        MonotonicClock,
+        Outcome,
+        RateLimit,
+        Slot,
+    )
     from .budget.fleet import RedisBudget
+    from .bulk import CreateBatch, CreateResult
+    from .export import ExportError, ExportPlan, ExportReport
+    from .outbox import DeadEntry, Outbox, OutboxFullError, OutboxStatus, OutboxStoreError
+    from .telemetry import AttemptInfo, CallInfo, Hooks
+    from .transport import CallStats, ClientCredentials, ItemWalk, PageWalk, RetryPolicy, WalkStats
 
 __version__ = "0.1.0"
+
+# The errors and the models are imported at once (light, and what every part speaks); the rest
+# on first use, so that importing the package (or only its pytest plugin) stays cheap: no
+# aiohttp, SQLite or sandbox until a name that needs them is asked for.
+_LAZY: dict[str, str] = {
+    "AttemptInfo": ".telemetry",
+    "Budget": ".budget",
+    "BudgetStatus": ".budget",
+    "CallInfo": ".telemetry",
+    "CallStats": ".transport",
+    "ClassStatus": ".budget",
+    "ClientCredentials": ".transport",
+    "Clock": ".budget",
+    "CreateBatch": ".bulk",
+    "CreateResult": ".bulk",
+    "DeadEntry": ".outbox",
+    "ExportError": ".export",
+    "ExportPlan": ".export",
+    "ExportReport": ".export",
+    "GetBillClient": "._client",
+    "Hooks": ".telemetry",
+    "ItemWalk": ".transport",
+    "Lane": ".budget",
+    "LocalBudget": ".budget",
+    "MonotonicClock": ".budget",
+    "Outbox": ".outbox",
+    "OutboxFullError": ".outbox",
+    "OutboxStatus": ".outbox",
+    "OutboxStoreError": ".outbox",
+    "Outcome": ".budget",
+    "PageWalk": ".transport",
+    "RateLimit": ".budget",
+    "RetryPolicy": ".transport",
+    "Slot": ".budget",
+    "WalkStats": ".transport",
+}
 
 __all__ = [
     "APIConnectionError",
@@ -141,4 +178,13 @@ def __getattr__(name: str) -> Any:
         from .budget.fleet import RedisBudget
 
         return RedisBudget
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -122,15 +122,27 @@ class GetBillClient:
             async for f in client.followups.iterate(status="delivered"):
                 ...
 
-    ``token``: a bearer string or ``ClientCredentials``; with neither, ``GETBILL_TOKEN`` or
-    ``GETBILL_CLIENT_ID`` + ``GETBILL_CLIENT_SECRET`` from the environment. ``base_url``: the
-    real API's by default, or ``GETBILL_BASE_URL`` from the environment (as for the ``getbill``
-    command) when it is set. ``rate_limit``: a
-    ``RateLimit`` (a ``LocalBudget`` is built from it) or any ``Budget``, such as one shared
-    by several clients. ``session``: an aiohttp session to use (and not close); otherwise the
-    client owns one, closed by ``close()`` or leaving ``async with``. ``hooks``: plain
-    functions called as requests go (see ``Hooks``); with ``opentelemetry-api`` installed
-    (``pip install 'getbill-async[otel]'``), spans and metrics go to the global providers too.
+    Args:
+        token: a bearer string or ``ClientCredentials``; with neither, ``GETBILL_TOKEN`` or
+            ``GETBILL_CLIENT_ID`` + ``GETBILL_CLIENT_SECRET`` from the environment.
+        base_url: the API's base URL: the real API's by default, or ``GETBILL_BASE_URL`` from
+            the environment (as for the ``getbill`` command) when it is set. https, unless the
+            host is a loopback one or ``allow_insecure``; no ``user:password@`` part.
+        rate_limit: a ``RateLimit`` (a ``LocalBudget`` is built from it) or any ``Budget``,
+            such as one shared by several clients or a ``RedisBudget`` shared by a fleet.
+        retry: how calls are retried (a ``RetryPolicy``).
+        timeout: seconds per try.
+        session: an aiohttp session to use (and not close); otherwise the client owns one,
+            closed by ``close()`` or leaving ``async with``.
+        max_response_bytes: the largest answer read (API and token endpoint alike).
+        allow_insecure: allow plain http to a host that is not a loopback one.
+        connections: the owned session's connection pool size.
+        hooks: plain functions called as requests go (see ``Hooks``); with
+            ``opentelemetry-api`` installed (``pip install 'getbill-async[otel]'``), spans and
+            metrics go to the global providers too.
+
+    Raises:
+        ConfigurationError: a setting is not one of its allowed values, or no credentials.
     """
 
     def __init__(

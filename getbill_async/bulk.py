@@ -62,6 +62,16 @@ class CreateBatch(AsyncClosing):
 
     Use it in ``async with`` (or call ``aclose()``) so that leaving early cancels what is in
     flight and fills ``unreported``; see the module's docstring.
+
+    Args:
+        create: the create to run per input (``client.followups.create``, or a function of
+            yours around it), called as ``create(item)`` or ``create(**mapping)``.
+        items: the inputs: ``FollowupCreate``s or mappings, from any iterable or async
+            iterable (read only as fast as slots free up).
+        concurrency: creates in flight at once (an integer >= 1).
+
+    Raises:
+        ValidationError: ``concurrency`` is not an integer >= 1.
     """
 
     def __init__(

@@ -46,13 +46,23 @@ LANES: tuple[Lane, ...] = ("interactive", "bulk")
 class RateLimit:
     """The budget a client keeps: ``reads`` and ``writes`` per sliding ``window`` seconds.
 
-    ``max_wait``: a request that would wait longer than this for a slot raises
-    ``BudgetExhaustedError`` at once (``None``: wait as long as it takes, for batch work).
-    ``pace``: spread requests evenly (one per ``window / limit`` seconds) instead of letting a
-    burst through; off by default, see the README for the measurements behind that choice.
-    ``reserve``: the share of each limit that bulk requests may not take (0 <= reserve < 1):
-    bulk work is admitted while fewer than ``limit x (1 - reserve)`` slots are taken, so
-    interactive calls find room even while an export runs. 0, the default, keeps no reserve.
+        RateLimit(reads=1000, writes=500, window=3600, reserve=0.2)
+
+    Attributes:
+        reads: reads per window (an integer >= 1).
+        writes: writes per window (an integer >= 1).
+        window: the sliding window, in seconds (finite, > 0).
+        max_wait: a request that would wait longer than this for a slot raises
+            ``BudgetExhaustedError`` at once (``None``: wait as long as it takes, for batch
+            work).
+        pace: spread requests evenly (one per ``window / limit`` seconds) instead of letting a
+            burst through; off by default, see the README for the measurements behind that.
+        reserve: the share of each limit that bulk requests may not take (0 <= reserve < 1):
+            bulk work is admitted while fewer than ``limit x (1 - reserve)`` slots are taken,
+            so interactive calls find room even while an export runs (0: no reserve).
+
+    Raises:
+        ConfigurationError: a value out of range; the message names it.
     """
 
     reads: int = DEFAULT_READS
@@ -208,12 +218,29 @@ class Budget(Protocol):
     ) -> Slot:
         """A slot for one request of ``kind``, once the window has room for it.
 
-        Raises ``BudgetExhaustedError`` if the wait would pass ``max_wait``."""
+        Args:
+            kind: ``read`` or ``write``.
+            lane: ``interactive`` or ``bulk`` (bulk leaves the reserve to interactive calls).
+            max_wait: the longest wait in seconds (``None`` or ``math.inf``: no cap; the
+                pipeline always passes the call's own, resolved once).
+
+        Returns:
+            The slot, to hand back with ``release``.
+
+        Raises:
+            BudgetExhaustedError: the wait would pass ``max_wait``.
+            BudgetUnavailableError: a shared budget's store cannot be reached.
+        """
         ...
 
     async def release(self, slot: Slot, outcome: Outcome) -> None:
-        """Hand ``slot`` back with what came of its request: counted if it was sent, freed
-        at once if it never left; the answer's ``X-RateLimit-*`` headers correct the count."""
+        """Hand ``slot`` back with what came of its request.
+
+        Args:
+            slot: the slot ``acquire`` gave.
+            outcome: counted if the request was sent, freed at once if it never left; the
+                answer's ``X-RateLimit-*`` headers correct the count, a 429 pauses the class.
+        """
         ...
 
     async def status(self) -> BudgetStatus:

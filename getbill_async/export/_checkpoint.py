@@ -126,10 +126,16 @@ def replace_durably(source: Path, target: Path) -> None:
     fsync_dir(target.parent)
 
 
-def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+def save_atomically(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` whole or not at all: a temporary file, fsynced, renamed over
+    ``path``, and the directory fsynced (a crash leaves the old file or the new one)."""
     temporary = path.with_name(path.name + ".tmp")
-    write_durably(temporary, msgspec.json.encode(checkpoint))
+    write_durably(temporary, data)
     replace_durably(temporary, path)
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    save_atomically(path, msgspec.json.encode(checkpoint))
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

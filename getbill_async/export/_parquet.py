@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 
 from ..support import require
-from ._checkpoint import Mark, digest, fsync_dir, replace_durably, write_durably
+from ._checkpoint import Mark, digest, fsync_dir, replace_durably, save_atomically, write_durably
 from ._formats import FIELDS, split_item
 
 __all__ = ["ParquetSink", "arrow_schema", "record_batch", "write_parquet"]
@@ -159,9 +159,7 @@ class ParquetSink:
         sink = pa.BufferOutputStream()
         pq.write_table(pa.Table.from_batches(batches, schema=self._schema), sink)
         data = sink.getvalue().to_pybytes()
-        temporary = self._part(number).with_suffix(".tmp")
-        write_durably(temporary, data)
-        replace_durably(temporary, self._part(number))
+        save_atomically(self._part(number), data)
         ids = [i for page_ids in pages for i in page_ids]
         done = Mark(mark.page, mark.items, number, len(data), digest(data), ids)
         self._done = Mark(mark.page, mark.items, number, 0, "")

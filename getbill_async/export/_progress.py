@@ -163,7 +163,16 @@ class RichProgress(_Base):
 
 
 def make_progress(label: str, *, enabled: bool = True, stream: IO[str] | None = None) -> Progress:
-    """A live bar on a terminal (rich's if installed), a line per 50 pages otherwise."""
+    """A live bar on a terminal (rich's if installed), a line per 50 pages otherwise.
+
+    Args:
+        label: what the bar is for (``export``, ``sync``).
+        enabled: False gives a progress that shows nothing.
+        stream: where to draw (stderr by default).
+
+    Returns:
+        The progress to pass to an export or a sync.
+    """
     out = stream or sys.stderr
     if not enabled:
         return NullProgress(label)

@@ -42,7 +42,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..support import FileLock, check_int, fail
-from ._checkpoint import ExportError, digest, fsync_dir, replace_durably, write_durably
+from ._checkpoint import (
+    ExportError,
+    digest,
+    fsync_dir,
+    replace_durably,
+    save_atomically,
+    write_durably,
+)
 from ._export import export_followups
 from ._options import ExportOptions, Start
 
@@ -169,9 +176,7 @@ def window_start(synced_through: str | None, lag_days: int) -> str | None:
 
 
 def _save(path: Path, state: _State) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    write_durably(temporary, msgspec.json.encode(state))
-    replace_durably(temporary, path)
+    save_atomically(path, msgspec.json.encode(state))
 
 
 def _load(path: Path, fmt: str) -> _State:
@@ -308,7 +313,22 @@ async def sync_followups(
 ) -> SyncReport:
     """Bring the day partitions of ``out`` up to date; see the module's docstring.
 
-    ``today`` (default: today, UTC) sets where the next run starts: ``lag_days`` before it.
+    Args:
+        client: the client (or a view of it) to read through.
+        out: the partitions' directory.
+        state: the sync's state file.
+        format: ``parquet`` or ``jsonl``.
+        lag_days: recent days fetched again each run (followups change after their day).
+        today: the run's day (default: today, UTC); the next run starts ``lag_days`` before it.
+        concurrency: pages in flight at once.
+        progress: where to show progress.
+
+    Returns:
+        What the run did (``SyncReport``).
+
+    Raises:
+        ValidationError: a bad setting, before anything is written or sent.
+        FileInUseError: another sync holds the directory.
     """
     if format not in ("parquet", "jsonl"):
         raise fail("format", f"invalid value {format!r}", ("parquet", "jsonl"))

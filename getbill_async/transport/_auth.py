@@ -77,6 +77,12 @@ class ClientCredentials:
     """OAuth2 client credentials; the client fetches and refreshes tokens with them.
 
     The secret never shows in a repr or an error message.
+
+    Attributes:
+        client_id: the OAuth client's id.
+        client_secret: its secret.
+        scopes: the scopes asked for.
+        token_url: the token endpoint (https; no ``user:password@`` part).
     """
 
     client_id: str

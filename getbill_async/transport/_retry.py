@@ -43,11 +43,20 @@ MAX_RETRY_AFTER = 86_400.0
 class RetryPolicy:
     """How the pipeline retries: exponential backoff with full jitter.
 
-    ``max_tries`` bounds the tries of one call (1: never retry); ``max_time`` bounds its
-    seconds: budget waits, tries, pauses, a token refresh and reconcile lookups (``None``: no
-    bound but ``max_tries``); the n-th wait is drawn from ``[0, min(cap, base * 2**n)]``.
-    ``reconcile``: after an ambiguous create that carries a ``call_id``, look for it among the
-    debt's followups before trying again.
+        RetryPolicy(max_tries=5, max_time=60)
+
+    Attributes:
+        max_tries: the tries of one call (1: never retry).
+        max_time: the seconds one call may take in all: budget waits, tries, pauses, a token
+            refresh and reconcile lookups (``None``: no bound but ``max_tries``).
+        base: the first wait's bound; the n-th wait is drawn from
+            ``[0, min(cap, base * 2**n)]``.
+        cap: the longest wait between two tries.
+        reconcile: after an ambiguous create that carries a ``call_id``, look for it among
+            the debt's followups before trying again.
+
+    Raises:
+        ConfigurationError: a value out of range; the message names it.
     """
 
     max_tries: int = 8

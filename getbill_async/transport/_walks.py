@@ -31,7 +31,6 @@ from collections.abc import (
     Iterator,
 )
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Generic, TypeVar, cast
 
 from .._constants import WALK_REMEMBERED_IDS
@@ -218,8 +217,9 @@ class _Recent:
         while len(self.pages) > keep:
             _, old = self.pages.popleft()
             # An id is remembered by one page only: a page adds just the ids met nowhere in
-            # the window (the rest are skipped), so the oldest page's ids all go, in C.
-            deque(map(self.index.pop, old, repeat(None, len(old))), maxlen=0)
+            # the window (the rest are skipped), so the oldest page's ids all go.
+            for key in old:
+                self.index.pop(key, None)
 
     def _append(self, ids: list[str]) -> None:
         self.serial += 1

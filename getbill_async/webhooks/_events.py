@@ -24,6 +24,14 @@ def verify_signature(body: bytes, signature: str, secret: str) -> bool:
 
     Compared in constant time; a ``sha256=`` prefix, surrounding spaces and the case of the
     hex digits are tolerated. An empty, non-hex or wrong-length signature is ``False``.
+
+    Args:
+        body: the request's raw body, as received.
+        signature: the ``X-GetBill-Signature`` header's value.
+        secret: the webhook secret.
+
+    Returns:
+        Whether the signature is right.
     """
     if not isinstance(signature, str) or not secret:
         return False

@@ -22,6 +22,14 @@ class DuplicateFilter:
     of one event are caught, but nothing stops a replay of a signed body after ``ttl`` (keep
     the secret secret, and make the callback idempotent where it matters). Memory is bounded:
     past ``max_entries`` (about 150 bytes each) the oldest digests are forgotten early.
+
+    Args:
+        ttl: seconds a body is remembered (> 0).
+        max_entries: the most digests kept (>= 1).
+        clock: the monotonic clock (tests pass a fake one).
+
+    Raises:
+        ValueError: ``ttl`` or ``max_entries`` out of range.
     """
 
     __slots__ = ("_clock", "_seen", "max_entries", "ttl")
