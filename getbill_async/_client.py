@@ -272,7 +272,14 @@ class GetBillClient:
         return self._options.priority
 
     def in_lane(self, lane: Lane) -> GetBillClient:
-        """A view of this client whose calls go in ``lane``: ``with_options(priority=lane)``."""
+        """A view of this client whose calls go in ``lane``: ``with_options(priority=lane)``.
+
+        Args:
+            lane: ``"interactive"`` or ``"bulk"``.
+
+        Returns:
+            The view (it shares everything else).
+        """
         return self.with_options(priority=lane)
 
     def http_session(self) -> aiohttp.ClientSession:

@@ -40,7 +40,14 @@ log = logging.getLogger(LOGGER_NAME)
 
 @dataclass(frozen=True)
 class CreateResult:
-    """One input's outcome: ``index`` is its position in the input (from 0)."""
+    """One input's outcome.
+
+    Attributes:
+        index: the input's position (from 0).
+        followup: the followup created (or found by its ``call_id``), None on an error.
+        error: why not: invalid input, a refusal, ``AmbiguousWriteError`` (it may exist) or
+            ``WriteNotSentError`` (safe to send again).
+    """
 
     index: int
     followup: Followup | None
@@ -48,6 +55,7 @@ class CreateResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the create succeeded."""
         return self.error is None
 
 

@@ -40,6 +40,10 @@ class LocalBudget:
     each lane first come first served. Until an answer shows what the server counts (other
     programs may share the OAuth client), requests of a class go one at a time. Pass the same
     instance to several clients in one process to make them share it.
+
+    Args:
+        rate_limit: the limits (the API's own by default).
+        clock: the clock (tests pass a fake one).
     """
 
     __slots__ = ("rate_limit", "_clock", "_ledgers")
@@ -55,13 +59,30 @@ class LocalBudget:
     async def acquire(
         self, kind: Kind, *, lane: Lane = "interactive", max_wait: float | None = None
     ) -> Slot:
-        """A slot for one request of ``kind`` (see ``Budget.acquire``)."""
+        """A slot for one request of ``kind`` (see ``Budget.acquire``).
+
+        Args:
+            kind: ``read`` or ``write``.
+            lane: ``interactive`` or ``bulk``.
+            max_wait: the longest wait in seconds (``None`` or ``math.inf``: no cap).
+
+        Returns:
+            The slot.
+
+        Raises:
+            BudgetExhaustedError: the wait would pass ``max_wait``.
+        """
         check_lane(lane)
         waited = await self._ledgers[kind].acquire(lane, max_wait)
         return Slot(kind, waited, taken_at=self._clock.now(), lane=lane)
 
     async def release(self, slot: Slot, outcome: Outcome) -> None:
-        """Hand ``slot`` back with its request's outcome (see ``Budget.release``)."""
+        """Hand ``slot`` back with its request's outcome (see ``Budget.release``).
+
+        Args:
+            slot: the slot ``acquire`` gave.
+            outcome: what came of the request.
+        """
         ledger = self._ledgers[slot.kind]
         if outcome.sent:
             ledger.complete(outcome, slot.taken_at, slot.lane)

@@ -102,6 +102,14 @@ class RateLimit:
             )
 
     def limit(self, kind: Kind) -> int:
+        """The limit of one class.
+
+        Args:
+            kind: ``read`` or ``write``.
+
+        Returns:
+            ``reads`` or ``writes``.
+        """
         return self.reads if kind == "read" else self.writes
 
 
@@ -129,7 +137,11 @@ class Clock(Protocol):
         ...
 
     async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` of this clock's time."""
+        """Wait ``seconds`` of this clock's time.
+
+        Args:
+            seconds: how long.
+        """
         ...
 
 
@@ -147,13 +159,26 @@ class MonotonicClock:
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
-        """``asyncio.sleep(seconds)``."""
+        """``asyncio.sleep(seconds)``.
+
+        Args:
+            seconds: how long.
+        """
         await asyncio.sleep(seconds)
 
 
 @dataclass(frozen=True)
 class Slot:
-    """A taken slot: hand it back with ``release`` when the answer came (or the try gave up)."""
+    """A taken slot: hand it back with ``release`` when the answer came (or the try gave up).
+
+    Attributes:
+        kind: ``read`` or ``write``.
+        waited: the seconds the request waited for it.
+        token: the budget's own handle (the Redis one uses it).
+        taken_at: when it was taken, on the budget's clock (the request reached the server
+            after it).
+        lane: the lane it was taken in.
+    """
 
     kind: Kind
     waited: float = 0.0
@@ -164,9 +189,13 @@ class Slot:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What came back: the status (None: no answer), the headers, a 429's wait.
+    """What came back of a request.
 
-    ``sent=False``: the request never left (no connection, no token), so it holds no slot.
+    Attributes:
+        status: the answer's status (None: no answer).
+        headers: the answer's headers (their ``X-RateLimit-*`` correct the count).
+        retry_after: a 429's wait, in seconds.
+        sent: False when the request never left (no connection, no token): it holds no slot.
     """
 
     status: int | None = None
@@ -179,10 +208,19 @@ class Outcome:
 class ClassStatus:
     """One class's budget as the ledger sees it.
 
-    ``cold``: no answer from the server has been seen yet, so requests of this class go one at
-    a time. ``reserved``: slots the bulk lane may not take. ``lanes``: the slots taken (counted
-    and in flight) by ``interactive`` and ``bulk`` requests, and by ``other`` programs that the
-    server's headers revealed.
+    Attributes:
+        limit: requests per window.
+        window: the window, in seconds.
+        used: slots counted in the window now.
+        in_flight: requests sent and not answered yet.
+        remaining: slots free now.
+        next_slot_in: seconds until a request could be admitted (0: now).
+        blocked_for: seconds left of a server-imposed pause (a 429).
+        cold: no answer from the server has been seen yet, so requests of this class go one
+            at a time ("cold, waiting for the first answer").
+        reserved: slots the bulk lane may not take.
+        lanes: the slots taken (counted and in flight) by ``interactive`` and ``bulk``
+            requests, and by ``other`` programs that the server's headers revealed.
     """
 
     limit: int
@@ -199,7 +237,12 @@ class ClassStatus:
 
 @dataclass(frozen=True)
 class BudgetStatus:
-    """Both classes' budgets: ``reads`` (GET) and ``writes`` (POST, PUT)."""
+    """Both classes' budgets.
+
+    Attributes:
+        reads: GET requests.
+        writes: POST and PUT requests.
+    """
 
     reads: ClassStatus
     writes: ClassStatus

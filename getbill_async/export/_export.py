@@ -41,7 +41,24 @@ log = logging.getLogger(LOGGER_NAME)
 
 @dataclass(frozen=True)
 class ExportReport:
-    """What an export did. ``repaired_pages``: pages a resume found damaged and fetched again."""
+    """What an export did.
+
+    Attributes:
+        path: the file written.
+        format: ``jsonl``, ``csv`` or ``parquet``.
+        items: followups in the file.
+        pages: pages in the file.
+        resumed_from_page: the page a resume went on after (0: a fresh export).
+        duplicates_skipped: items met twice (slid across pages) and written once.
+        total_at_start: the server's ``total`` when the export began.
+        total_at_end: its ``total`` on the last page (``total_changed``: run an incremental
+            pass to catch what slid onto pages already read).
+        requests: requests sent, retries included.
+        retries: tries repeated after a fault.
+        budget_waits: requests that waited for a budget slot.
+        elapsed: seconds the run took.
+        repaired_pages: pages a resume found damaged on disk and fetched again.
+    """
 
     path: Path
     format: str
@@ -59,6 +76,7 @@ class ExportReport:
 
     @property
     def total_changed(self) -> bool:
+        """Whether ``total`` moved during the export (follow up with an incremental pass)."""
         return self.total_at_start != self.total_at_end
 
 

@@ -30,9 +30,15 @@ CPU_PER_ITEM = 10e-6
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """What a job will cost: ``items``, ``requests``, the ``reads_left`` (writes, for a log
-    plan) in the budget's window now, the estimated wall ``seconds``, and whether the budget,
-    not the network, sets the pace (``budget_bound``)."""
+    """What a job will cost.
+
+    Attributes:
+        items: items to move.
+        requests: requests needed.
+        reads_left: reads (writes, for a log plan) left in the budget's window now.
+        seconds: the estimated wall time.
+        budget_bound: whether the budget, not the network, sets the pace.
+    """
 
     items: int
     requests: int
@@ -41,6 +47,14 @@ class ExportPlan:
     budget_bound: bool
 
     def describe(self, what: str = "export") -> str:
+        """The plan in one line.
+
+        Args:
+            what: the job's name in the line (``export``, ``log``).
+
+        Returns:
+            ``"<what> plan: N items in R requests; ...; about T (budget-bound)"``.
+        """
         pace = "budget-bound" if self.budget_bound else "network-bound"
         return (
             f"{what} plan: {self.items:,} items in {self.requests:,} requests; "
@@ -125,9 +139,14 @@ def simulate(
 
 @dataclass(frozen=True)
 class Probe:
-    """What a ``limit=1`` probe of ``GET /followups`` told: the ``total`` under its filters,
-    its round trip (``rtt``), when it was sent (``sent_at``, monotonic), and the budget's
-    ``status`` right after its answer (its headers taken in)."""
+    """What a ``limit=1`` probe of ``GET /followups`` told.
+
+    Attributes:
+        total: the followups under the probe's filters.
+        rtt: its round trip, in seconds.
+        sent_at: when it was sent (monotonic seconds).
+        status: the budget's status right after its answer (its headers taken in).
+    """
 
     total: int
     rtt: float

@@ -17,12 +17,32 @@ __all__ = ["LineProgress", "NullProgress", "Progress", "make_progress", "eta_sec
 
 
 class Progress(Protocol):
-    def start(
-        self, total_pages: int, total_items: int, done_pages: int, done_items: int
-    ) -> None: ...
+    """Where an export or a sync shows how far it got (``make_progress`` makes one)."""
 
-    def update(self, pages: int, items: int, budget: ClassStatus | None) -> None: ...
-    def finish(self) -> None: ...
+    def start(self, total_pages: int, total_items: int, done_pages: int, done_items: int) -> None:
+        """The run starts (or resumes).
+
+        Args:
+            total_pages: pages the server says there are.
+            total_items: items the server says there are.
+            done_pages: pages done before (a resume).
+            done_items: items done before.
+        """
+        ...
+
+    def update(self, pages: int, items: int, budget: ClassStatus | None) -> None:
+        """A page was written.
+
+        Args:
+            pages: the last page done.
+            items: items done so far.
+            budget: the read budget's status (None before it is known).
+        """
+        ...
+
+    def finish(self) -> None:
+        """The run ended."""
+        ...
 
 
 def eta_seconds(
@@ -126,7 +146,16 @@ class BarProgress(_Base):
 
 
 class NullProgress(_Base):
+    """A progress that shows nothing (it still counts, for whoever asks)."""
+
     def update(self, pages: int, items: int, budget: ClassStatus | None) -> None:
+        """Count a page (see ``Progress.update``).
+
+        Args:
+            pages: the last page done.
+            items: items done so far.
+            budget: unused.
+        """
         self.pages, self.items = pages, items
 
     def finish(self) -> None:

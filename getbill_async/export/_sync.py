@@ -44,12 +44,11 @@ import msgspec
 from ..support import FileLock, check_int, fail
 from ._checkpoint import (
     ExportError,
-    digest,
     fsync_dir,
     replace_durably,
     save_atomically,
-    write_durably,
 )
+from ._days import NO_DATE, REJECTED, Rejects, split_by_day
 from ._export import export_followups
 from ._options import ExportOptions, Start
 
@@ -66,10 +65,7 @@ __all__ = [
     "window_start",
 ]
 
-NO_DATE = "__HIVE_DEFAULT_PARTITION__"
-REJECTED = "_rejected.jsonl"  # beside the partitions: items whose dates do not decode
 _STATE_VERSION = 1
-_FLUSH_BYTES = 8 << 20  # split: buffered lines per day are appended past this much
 
 
 class _Pending(msgspec.Struct):
@@ -86,24 +82,21 @@ class _State(msgspec.Struct):
     pending: _Pending | None = None
 
 
-class _Dates(msgspec.Struct):
-    id: str = ""
-    call_date: datetime | None = None
-    scheduled_at: datetime | None = None
-
-
-class _Id(msgspec.Struct):
-    id: str = ""
-
-
-_dates = msgspec.json.Decoder(_Dates)
-_id = msgspec.json.Decoder(_Id)
-
-
 @dataclass(frozen=True)
 class SyncReport:
-    """What a sync did: ``full`` (a first run), the ``date_from`` it fetched from, items and
-    requests, partitions written and removed, and whether it finished an earlier run."""
+    """What a sync did.
+
+    Attributes:
+        full: a first run (everything was fetched).
+        date_from: the day the run fetched from (None on a full run).
+        items: followups fetched.
+        requests: requests sent.
+        partitions_written: day partitions written or replaced.
+        partitions_removed: day partitions removed (no followup left on that day).
+        resumed: whether the run finished an earlier, interrupted one.
+        elapsed: seconds the run took.
+        rejected: items kept aside in ``_rejected.jsonl`` (dates that do not decode).
+    """
 
     full: bool
     date_from: str | None
@@ -116,45 +109,18 @@ class SyncReport:
     rejected: int = 0  # items of this run kept in DIR/_rejected.jsonl (dates that do not decode)
 
 
-def activity_day(line: bytes) -> tuple[str, str | None]:
-    """One followup's id and partition: its UTC activity day, or ``NO_DATE``; None when its
-    dates do not decode (the item goes to ``REJECTED``)."""
-    try:
-        found = _dates.decode(line)
-    except msgspec.DecodeError:  # a ValidationError too: a date that is not ISO 8601
-        try:
-            return _id.decode(line).id, None
-        except msgspec.DecodeError:
-            return "", None
-    moment = found.call_date or found.scheduled_at
-    day = NO_DATE if moment is None else moment.astimezone(timezone.utc).date().isoformat()
-    return found.id, day
-
-
-class _Rejects:
-    """The run's ``REJECTED`` file, staged: the earlier lines (on a later run) by id, less the
-    ids this run files by day, plus this run's rejects."""
-
-    def __init__(self, earlier: Path | None) -> None:
-        self.lines: dict[str, bytes] = {}
-        self.new = 0
-        if earlier is not None and earlier.exists():
-            for line in earlier.read_bytes().splitlines(keepends=True):
-                self.lines[activity_day(line)[0] or digest(line)] = line
-
-    def file(self, key: str, day: str | None, line: bytes) -> None:
-        if day is None:
-            self.lines[key or digest(line)] = line if line.endswith(b"\n") else line + b"\n"
-            self.new += 1
-        elif self.lines:
-            self.lines.pop(key, None)
-
-    def stage(self, path: Path) -> None:
-        write_durably(path, b"".join(self.lines.values()))
-
-
 def sync_day(today: date | str | None) -> date:
-    """The day a run is for: ``today`` (a date or ``YYYY-MM-DD``), else today in UTC."""
+    """The day a run is for.
+
+    Args:
+        today: a date or ``YYYY-MM-DD`` (None: today in UTC).
+
+    Returns:
+        The day.
+
+    Raises:
+        ValidationError: ``today`` is not a date.
+    """
     day = today if today is not None else datetime.now(timezone.utc).date()
     if isinstance(day, str):
         try:
@@ -167,8 +133,12 @@ def sync_day(today: date | str | None) -> date:
 def window_start(synced_through: str | None, lag_days: int) -> str | None:
     """The lag-window rule: the ``date_from`` of a run after one for day ``synced_through``.
 
-    None (no earlier run): a full run. Otherwise ``lag_days`` before that day, because
-    followups still change status after their day.
+    Args:
+        synced_through: the day of the last finished run (None: none yet).
+        lag_days: days fetched again, because followups still change status after their day.
+
+    Returns:
+        ``YYYY-MM-DD``, ``lag_days`` before ``synced_through``; None for a full run.
     """
     if synced_through is None:
         return None
@@ -194,51 +164,6 @@ def _load(path: Path, fmt: str) -> _State:
             f"--format {state.format}, or a new state file and directory"
         )
     return state
-
-
-def _split(export: Path, staging: Path, suffix: str, rejects: _Rejects) -> list[str]:
-    """Stage one partition per day of ``export`` (JSONL), and the rejects; the days, sorted."""
-    buffers: dict[str, list[bytes]] = {}
-    buffered = 0
-    seen: set[str] = set()
-
-    def flush() -> None:
-        for day, lines in buffers.items():
-            folder = staging / f"date={day}"
-            folder.mkdir(exist_ok=True)
-            with open(folder / "part.jsonl", "ab") as handle:
-                handle.writelines(lines)
-        buffers.clear()
-
-    with open(export, "rb") as source:
-        for line in source:
-            key, day = activity_day(line)
-            rejects.file(key, day, line)
-            if day is None:
-                continue
-            buffers.setdefault(day, []).append(line)
-            seen.add(day)
-            buffered += len(line)
-            if buffered > _FLUSH_BYTES:
-                flush()
-                buffered = 0
-    flush()
-    for day in seen:
-        _finish_part(staging / f"date={day}" / "part.jsonl", suffix)
-    rejects.stage(staging / REJECTED)
-    return sorted(seen)
-
-
-def _finish_part(part: Path, suffix: str) -> None:
-    if suffix == "parquet":
-        from ._parquet import write_parquet
-
-        lines = part.read_bytes().splitlines()
-        write_parquet(part.with_suffix(".parquet"), [msgspec.Raw(x) for x in lines])
-        part.unlink()
-    else:
-        with open(part, "rb") as handle:
-            os.fsync(handle.fileno())
 
 
 def _in_range(day: str, date_from: str | None) -> bool:
@@ -366,8 +291,8 @@ async def _sync(
     items = requests = rejected = 0
     if pending.phase == "fetch":
         items, requests = await _fetch(client, staging, pending, concurrency, progress)
-        rejects = _Rejects(None if pending.date_from is None else out_dir / REJECTED)
-        pending.days = _split(staging / "fetched.jsonl", staging, format, rejects)
+        rejects = Rejects(None if pending.date_from is None else out_dir / REJECTED)
+        pending.days = split_by_day(staging / "fetched.jsonl", staging, format, rejects)
         rejected = rejects.new
         pending.phase = "install"
         _save(state_path, current)

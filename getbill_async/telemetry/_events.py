@@ -36,10 +36,15 @@ log = logging.getLogger(LOGGER_NAME)
 class CallInfo:
     """One logical call (all its tries), as hooks see it: read it, do not change it.
 
-    ``url_template`` is the path with placeholders (``/followups/{id}``), ``path`` the one
-    sent and ``url`` the whole URL, both without the query string. ``kind`` is the budget
-    class (``"read"``/``"write"``), ``lane`` the budget lane. ``budget_wait`` adds up the
-    seconds its tries waited for a budget slot.
+    Attributes:
+        method: the HTTP method.
+        url_template: the path with placeholders (``/followups/{id}``).
+        path: the path sent, without the query string.
+        url: the whole URL, without the query string.
+        kind: the budget class, ``"read"`` or ``"write"``.
+        lane: the budget lane, ``"interactive"`` or ``"bulk"``.
+        budget_wait: the seconds its tries waited for a budget slot, added up.
+        attempts: the tries so far.
     """
 
     __slots__ = (
@@ -93,11 +98,16 @@ class CallInfo:
 
 
 class AttemptInfo:
-    """One try of a call. ``resend_count`` is 0 for the first try, 1 for the first retry...
+    """One try of a call, as hooks see it: read it, do not change it.
 
-    After the try: ``status`` (None when no answer came), ``error_type`` (the status as a
-    string for an error answer, else the exception's class name, None on success) and
-    ``duration`` in seconds.
+    Attributes:
+        call: the call it belongs to.
+        resend_count: 0 for the first try, 1 for the first retry...
+        status: the answer's status, after the try (None when no answer came).
+        error_type: after the try, the status as a string for an error answer, else the
+            exception's class name (None on success).
+        duration: after the try, its seconds.
+        rate_limit: the answer's ``X-RateLimit-*`` headers, during ``on_response``.
     """
 
     __slots__ = (
@@ -124,7 +134,12 @@ class AttemptInfo:
         self._headers: Mapping[str, str] | None = None
 
     def answered(self, status: int, headers: Mapping[str, str]) -> None:
-        """The pipeline's note that an answer came (its body may still fail to arrive)."""
+        """The pipeline's note that an answer came (its body may still fail to arrive).
+
+        Args:
+            status: the answer's status.
+            headers: its headers (kept only until the try's end has been reported).
+        """
         self.status = status
         self._headers = headers
 
@@ -176,11 +191,13 @@ class Hooks:
         hooks = Hooks(on_response=lambda a: print(a.call.name, a.status, f"{a.duration:.3f}s"))
         client = GetBillClient(token, hooks=hooks)
 
-    - ``on_request(attempt)``: a try is about to be sent (after its budget slot).
-    - ``on_response(attempt)``: a try ended: ``attempt.status``, ``error_type``, ``duration``.
-    - ``on_retry(attempt, wait)``: ``attempt`` failed and is tried again in ``wait`` seconds.
-    - ``on_budget_wait(call, seconds)``: a try waited that long for a budget slot.
-    - ``on_ambiguous_write(call, error)``: a write may or may not have happened.
+    Attributes:
+        on_request: ``(attempt)``: a try is about to be sent (after its budget slot).
+        on_response: ``(attempt)``: a try ended: ``attempt.status``, ``error_type``,
+            ``duration``, and ``attempt.rate_limit`` (the answer's ``X-RateLimit-*``).
+        on_retry: ``(attempt, wait)``: ``attempt`` failed and is tried again in ``wait`` s.
+        on_budget_wait: ``(call, seconds)``: a try waited that long for a budget slot.
+        on_ambiguous_write: ``(call, error)``: a write may or may not have happened.
 
     They are called inline, on the event loop, in the request's task: keep them quick and
     non-blocking (hand slow work to a queue or a task). Coroutine functions are refused. A hook

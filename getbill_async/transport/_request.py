@@ -36,7 +36,14 @@ __all__ = [
 
 @dataclass
 class CallStats:
-    """Counters of requests sent, retries and budget waits (per walk, or for a whole client)."""
+    """Counters of requests sent, retries and budget waits (per walk, or for a whole client).
+
+    Attributes:
+        requests: requests sent (each try counts).
+        retries: tries repeated after a fault.
+        budget_waits: requests that waited for a budget slot.
+        budget_wait_seconds: the seconds they waited in all.
+    """
 
     requests: int = 0
     retries: int = 0
@@ -44,6 +51,11 @@ class CallStats:
     budget_wait_seconds: float = 0.0
 
     def add(self, other: CallStats) -> None:
+        """Add ``other``'s counts to these.
+
+        Args:
+            other: the counters to add.
+        """
         self.requests += other.requests
         self.retries += other.retries
         self.budget_waits += other.budget_waits

@@ -56,7 +56,16 @@ class KeyedPage(Page[T], Generic[T]):
 
 @dataclass
 class WalkStats:
-    """What a walk did: pages and items yielded, duplicates skipped, totals, requests."""
+    """What a walk did.
+
+    Attributes:
+        pages: pages yielded.
+        items: items yielded.
+        duplicates_skipped: items met again (slid across pages) and not yielded twice.
+        total_at_start: the server's ``total`` on the first page.
+        total_at_end: its ``total`` on the last page.
+        calls: the walk's requests, retries and budget waits.
+    """
 
     pages: int = 0
     items: int = 0
@@ -88,7 +97,21 @@ class WalkStats:
 
 class PageWalk(AsyncClosing, Generic[T]):
     """``async for page in walk``: every page, in order. Also an async context manager;
-    leaving it (or ``aclose()``) cancels what is in flight."""
+    leaving it (or ``aclose()``) cancels what is in flight. Made by ``client.followups.pages``
+    and its kind; each page is checked against the page asked before it is yielded.
+
+    Args:
+        fetch: fetches one page by number, adding to the given counters.
+        key: an item's id (duplicates are skipped by it).
+        start_page: the first page to fetch.
+        concurrency: pages in flight (and held) ahead of the consumer (>= 1).
+        known_ids: ids already yielded (a resumed walk's last pages), skipped if met again.
+        what: the request's name in errors (``GET /followups``).
+        total_before: a resumed walk's ``total`` when it first began.
+
+    Raises:
+        ValidationError: ``concurrency`` is not an integer >= 1.
+    """
 
     def __init__(
         self,
@@ -265,6 +288,9 @@ class ItemWalk(AsyncClosing, Generic[T]):
 
     A plain iterator over the page walk, not a second generator: when a caller breaks out
     and drops the walk, one generator is finalized and its in-flight pages are cancelled.
+
+    Args:
+        pages: the page walk whose items it yields (its ``stats`` are this walk's).
     """
 
     def __init__(self, pages: PageWalk[T]) -> None:

@@ -60,19 +60,39 @@ class _FollowupEvent(_Event):
 
 
 class FollowupCreated(_FollowupEvent, tag="followup.created"):
-    """A followup was created; ``data`` is the followup."""
+    """A followup was created; ``data`` is the followup.
+
+    Attributes:
+        data: the followup (a ``Followup``).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class FollowupUpdated(_FollowupEvent, tag="followup.updated"):
-    """A followup was updated; ``changes`` holds the fields that changed."""
+    """A followup was updated; ``changes`` holds the fields that changed.
+
+    Attributes:
+        data: the followup (a ``Followup``).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class FollowupCompleted(_FollowupEvent, tag="followup.completed"):
-    """A followup was carried out."""
+    """A followup was carried out.
+
+    Attributes:
+        data: the followup (a ``Followup``).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class FollowupFailed(_FollowupEvent, tag="followup.failed"):
-    """A followup failed."""
+    """A followup failed.
+
+    Attributes:
+        data: the followup (a ``Followup``).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class _DebtEvent(_Event):
@@ -80,15 +100,30 @@ class _DebtEvent(_Event):
 
 
 class DebtCreated(_DebtEvent, tag="debt.created"):
-    """A debt was created."""
+    """A debt was created.
+
+    Attributes:
+        data: the debt (a ``Debt``).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class DebtUpdated(_DebtEvent, tag="debt.updated"):
-    """A debt was updated."""
+    """A debt was updated.
+
+    Attributes:
+        data: the debt (a ``Debt``).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class DebtStatusChanged(_DebtEvent, tag="debt.status_changed"):
-    """A debt's status changed (an open set: companies add their own statuses)."""
+    """A debt's status changed (an open set: companies add their own statuses).
+
+    Attributes:
+        data: the debt (a ``Debt``).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 # The docs name these events but not their fields: their data stays a dict.
@@ -97,35 +132,104 @@ class _DataEvent(_Event):
 
 
 class PaymentReceived(_DataEvent, tag="payment.received"):
-    pass
+    """The ``payment.received`` event.
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class PaymentFailed(_DataEvent, tag="payment.failed"):
-    pass
+    """The ``payment.failed`` event.
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class PaymentPlanCreated(_DataEvent, tag="payment_plan.created"):
-    pass
+    """The ``payment_plan.created`` event.
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class PaymentPlanCompleted(_DataEvent, tag="payment_plan.completed"):
-    pass
+    """The ``payment_plan.completed`` event.
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class PaymentPlanCanceled(_DataEvent, tag="payment_plan.canceled"):
-    pass
+    """The ``payment_plan.canceled`` event.
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class CompanyCreditsLow(_DataEvent, tag="company.credits_low"):
-    pass
+    """The ``company.credits_low`` event.
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class ReportGenerated(_DataEvent, tag="report.generated"):
-    pass
+    """The ``report.generated`` event.
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+
+    Attributes:
+        data: the event's data, as a dict (the docs name this event but not its fields).
+        changes: the fields that changed, where the event says (else None).
+    """
 
 
 class UnknownEvent(msgspec.Struct, kw_only=True, gc=False):
-    """An event type this version of the SDK does not know: its name and raw data."""
+    """An event type this version of the SDK does not know: its name and raw data.
+
+    Attributes:
+        type: the event's name.
+        data: its data, as decoded JSON.
+        changes: its changes, as decoded JSON (None when absent).
+    """
 
     type: str
     data: Any = None

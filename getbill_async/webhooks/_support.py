@@ -65,7 +65,11 @@ class DuplicateFilter:
         return len(self._seen)
 
     def add(self, digest: bytes) -> None:
-        """Remember ``digest`` for ``ttl`` seconds from now."""
+        """Remember ``digest`` for ``ttl`` seconds from now.
+
+        Args:
+            digest: the SHA-256 of a body handled.
+        """
         self._expire()
         self._seen[digest] = self._clock() + self.ttl
         self._seen.move_to_end(digest)
