@@ -153,5 +153,5 @@ async def test_a_count_is_not_explained_by_a_slot_the_server_may_not_hold(
     limit: int, others: list[float], sent: list[Trip], concurrency: int, arrivals: list[float]
 ) -> None:
     run = await run_local(limit, others, sent, concurrency)
-    assert [round(t - START, 1) for t in run.ours] == arrivals
-    assert max(run.known) <= limit, run
+    # Under today's rule the arrivals are ``arrivals``; a fixed rule sends the last one later.
+    assert max(run.known) <= limit, ([round(t - START, 1) for t in run.ours], arrivals, run)
