@@ -230,3 +230,22 @@ def test_reserve_is_validated() -> None:
 async def test_lanes_are_validated() -> None:
     with pytest.raises(ValueError, match=r"lane must be 'interactive' or 'bulk', got 'urgent'"):
         await LocalBudget().acquire("read", lane="urgent")  # type: ignore[arg-type]
+
+
+async def test_the_window_follows_the_servers_latest_word_not_its_largest(make: Make) -> None:
+    one, other = make(reads=3, window=0.5), make(reads=3, window=0.5)
+    said = [("5", "2"), ("5", "1"), ("0.3", "0")]  # a window of 5 s, then the server says 0.3
+    for window, remaining in said:
+        headers = {
+            "X-RateLimit-Limit": "3",
+            "X-RateLimit-Remaining": remaining,
+            "X-RateLimit-Window": window,
+        }
+        await one.release(await one.acquire("read"), Outcome(status=200, headers=headers))
+    answered = time.monotonic()
+    status = (await other.status()).reads
+    assert (status.window, status.remaining) == (0.3, 0)
+    # Every slot counted so far frees 0.3 s after the last answer at the latest, not 5 s.
+    assert 0.0 < status.next_slot_in <= 0.3
+    await asyncio.sleep(max(0.0, 0.35 - (time.monotonic() - answered)))
+    assert (await other.status()).reads.remaining == 3

@@ -49,12 +49,12 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local after_now = string.format('(%.6f', now)
 
--- The configured limit and window, tightened by what the server's headers said.
+-- The configured limit, tightened by the server's headers; the window the server said last.
 local function rules(limit, window)
   local learned = redis.call('HMGET', server, 'limit', 'window')
   local l, w = tonumber(learned[1]), tonumber(learned[2])
   if l and l < limit then limit = l end
-  if w and w > window then window = w end
+  if w then window = w end
   return limit, window
 end
 
@@ -211,8 +211,15 @@ else
     if said_limit < limit then limit = said_limit end
   end
   if said_window and said_window > 0 then
+    -- The server's latest word, not its largest (see Ledger._learn_rules): every slot counted
+    -- so far was taken by now, so it frees by now + window at the latest.
     redis.call('HSET', server, 'window', said_window)
-    if said_window > window then window = said_window end
+    if said_window < window then
+      local latest = now + said_window
+      local late = redis.call('ZRANGEBYSCORE', slots, string.format('(%.6f', latest), '+inf')
+      for _, member in ipairs(late) do redis.call('ZADD', slots, latest, member) end
+    end
+    window = said_window
   end
   if status == 429 then
     local wait = retry_after or window / limit
