@@ -6,6 +6,7 @@ against a sandbox on loopback."""
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import msgspec
@@ -14,6 +15,7 @@ import pytest
 from getbill_async import FollowupCreate, GetBillClient
 from getbill_async.sandbox import Sandbox
 from tests.test_log_input import csv_calls, log
+from tests.test_long_jobs import finish, settle_server, start_log, wait_for_attempts, write_calls
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,3 +76,24 @@ async def test_a_leftover_outbox_needs_resume_and_a_foreign_one_is_refused(
     conn.close()
     code, _, err = await log(None, calls, results, "--resume")
     assert code != 0 and "is not an outbox database" in err and "Traceback" not in err
+
+
+async def test_resend_ambiguous_after_a_kill_sends_the_rows_held_in_flight(
+    tmp_path: Path,
+) -> None:
+    latency = 0.6
+    async with Sandbox(followups=20, latency=latency) as sb:
+        calls, results = tmp_path / "calls.jsonl", tmp_path / "results.jsonl"
+        write_calls(calls, sb.debt_ids()[:2], 6, call_ids=False)
+        proc = await start_log(sb, calls, results, "--concurrency", "3")
+        await wait_for_attempts(results, 3)
+        proc.kill()
+        await finish(proc)
+        await settle_server(sb, latency)
+        code, out, err = await finish(
+            await start_log(sb, calls, results, "--resume", "--resend-ambiguous")
+        )
+        assert code == 0 and "held back" not in out and "created 6" in out, (out, err)
+        lines = [msgspec.json.decode(x) for x in results.read_bytes().splitlines()[1:]]
+        attempts = Counter(x["line"] for x in lines if x["status"] == "attempt")
+        assert sorted(attempts.values()) == [1, 1, 1, 2, 2, 2]  # the three in flight, again

@@ -216,6 +216,7 @@ async def _log_rows(
         on_event=report,
     )
     async with outbox:
+        await outbox.reclaim()  # what a killed run had in flight: to look up, or held
         known = {int(e.tag): e for e in await outbox.tagged() if e.tag is not None}
         created = {n for n, r in report.last.items() if r.status == "created"}
         already = created | {n for n, e in known.items() if e.state == "done"}

@@ -251,6 +251,13 @@ class Outbox:
         """
         return await self._sqlite().tagged()
 
+    async def reclaim(self) -> None:
+        """Take back now the entries in flight whose drainer is gone (its lease ended, or its
+        process on this machine no longer runs), as the next claim would: a create with a
+        ``call_id`` is looked up before it is sent again, one without is held (SQLite only).
+        """
+        await self._sqlite().reclaim(time.time())
+
     def _sqlite(self) -> SQLiteStore:
         if not isinstance(self._store, SQLiteStore):
             raise OutboxStoreError("tagged entries need a SQLite outbox file")

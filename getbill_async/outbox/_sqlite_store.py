@@ -188,13 +188,7 @@ class SQLiteStore:
 
     async def claim(self, owner: str, n: int, lease: float, now: float) -> list[Claimed]:
         def op(conn: sqlite3.Connection, batch: Batch) -> list[Claimed]:
-            owners = conn.execute(
-                "SELECT DISTINCT owner FROM entries WHERE state = 'in_flight'"
-            ).fetchall()
-            conn.execute(_RECLAIM, (now, None))
-            for (other,) in owners:
-                if other is not None and not owner_alive(other):
-                    conn.execute(_RECLAIM, (float("-inf"), other))
+            _reclaim(conn, now)
             claimed = []
             for seq, key, kind, debt_id, text, check, attempts, tag in conn.execute(
                 _CLAIMABLE, (now, n)
@@ -212,6 +206,10 @@ class SQLiteStore:
             return claimed
 
         return await self.writer.run(op)
+
+    async def reclaim(self, now: float) -> None:
+        """Take back the entries in flight whose drainer is gone (see the module docstring)."""
+        await self.writer.run(lambda conn, batch: _reclaim(conn, now))
 
     async def renew(self, owner: str, seqs: list[int], until: float) -> None:
         def op(conn: sqlite3.Connection, batch: Batch) -> None:
@@ -302,6 +300,16 @@ class SQLiteStore:
             return conn.execute(sql, (before,)).rowcount
 
         return await self.writer.run(op)
+
+
+def _reclaim(conn: sqlite3.Connection, now: float) -> None:
+    """Entries in flight past their lease, or held by a process of this machine that no
+    longer runs, go back: to pending, to be looked up first; a create without key, held."""
+    owners = conn.execute("SELECT DISTINCT owner FROM entries WHERE state = 'in_flight'").fetchall()
+    conn.execute(_RECLAIM, (now, None))
+    for (other,) in owners:
+        if other is not None and not owner_alive(other):
+            conn.execute(_RECLAIM, (float("-inf"), other))
 
 
 def _target(conn: sqlite3.Connection, key: str | None) -> str | None:
