@@ -318,13 +318,22 @@ class Drainer:
         except _UNKNOWN_OUTCOME as exc:
             return self._unknown(entry, exc, keyless)
         except GetBillError as exc:
-            if self._give_up_after and entry.attempts >= self._give_up_after and not entry.check:
+            if self._gives_up(entry, exc):
                 self.counters.dead += 1
                 return _Outcome("dead", error=_error_of(exc))
             self.counters.retried += 1
             log.debug("outbox entry %s: %s; retrying later", entry.seq, exc)
             next_try = time.time() + _backoff(entry.attempts, exc)
             return _Outcome("pending", next_try=next_try, check=entry.check)
+
+    def _gives_up(self, entry: Claimed, exc: GetBillError) -> bool:
+        """Whether a write known not to have been sent has had its attempts. A full budget
+        is not a fault (it is the normal state of a long drain), and an entry to be looked
+        up first is never given up: it may exist."""
+        limit = self._give_up_after
+        if limit is None or entry.check or isinstance(exc, BudgetExhaustedError):
+            return False
+        return entry.attempts >= limit
 
     def _unknown(self, entry: Claimed, exc: BaseException, keyless: bool) -> _Outcome:
         if keyless:

@@ -90,7 +90,8 @@ class Outbox:
             this process's drainer claims an entry or records its outcome.
         give_up_after: attempts after which a write known not to have been sent (a 429,
             a token fault, a write not sent) is dead instead of retried (None: never; a
-            write whose outcome is unknown is always looked up, never given up).
+            write whose outcome is unknown is always looked up, never given up, and a
+            wait for the write budget never counts).
 
     Raises:
         ValidationError: an option out of range (the error names it).
