@@ -19,6 +19,7 @@ from .._client import GetBillClient
 from .._constants import DEFAULT_CONCURRENCY
 from ..export import ExportOptions, export_followups, make_progress
 from ._log import LogOptions, run_log
+from ._log_outbox import outbox_path
 
 __all__ = ["add_arguments", "run_demo"]
 
@@ -82,6 +83,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 f"the sandbox holds {expected:,})"
             )
             results.unlink(missing_ok=True)
+            outbox_path(results).unlink(missing_ok=True)  # the run's outbox goes with it
             log = LogOptions(input=calls, results=results, concurrency=args.concurrency)
             code = await run_log(log, client)
             budget = await client.budget_status()

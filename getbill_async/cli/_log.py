@@ -1,17 +1,19 @@
 """``getbill log``: create followups from a CSV or JSONL file, resumably, without doubles.
 
 Every row is checked first; bad rows are all reported (line, field, reason) and nothing is
-sent, unless ``--skip-invalid``. The results file is a write-ahead journal (``_log_journal``):
-each attempt is on disk before its create is sent, each outcome after. ``--resume`` skips the
-rows created, settles the attempts a kill left without an outcome (by ``call_id``), and holds
-back, for a person, the ones that may exist and cannot be checked (no ``call_id``).
+sent, unless ``--skip-invalid``. ``getbill log`` is the outbox fed from a file
+(``_log_outbox``): the rows are enqueued into the run's outbox (``<results>.outbox``), whose
+drainer sends them and settles what a kill left (by ``call_id``, or held for a person when a
+row has none). The results file (``_log_results``) gets one JSON line per row event.
+``--resume`` goes on from both: rows created are skipped, failed ones are sent again, held ones
+wait for ``--resend-ambiguous``.
 
 SIGINT or SIGTERM: no new row is started, the creates in flight get ``--grace`` seconds to
 finish and their outcomes are written; the summary says what was left undone and the exit
 status is 130 (SIGINT) or 143 (SIGTERM). A second signal stops at once: what was in flight is
-written as ambiguous (sent) or not sent.
+written as ambiguous, and looked up by the next ``--resume``.
 
-The results file belongs to one input (``_log_journal`` records its digest) and to one run at
+The results file belongs to one input (``_log_results`` records its digest) and to one run at
 a time (it is locked while the run holds it); it is never the input itself.
 """
 
@@ -23,15 +25,14 @@ import contextlib
 import os
 import signal
 import sys
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..bulk import CreateBatch, CreateResult
-from ..errors import AmbiguousWriteError, GetBillError, WriteNotSentError
-from ._log_journal import Journal, JournalMismatch, JournalState, RowResult, load
+from ..outbox import Outbox
 from ._log_options import LogOptions
+from ._log_outbox import GIVE_UP_AFTER, RETENTION, Report, catch_up, enqueue_rows, outbox_path
+from ._log_results import ResultsFile, ResultsMismatch, RowResult, earlier_results
 from ._log_rows import InputError, Row, file_digest, print_bad, read_rows
 
 if TYPE_CHECKING:
@@ -64,40 +65,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Stop:
-    """The signals of one run: the first stops taking rows, the second (or the grace's end)
-    cancels what is in flight."""
+    """The signals of one run: the first stops taking rows (the creates in flight get the
+    grace), the second cancels what is in flight."""
 
-    def __init__(self, batch: CreateBatch, grace: float) -> None:
-        self.batch = batch
+    def __init__(self, outbox: Outbox, report: Report, grace: float) -> None:
+        self.outbox = outbox
+        self.report = report
         self.grace = grace
         self.signal: signal.Signals | None = None
-        self.aborted = False
-        self._task = asyncio.current_task()
-        self._timer: asyncio.TimerHandle | None = None
+        self.stopped = asyncio.Event()
+        self.halting: asyncio.Task[None] | None = None
 
     def __call__(self, signum: signal.Signals) -> None:
+        drainer = self.outbox.drainer
         if self.signal is None:
             self.signal = signum
-            self.batch.stop()
+            self.report.stopping = True
             print(
                 f"getbill log: {signum.name}: starting no new rows; waiting up to "
-                f"{self.grace:g}s for {self.batch.in_flight} creates in flight "
+                f"{self.grace:g}s for {drainer.in_flight} creates in flight "
                 "(again to stop at once)",
                 file=sys.stderr,
                 flush=True,
             )
-            self._timer = asyncio.get_running_loop().call_later(self.grace, self.abort)
+            self.halting = asyncio.ensure_future(drainer.stop(self.grace))
+            self.stopped.set()
         else:
-            self.abort()
-
-    def abort(self) -> None:
-        if not self.aborted and self._task is not None:
-            self.aborted = True
-            self._task.cancel()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+            drainer.abort()
 
 
 @contextlib.contextmanager
@@ -111,66 +105,8 @@ def _signals(stop: _Stop) -> Iterator[None]:
     try:
         yield
     finally:
-        stop.close()
         for signum in installed:
             loop.remove_signal_handler(signum)
-
-
-async def _settle(
-    client: GetBillClient, state: JournalState, journal: Journal
-) -> tuple[int, set[int]]:
-    """Settle the attempts an earlier run left without an outcome; (found, still unknown)."""
-    by_debt: dict[str, dict[str, int]] = {}
-    unknown: set[int] = set()
-    for line, (debt_id, call_id) in state.unsettled.items():
-        if debt_id is not None and call_id is not None:
-            by_debt.setdefault(debt_id, {})[call_id] = line
-        else:
-            unknown.add(line)
-    found = 0
-    for debt_id, lines in by_debt.items():  # one walk per debt, whatever its rows
-        async with client.followups.iterate_for_debt(debt_id) as walk:
-            async for followup in walk:
-                match = followup.call_id
-                at = lines.pop(match, None) if match is not None else None
-                if at is None:
-                    continue
-                journal.write(
-                    RowResult(
-                        at,
-                        "created",
-                        id=followup.id,
-                        call_id=match,
-                        debt_id=debt_id,
-                        reason="found by call_id",
-                    )
-                )
-                state.created.add(at)
-                found += 1
-    return found, unknown
-
-
-def _outcome(row: Row, result: CreateResult) -> RowResult:
-    debt_id, call_id = row.key
-    if result.followup is not None:
-        return RowResult(
-            row.line, "created", id=result.followup.id, call_id=call_id, debt_id=debt_id
-        )
-    error: GetBillError | None = result.error
-    if isinstance(error, AmbiguousWriteError):
-        status = "ambiguous"
-    elif isinstance(error, WriteNotSentError):
-        status = "not_sent"
-    else:
-        status = "failed"
-    return RowResult(
-        row.line,
-        status,
-        call_id=call_id,
-        debt_id=debt_id,
-        reason=type(error).__name__,
-        error=str(error),
-    )
 
 
 def _same_file(source: Path, results: Path) -> bool:
@@ -188,13 +124,20 @@ def _refusal(options: LogOptions) -> str | None:
         return "--results is required (where outcomes go)"
     if _same_file(source, results):
         return f"--results {results} is the input file {source}: name another file"
-    if results.exists() and not options.resume:
+    if options.resume:
+        return None
+    if results.exists():
         return f"{results} exists: pass --resume to go on from it, or remove it"
+    if outbox_path(results).exists():
+        return (
+            f"{outbox_path(results)} exists (the outbox of an earlier run): pass --resume "
+            "to go on from it, or remove it"
+        )
     return None
 
 
 async def run_log(options: LogOptions, client: GetBillClient) -> int:
-    """Run ``getbill log``: check every row, then create the valid ones, journaled.
+    """Run ``getbill log``: check every row, then create the valid ones through the outbox.
 
     Args:
         options: what to log, and where the outcomes go.
@@ -226,61 +169,139 @@ async def run_log(options: LogOptions, client: GetBillClient) -> int:
         )
         return 2
     assert options.results is not None
-    journal = Journal(options.results)  # locked until closed
+    results = ResultsFile(options.results)  # locked until closed
     try:
-        state = _open_journal(journal, source, rows)
-        if state is None:
+        last = _open_results(results, source, rows)
+        if last is None:
             return 2
-        return await _log_rows(client, options, rows, bad, journal, state)
+        return await _log_rows(client, options, rows, bad, Report(results, last))
     finally:
-        journal.close()
+        results.close()
 
 
-def _open_journal(journal: Journal, source: Path, rows: list[Row]) -> JournalState | None:
-    """What earlier runs left in the (locked) journal; None, said on stderr, if it is not
-    this input's."""
+def _open_results(
+    results: ResultsFile, source: Path, rows: list[Row]
+) -> dict[int, RowResult] | None:
+    """What earlier runs wrote to the (locked) results file, by line; None, said on stderr,
+    if it is not this input's."""
     digest = file_digest(source)
-    if journal.empty:
-        journal.start(source, digest)
-        return JournalState()
+    if results.empty:
+        results.start(source, digest)
+        return {}
     keys = {row.line: row.key for row in rows if row.item is not None}
     try:
-        return load(journal.path, source, digest, keys)
-    except JournalMismatch as exc:
+        return earlier_results(results.path, source, digest, keys)
+    except ResultsMismatch as exc:
         print(f"getbill log: {exc}", file=sys.stderr)
         return None
 
 
 async def _log_rows(
-    client: GetBillClient,
-    options: LogOptions,
-    rows: list[Row],
-    bad: list[Row],
-    journal: Journal,
-    state: JournalState,
+    client: GetBillClient, options: LogOptions, rows: list[Row], bad: list[Row], report: Report
 ) -> int:
-    """Settle what a kill left, journal the bad rows, send the rest; the exit status."""
-    counts: Counter[str] = Counter()
-    found, unknown = await _settle(client, state, journal)
-    counts["found by call_id"] = found
-    held = set() if options.resend_ambiguous else unknown
-    already = len(state.created) - found
+    """Write the bad rows, enqueue the rest into the run's outbox, drain it; the exit status."""
+    assert options.results is not None
     for row in bad:
         assert row.problem is not None
-        journal.write(
+        report.write(
             RowResult(row.line, "invalid", reason="ValidationError", error=str(row.problem))
         )
-        counts["invalid"] += 1
-    todo = [r for r in rows if r.item is not None and r.line not in state.created | held]
-    code = await _create_all(client, options, todo, journal, counts)
-    print(f"log {options.input}: " + _summary(counts, already, held), flush=True)
+        report.counts["invalid"] += 1
+    outbox = Outbox(
+        client,
+        outbox_path(options.results),
+        concurrency=options.concurrency,
+        retention=RETENTION,
+        give_up_after=GIVE_UP_AFTER,
+        on_event=report,
+    )
+    async with outbox:
+        await outbox.reclaim()  # what a killed run had in flight: to look up, or held
+        known = {int(e.tag): e for e in await outbox.tagged() if e.tag is not None}
+        created = {n for n, r in report.last.items() if r.status == "created"}
+        already = created | {n for n, e in known.items() if e.state == "done"}
+        catch_up(report, list(known.values()))
+        await outbox.requeue(held=options.resend_ambiguous)  # failed rows go again
+        todo, check, held = _plan_rows(rows, report.last, known, already, options)
+        code = await _drain(outbox, report, todo, check, options.grace)
+        entries = await outbox.tagged()
+        catch_up(report, entries)
+    held |= {int(e.tag) for e in entries if e.state == "held" and e.tag is not None}
+    held -= report.settled  # held in this run: counted as ambiguous below
+    print(f"log {options.input}: " + _summary(report, len(already), held), flush=True)
     if code:
         return code
-    return 1 if any(k.startswith(("failed", "ambiguous")) for k in counts) else 0
+    return 1 if any(k.startswith(("failed", "ambiguous")) for k in report.counts) else 0
 
 
-def _summary(counts: Counter[str], already: int, held: set[int]) -> str:
+def _plan_rows(
+    rows: list[Row],
+    last: dict[int, RowResult],
+    known: Collection[int],
+    already: set[int],
+    options: LogOptions,
+) -> tuple[list[Row], set[int], set[int]]:
+    """The rows to enqueue, those to look up first, and those held back: a row that a
+    results file written without an outbox left unsettled is looked up by ``call_id``, or,
+    without one, held (unless ``--resend-ambiguous``)."""
+    todo: list[Row] = []
+    check: set[int] = set()
+    held: set[int] = set()
+    for row in rows:
+        if row.item is None or row.line in already:
+            continue
+        seen = last.get(row.line)
+        if row.line not in known and seen is not None and seen.status in ("attempt", "ambiguous"):
+            if row.item.call_id is not None:
+                check.add(row.line)
+            elif not options.resend_ambiguous:
+                held.add(row.line)
+                continue
+        todo.append(row)
+    return todo, check, held
+
+
+async def _drain(
+    outbox: Outbox, report: Report, todo: list[Row], check: set[int], grace: float
+) -> int:
+    """Enqueue ``todo`` and wait until the outbox is drained or a signal stops the run; the
+    exit status the signal asks for, or 0."""
+    stop = _Stop(outbox, report, grace)
+    with _signals(stop):
+        await _feed_and_join(outbox, todo, check, stop.stopped)
+        if stop.signal is None:
+            return 0
+        assert stop.halting is not None
+        await stop.halting
+    left = (await outbox.status()).pending - report.cut
+    cut = report.cut
+    print(
+        f"getbill log: stopped by {stop.signal.name}: {left} rows not started"
+        + (f", {cut} cut off in flight (written as ambiguous)" if cut else "")
+        + "; run again with --resume to go on",
+        file=sys.stderr,
+        flush=True,
+    )
+    return _EXIT[stop.signal]
+
+
+async def _feed_and_join(
+    outbox: Outbox, todo: list[Row], check: set[int], stopped: asyncio.Event
+) -> None:
+    """Enqueue ``todo``, then wait until the outbox is drained or a signal came. (Polled
+    rather than cancelled: a cancel racing the outbox's progress event could be lost.)"""
+    await enqueue_rows(outbox, todo, check)
+    while not stopped.is_set():
+        try:
+            await outbox.join(timeout=0.25)
+            return
+        except TimeoutError:
+            continue
+
+
+def _summary(report: Report, already: int, held: set[int]) -> str:
     """The run's one line: created, already done, found, held back, and every other outcome."""
+    counts = report.counts
     parts = [f"created {counts.pop('created', 0)}"]
     if already:
         parts.append(f"already done {already}")
@@ -293,51 +314,3 @@ def _summary(counts: Counter[str], already: int, held: set[int]) -> str:
         )
     parts += [f"{k} {v}" for k, v in sorted(counts.items())]
     return ", ".join(parts)
-
-
-async def _create_all(
-    client: GetBillClient,
-    options: LogOptions,
-    todo: list[Row],
-    journal: Journal,
-    counts: Counter[str],
-) -> int:
-    """Send ``todo``, journaling each attempt first; the exit status a signal asks for, or 0."""
-
-    def feed() -> Iterator[object]:
-        for row in todo:
-            assert row.item is not None
-            journal.write(
-                RowResult(row.line, "attempt", call_id=row.item.call_id, debt_id=row.item.debt_id)
-            )
-            yield row.item
-
-    def record(result: CreateResult) -> None:
-        event = _outcome(todo[result.index], result)
-        journal.write(event)
-        counts["created" if event.status == "created" else f"{event.status}: {event.reason}"] += 1
-
-    batch = client.followups.create_many(feed(), concurrency=options.concurrency)  # type: ignore[arg-type]
-    stop = _Stop(batch, options.grace)
-    with _signals(stop):
-        try:
-            async with batch:
-                async for result in batch:
-                    record(result)
-        except asyncio.CancelledError:
-            if not stop.aborted:
-                raise
-    for result in batch.unreported:
-        record(result)
-    if stop.signal is None:
-        return 0
-    left = len(todo) - batch.taken
-    cut = len(batch.unreported)
-    print(
-        f"getbill log: stopped by {stop.signal.name}: {left} rows not started"
-        + (f", {cut} cut off in flight (written as ambiguous or not sent)" if cut else "")
-        + "; run again with --resume to go on",
-        file=sys.stderr,
-        flush=True,
-    )
-    return _EXIT[stop.signal]

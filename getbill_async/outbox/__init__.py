@@ -13,10 +13,11 @@ keeping what the API refuses as dead letters. See the guide "Logging from a serv
 
 from ._cli import add_parser, run
 from ._outbox import Outbox
-from ._types import DeadEntry, OutboxFullError, OutboxStatus, OutboxStoreError
+from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
 
 __all__ = [
     "DeadEntry",
+    "EntryEvent",
     "Outbox",
     "OutboxFullError",
     "OutboxStatus",

@@ -20,6 +20,7 @@ import functools
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -41,7 +42,7 @@ from ..errors import (
 )
 from ..models import Followup
 from ._store import Store
-from ._types import Claimed, OutboxStoreError
+from ._types import Claimed, EntryEvent, OutboxStoreError
 
 __all__ = ["Drainer"]
 
@@ -59,6 +60,7 @@ class _Outcome:
     error: dict[str, Any] | None = None
     next_try: float = 0.0
     check: bool = False
+    found: bool = False
 
 
 @dataclass
@@ -74,9 +76,10 @@ class Counters:
 
 
 def _error_of(exc: BaseException) -> dict[str, Any]:
+    kind = type(exc).__name__
     if isinstance(exc, APIError):
-        return {"status": exc.status, "message": exc.message, "details": exc.details}
-    return {"status": None, "message": str(exc), "details": {}}
+        return {"status": exc.status, "message": exc.message, "details": exc.details, "kind": kind}
+    return {"status": None, "message": str(exc), "details": {}, "kind": kind}
 
 
 def _applied(current: Followup, fields: dict[str, Any]) -> bool:
@@ -111,8 +114,14 @@ class Drainer:
         lease: float,
         retention: float,
         poll: float,
+        on_event: Callable[[EntryEvent], None] | None = None,
+        give_up_after: int | None = None,
     ) -> None:
         self._client = client
+        self._on_event = on_event
+        # Attempts after which a write known not to have been sent (429, 401, not sent)
+        # is dead instead of pending again: a run over a file must end (None: never).
+        self._give_up_after = give_up_after
         self._store = store
         self._owner = owner
         self._concurrency = concurrency
@@ -126,6 +135,17 @@ class Drainer:
         self._stopping = False
         self._slot_in: float | None = None  # the budget is full: its next slot, in seconds
         self.metrics: Any = None  # an OutboxMetrics with the otel extra (see _metrics)
+
+    @property
+    def in_flight(self) -> int:
+        """Writes this drainer is sending now."""
+        return len(self._tasks)
+
+    def abort(self) -> None:
+        """Cancel the writes in flight now (each goes back to pending, to be looked up)."""
+        self._stopping = True
+        for task in self._tasks.values():
+            task.cancel()
 
     def wake(self) -> None:
         """Something was enqueued here: look for it now rather than at the next poll."""
@@ -203,6 +223,7 @@ class Drainer:
             log.warning("outbox claim failed, retrying: %s", exc)
             return []
         for entry in claimed:
+            self._tell(entry, "in_flight")
             task = asyncio.create_task(self._settle(entry))
             self._tasks[entry.seq] = task
             task.add_done_callback(functools.partial(self._done, entry.seq))
@@ -261,12 +282,26 @@ class Drainer:
                     next_try=outcome.next_try,
                     check=outcome.check,
                 )
+                self._tell(entry, outcome.state, outcome)
                 return
             except OutboxStoreError as exc:
                 if delay is None:
                     log.error("outbox entry %s: outcome not recorded: %s", entry.seq, exc)
                     return  # the lease ends; the entry is looked up before it is resent
                 await asyncio.sleep(delay)
+
+    def _tell(self, entry: Claimed, state: str, outcome: _Outcome | None = None) -> None:
+        if self._on_event is None:
+            return
+        done = outcome or _Outcome("pending")
+        event = EntryEvent(
+            entry.seq, entry.tag, entry.key, entry.op, entry.debt_id, state,
+            done.followup_id, done.error, done.found, done.check,
+        )  # fmt: skip
+        try:
+            self._on_event(event)
+        except Exception:  # a listener's fault must not stop the drain
+            log.exception("outbox on_event listener failed")
 
     async def _attempt(self, entry: Claimed) -> _Outcome:
         keyless = entry.op == "create" and entry.key is None
@@ -283,10 +318,22 @@ class Drainer:
         except _UNKNOWN_OUTCOME as exc:
             return self._unknown(entry, exc, keyless)
         except GetBillError as exc:
+            if self._gives_up(entry, exc):
+                self.counters.dead += 1
+                return _Outcome("dead", error=_error_of(exc))
             self.counters.retried += 1
             log.debug("outbox entry %s: %s; retrying later", entry.seq, exc)
             next_try = time.time() + _backoff(entry.attempts, exc)
             return _Outcome("pending", next_try=next_try, check=entry.check)
+
+    def _gives_up(self, entry: Claimed, exc: GetBillError) -> bool:
+        """Whether a write known not to have been sent has had its attempts. A full budget
+        is not a fault (it is the normal state of a long drain), and an entry to be looked
+        up first is never given up: it may exist."""
+        limit = self._give_up_after
+        if limit is None or entry.check or isinstance(exc, BudgetExhaustedError):
+            return False
+        return entry.attempts >= limit
 
     def _unknown(self, entry: Claimed, exc: BaseException, keyless: bool) -> _Outcome:
         if keyless:
@@ -304,7 +351,7 @@ class Drainer:
             found = await followups.find_by_call_id(entry.debt_id, entry.key)
             if found is not None:
                 self.counters.found += 1
-                return _Outcome("done", followup_id=found.id)
+                return _Outcome("done", followup_id=found.id, found=True)
         created = await followups.create(**entry.fields)
         self._count("create")
         return _Outcome("done", followup_id=created.id)

@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,7 +33,7 @@ from ._drain import Drainer
 from ._eta import eta_seconds
 from ._sqlite_store import SQLiteStore
 from ._store import Store, StoreFull
-from ._types import DeadEntry, OutboxFullError, OutboxStatus
+from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
 
 if TYPE_CHECKING:
     from .._client import GetBillClient
@@ -85,6 +86,12 @@ class Outbox:
         retention: seconds done entries are kept before they are pruned.
         name: the outbox's name in a Redis store (several outboxes may share one Redis).
         poll: seconds between looks for entries enqueued by other processes.
+        on_event: called (on the event loop, so briefly) with an ``EntryEvent`` whenever
+            this process's drainer claims an entry or records its outcome.
+        give_up_after: attempts after which a write known not to have been sent (a 429,
+            a token fault, a write not sent) is dead instead of retried (None: never; a
+            write whose outcome is unknown is always looked up, never given up, and a
+            wait for the write budget never counts).
 
     Raises:
         ValidationError: an option out of range (the error names it).
@@ -104,6 +111,8 @@ class Outbox:
         retention: float = DEFAULT_RETENTION,
         name: str | None = None,
         poll: float = 0.5,
+        on_event: Callable[[EntryEvent], None] | None = None,
+        give_up_after: int | None = None,
     ) -> None:
         _positive("concurrency", concurrency, integer=True)
         _positive("max_pending", max_pending, integer=True)
@@ -125,6 +134,8 @@ class Outbox:
             lease=lease,
             retention=retention,
             poll=min(poll, lease / 4),
+            on_event=on_event,
+            give_up_after=give_up_after,
         )
         self._task: asyncio.Task[None] | None = None
         self._open = False
@@ -202,6 +213,56 @@ class Outbox:
                 body.call_id, body.debt_id, text, now, self._max_pending
             )
         )
+
+    async def create_tagged(self, tag: str, item: FollowupCreate, *, check: bool = False) -> bool:
+        """Enqueue a create named by ``tag`` (e.g. the line of an input file); return once
+        durable. A tag already in the outbox makes it a no-op, so a caller that feeds the
+        same file again enqueues each row once. Tagged creates are unique by tag, not by
+        ``call_id`` (one ``call_id`` may be used on two debts), and are not bounded by
+        ``max_pending`` (their source is). SQLite stores only.
+
+        Args:
+            tag: the caller's name for the entry, unique in this outbox.
+            item: the create.
+            check: look it up by ``call_id`` before sending (it may exist already).
+
+        Returns:
+            True if it was added, False if the tag was already there.
+
+        Raises:
+            ValidationError: a bad field; nothing enqueued.
+            OutboxStoreError: the store is not a SQLite file.
+        """
+        store = self._sqlite()
+        body = build_create(item, {})
+        if not self._open:
+            raise RuntimeError("the outbox is not open: use `async with Outbox(...)` or open()")
+        text = _encode(body).decode()
+        added = await store.enqueue_tagged(
+            tag, body.call_id, body.debt_id, text, time.time(), check=check
+        )
+        self._drainer.wake()
+        return added == "added"
+
+    async def tagged(self) -> list[EntryEvent]:
+        """Every tagged entry with its state and outcome, in the order enqueued (SQLite only).
+
+        Returns:
+            One ``EntryEvent`` per tagged entry (``found`` is not kept: always False).
+        """
+        return await self._sqlite().tagged()
+
+    async def reclaim(self) -> None:
+        """Take back now the entries in flight whose drainer is gone (its lease ended, or its
+        process on this machine no longer runs), as the next claim would: a create with a
+        ``call_id`` is looked up before it is sent again, one without is held (SQLite only).
+        """
+        await self._sqlite().reclaim(time.time())
+
+    def _sqlite(self) -> SQLiteStore:
+        if not isinstance(self._store, SQLiteStore):
+            raise OutboxStoreError("tagged entries need a SQLite outbox file")
+        return self._store
 
     async def update(self, key: str, item: FollowupUpdate | None = None, /, **fields: Any) -> None:
         """Enqueue ``PUT /followups/{id}``; return once the entry is durable.

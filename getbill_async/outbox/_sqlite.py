@@ -54,11 +54,23 @@ CREATE TABLE entries (
     check_first INTEGER NOT NULL DEFAULT 0,
     owner TEXT,
     lease_until REAL,
-    error TEXT
+    error TEXT,
+    tag TEXT
 );
 CREATE INDEX entries_state ON entries (state, seq);
 CREATE INDEX entries_key ON entries (key, seq);
-CREATE UNIQUE INDEX entries_create_key ON entries (key) WHERE op = 'create';
+CREATE UNIQUE INDEX entries_create_key ON entries (key) WHERE op = 'create' AND tag IS NULL;
+CREATE UNIQUE INDEX entries_tag ON entries (tag) WHERE tag IS NOT NULL;
+"""
+
+
+# A file made before entries had tags gains the column; a tagged create is unique by its
+# tag (the caller's name for it, e.g. an input line), an untagged one by its key.
+_ADD_TAGS = """
+ALTER TABLE entries ADD COLUMN tag TEXT;
+DROP INDEX entries_create_key;
+CREATE UNIQUE INDEX entries_create_key ON entries (key) WHERE op = 'create' AND tag IS NULL;
+CREATE UNIQUE INDEX entries_tag ON entries (tag) WHERE tag IS NOT NULL
 """
 
 
@@ -93,6 +105,22 @@ def _check_or_create(conn: sqlite3.Connection, path: str) -> None:
     if meta.get("version") != VERSION:
         raise OutboxStoreError(f"{path}: outbox format version {meta.get('version')!r} unknown")
     conn.execute("PRAGMA journal_mode=WAL")
+    _add_tags(conn)
+
+
+def _add_tags(conn: sqlite3.Connection) -> None:
+    """Give a file made before tags existed its ``tag`` column (once, in one transaction)."""
+
+    def tagged() -> bool:
+        return "tag" in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+
+    if tagged():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    if not tagged():  # another process may have added it meanwhile
+        for statement in _ADD_TAGS.split(";"):
+            conn.execute(statement)
+    conn.execute("COMMIT")
 
 
 def _connect(path: str) -> sqlite3.Connection:

@@ -15,12 +15,12 @@ from typing import Any, Literal
 
 from ._sqlite import Batch, SQLiteWriter
 from ._store import Enqueued, StoreFull, same_fields
-from ._types import Claimed, DeadEntry, StoreCounts
+from ._types import Claimed, DeadEntry, EntryEvent, StoreCounts
 
 __all__ = ["SQLiteStore", "owner_alive"]
 
 _CLAIMABLE = """
-SELECT seq, key, op, debt_id, fields, check_first, attempts FROM entries AS e
+SELECT seq, key, op, debt_id, fields, check_first, attempts, tag FROM entries AS e
 WHERE state = 'pending' AND next_try <= ?
   AND (key IS NULL OR NOT EXISTS (
       SELECT 1 FROM entries AS p
@@ -40,6 +40,14 @@ WHERE state = 'in_flight' AND (lease_until < ? OR owner = ?)
 _ADD_CREATE = (
     "INSERT OR IGNORE INTO entries (key, op, state, debt_id, fields, enqueued) "
     "VALUES (?, 'create', 'pending', ?, ?, ?)"
+)
+_ADD_TAGGED = (
+    "INSERT OR IGNORE INTO entries (key, op, state, debt_id, fields, enqueued, tag, check_first) "
+    "VALUES (?, 'create', 'pending', ?, ?, ?, ?, ?)"
+)
+_TAGGED = (
+    "SELECT seq, tag, key, op, debt_id, state, followup_id, error, check_first FROM entries "
+    "WHERE tag IS NOT NULL ORDER BY seq"
 )
 _REQUEUE = (
     "UPDATE entries SET state = 'pending', error = NULL, next_try = 0, attempts = 0, "
@@ -119,6 +127,42 @@ class SQLiteStore:
 
         return await self.writer.run(op)
 
+    async def enqueue_tagged(
+        self, tag: str, key: str | None, debt_id: str, fields: str, now: float, *, check: bool
+    ) -> Enqueued:
+        """Add a create named by ``tag`` unless the tag is taken (then: ``duplicate``);
+        ``check``: look it up by ``call_id`` before sending (it may exist already)."""
+        row = (key, debt_id, fields, now, tag, int(check))
+
+        def op(conn: sqlite3.Connection, batch: Batch) -> Enqueued:
+            batch.pop("backlog", None)
+            return "added" if conn.execute(_ADD_TAGGED, row).rowcount else "duplicate"
+
+        return await self.writer.run(op)
+
+    async def tagged(self) -> list[EntryEvent]:
+        """Every tagged entry, in the order it was enqueued, with its state and outcome."""
+
+        def op(conn: sqlite3.Connection, batch: Batch) -> list[EntryEvent]:
+            return [
+                EntryEvent(
+                    seq,
+                    tag,
+                    key,
+                    kind,
+                    debt_id,
+                    state,
+                    followup_id,
+                    json.loads(error) if error else None,
+                    check=bool(check),
+                )  # fmt: skip
+                for seq, tag, key, kind, debt_id, state, followup_id, error, check in (
+                    conn.execute(_TAGGED).fetchall()
+                )
+            ]
+
+        return await self.writer.run(op)
+
     async def enqueue_update(
         self, key: str, fields: dict[str, Any], now: float, limit: int
     ) -> Enqueued:
@@ -144,15 +188,9 @@ class SQLiteStore:
 
     async def claim(self, owner: str, n: int, lease: float, now: float) -> list[Claimed]:
         def op(conn: sqlite3.Connection, batch: Batch) -> list[Claimed]:
-            owners = conn.execute(
-                "SELECT DISTINCT owner FROM entries WHERE state = 'in_flight'"
-            ).fetchall()
-            conn.execute(_RECLAIM, (now, None))
-            for (other,) in owners:
-                if other is not None and not owner_alive(other):
-                    conn.execute(_RECLAIM, (float("-inf"), other))
+            _reclaim(conn, now)
             claimed = []
-            for seq, key, kind, debt_id, text, check, attempts in conn.execute(
+            for seq, key, kind, debt_id, text, check, attempts, tag in conn.execute(
                 _CLAIMABLE, (now, n)
             ).fetchall():
                 target = _target(conn, key) if kind == "update" else None
@@ -163,11 +201,15 @@ class SQLiteStore:
                 )
                 fields = json.loads(text)
                 claimed.append(
-                    Claimed(seq, key, kind, debt_id, fields, target, bool(check), attempts + 1)
+                    Claimed(seq, key, kind, debt_id, fields, target, bool(check), attempts + 1, tag)
                 )
             return claimed
 
         return await self.writer.run(op)
+
+    async def reclaim(self, now: float) -> None:
+        """Take back the entries in flight whose drainer is gone (see the module docstring)."""
+        await self.writer.run(lambda conn, batch: _reclaim(conn, now))
 
     async def renew(self, owner: str, seqs: list[int], until: float) -> None:
         def op(conn: sqlite3.Connection, batch: Batch) -> None:
@@ -258,6 +300,16 @@ class SQLiteStore:
             return conn.execute(sql, (before,)).rowcount
 
         return await self.writer.run(op)
+
+
+def _reclaim(conn: sqlite3.Connection, now: float) -> None:
+    """Entries in flight past their lease, or held by a process of this machine that no
+    longer runs, go back: to pending, to be looked up first; a create without key, held."""
+    owners = conn.execute("SELECT DISTINCT owner FROM entries WHERE state = 'in_flight'").fetchall()
+    conn.execute(_RECLAIM, (now, None))
+    for (other,) in owners:
+        if other is not None and not owner_alive(other):
+            conn.execute(_RECLAIM, (float("-inf"), other))
 
 
 def _target(conn: sqlite3.Connection, key: str | None) -> str | None:

@@ -3,7 +3,8 @@
 A store keeps entries and applies the merge rules atomically with the enqueue:
 
 - a create for a ``call_id`` the store already holds is a no-op (a producer that restarts
-  may replay its last calls safely);
+  may replay its last calls safely); a *tagged* create (SQLite only: ``getbill log`` tags
+  each row with its input line) is unique by its tag instead;
 - an update whose fields all equal what the key already asks for is a no-op;
 - an update merges into the key's latest entry when that entry is pending and was never
   sent (a create absorbs it, an update takes the later fields); otherwise it is a new entry;

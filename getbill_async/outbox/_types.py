@@ -18,6 +18,7 @@ from ..errors import GetBillError
 __all__ = [
     "Claimed",
     "DeadEntry",
+    "EntryEvent",
     "OutboxFullError",
     "OutboxStatus",
     "OutboxStoreError",
@@ -121,3 +122,28 @@ class Claimed:
     target: str | None
     check: bool
     attempts: int
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class EntryEvent:
+    """What became of one entry: reported to ``Outbox(on_event=...)`` as it happens, and
+    listed by ``Outbox.tagged()``.
+
+    ``state`` is ``in_flight`` (claimed; its write is about to be sent), ``done``, ``dead``,
+    ``held`` or ``pending`` (back in the queue: to be retried, or, with ``check``, looked up
+    first). ``tag`` is the caller's name for the entry (``Outbox.create_tagged``); ``found``
+    says a create was found by its ``call_id`` rather than sent; ``error`` is the API's
+    answer (``status``, ``message``, ``details``) for a dead, held or retried entry.
+    """
+
+    seq: int
+    tag: str | None
+    key: str | None
+    op: str
+    debt_id: str | None
+    state: str
+    followup_id: str | None = None
+    error: dict[str, Any] | None = None
+    found: bool = False
+    check: bool = False
