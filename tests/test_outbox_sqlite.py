@@ -137,3 +137,20 @@ async def test_a_dead_drainers_entries_are_looked_up_or_held(
         assert await drainer.requeue(held.id, held=True) == 1  # a person checked: not there
         await drainer.join(timeout=10)
     assert sandbox.created_per_call_id()["h-1"] == 1
+
+
+async def test_a_cancelled_join_ends_even_when_progress_races_the_cancel(tmp_path: Path) -> None:
+    # join() waits for the drainer's progress; a cancel that lands as progress is signalled
+    # must still cancel it (a wait that swallowed it would leave join() waiting for good).
+    async with Sandbox(followups=20, seed=4) as sb, fast_client(sb) as client:
+        async with Outbox(client, tmp_path / "o.db", drain=False) as outbox:
+            await outbox.create(debt_id=sb.debt_ids()[0], type="sms", call_id="c-1")
+            progress = outbox._drainer.progress
+            for _ in range(30):
+                joining = asyncio.ensure_future(outbox.join())
+                await asyncio.sleep(0.01)  # join() is now waiting for progress
+                progress.set()
+                joining.cancel()
+                done, _ = await asyncio.wait({joining}, timeout=2)
+                assert done, "join() went on waiting after it was cancelled"
+                assert joining.cancelled()

@@ -44,7 +44,7 @@ from ..models import Followup
 from ._store import Store
 from ._types import Claimed, EntryEvent, OutboxStoreError
 
-__all__ = ["Drainer"]
+__all__ = ["Drainer", "wait_event"]
 
 log = logging.getLogger("getbill_async.outbox")
 _DATETIMES = ("call_date", "scheduled_at")
@@ -99,6 +99,19 @@ def _backoff(attempts: int, exc: BaseException) -> float:
     if isinstance(exc, BudgetExhaustedError):
         return float(exc.retry_in)
     return min(60.0, 0.25 * 2.0 ** min(attempts, 8)) * (0.5 + random.random() / 2)
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` pass, whichever comes first.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that lands as the
+    event is set, and a caller looping on it (``Outbox.join``) would then never end.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
 
 
 class Drainer:
@@ -189,8 +202,7 @@ class Drainer:
 
     async def _idle(self) -> None:
         wait = self._poll if self._slot_in is None else min(self._poll, self._slot_in)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), max(0.02, wait))
+        await wait_event(self._wake, max(0.02, wait))
         self._wake.clear()
 
     async def _budget_room(self) -> int | None:

@@ -29,7 +29,7 @@ import msgspec
 from ..errors import ValidationError
 from ..models import FollowupCreate, FollowupUpdate
 from ..support import available, build_create, build_update, check_id
-from ._drain import Drainer
+from ._drain import Drainer, wait_event
 from ._eta import eta_seconds
 from ._sqlite_store import SQLiteStore
 from ._store import Store, StoreFull
@@ -303,8 +303,7 @@ class Outbox:
     async def _wait_for_progress(self, seconds: float) -> None:
         progress = self._drainer.progress
         progress.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(progress.wait(), seconds)
+        await wait_event(progress, seconds)
 
     async def status(self) -> OutboxStatus:
         """Counts by state, writes saved by merging, the oldest entry's age and an ETA.
