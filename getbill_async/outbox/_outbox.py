@@ -166,7 +166,11 @@ class Outbox:
             self._task = asyncio.create_task(self._drainer.run())
 
     async def close(self, grace: float = 10.0) -> None:
-        """Stop draining (writes in flight get ``grace`` seconds) and close the store."""
+        """Stop draining and close the store.
+
+        Args:
+            grace: seconds the writes in flight get to finish.
+        """
         if not self._open:
             return
         self._open = False

@@ -48,13 +48,16 @@ class OutboxStoreError(GetBillError):
 class OutboxStatus:
     """A snapshot of an outbox.
 
-    ``pending``: entries waiting to be sent; ``in_flight``: being sent now (by any drainer);
-    ``done``: sent and kept for the retention period; ``dead``: refused for good (see
-    ``Outbox.dead()``); ``held``: creates without ``call_id`` whose outcome is unknown, for a
-    person to check; ``merged``: writes saved by merging; ``unkeyed``: pending creates
-    without ``call_id`` (they cannot be reconciled after a crash); ``oldest_age``: seconds
-    since the oldest pending entry was enqueued (None: nothing pending); ``eta``: seconds to
-    drain the backlog under the current write budget (None: unknown).
+    Attributes:
+        pending: entries waiting to be sent.
+        in_flight: entries being sent now (by any drainer).
+        done: sent, and kept for the retention period.
+        dead: refused for good (see ``Outbox.dead()``).
+        held: creates without ``call_id`` whose outcome is unknown, for a person to check.
+        merged: writes saved by merging.
+        unkeyed: pending creates without ``call_id`` (they cannot be reconciled after a crash).
+        oldest_age: seconds since the oldest pending entry was enqueued (None: none pending).
+        eta: seconds to drain the backlog under the current write budget (None: unknown).
     """
 
     pending: int
@@ -77,9 +80,16 @@ class OutboxStatus:
 class DeadEntry:
     """A write the API refused for good (or one held for a person).
 
-    ``id`` names the entry for ``Outbox.requeue``; ``key`` is its ``call_id`` (or the
-    followup id an update targets; None for a create without ``call_id``); ``status``,
-    ``message`` and ``details`` are the API's answer.
+    Attributes:
+        id: names the entry for ``Outbox.requeue``.
+        key: its ``call_id`` (or the followup id an update targets; None for a create
+            without ``call_id``).
+        op: ``create`` or ``update``.
+        state: ``dead`` or ``held``.
+        fields: the write's fields.
+        status: the API's status (None: held, no answer known).
+        message: the API's message.
+        details: the API's field details.
     """
 
     id: int

@@ -75,32 +75,30 @@ class _FellBack(Exception):
 class RedisBudget(AsyncClosing):
     """A ``Budget`` kept in Redis, shared by every worker that uses the same ``key``.
 
-    ``url_or_client``: a ``redis://`` / ``rediss://`` / ``unix://`` URL (the budget owns that
-    client and closes it in ``aclose``; ``cluster=True`` for a Redis Cluster reached through
-    that node) or a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` of yours
-    (left open). ``key``: one per OAuth client, e.g. ``"getbill:<client id>"``; every worker of
-    that client must use the same key and the same ``rate_limit`` (its ``reserve`` included).
-
-    ``lease``: how long a slot may stay in flight before the ledger assumes its worker died. It
-    must exceed the longest time between ``acquire`` and ``release`` of one try: a token fetch
-    plus the request, each bounded by the client's ``timeout`` (30 s by default), so 2 x 30 s
-    with room for a busy event loop. Too short would count a slow request as freeing before it
-    really does (unsafe); too long only keeps a crashed worker's slot a little longer (its slot
-    frees at ``lease + window`` after it was taken), so the default errs long.
-
-    ``timeout`` bounds every Redis call; ``poll`` bounds one sleep (a lost wake-up message costs
-    at most that). Redis unreachable: ``BudgetUnavailableError``; with ``fallback=True`` a
-    WARNING and a ``LocalBudget`` with ``1 / expected_workers`` of each limit (each worker's fair
-    share, so the fleet stays under the limit however many of them fall back: set it to the
-    fleet's size; the server's ``X-RateLimit-Remaining`` narrows it further). Every
-    ``fallback_retry`` seconds one request tries Redis again while the others go on locally; a
-    worker that rejoins brings the slots it spent locally into the shared ledger.
-
-    ``cold_lease``: how long the cold start's single probe may stay in flight before the fleet
-    assumes it lost (Redis stalled, its worker died) and sends another; at most ``lease``.
-    ``accept_eviction``: the budget reads Redis's ``maxmemory-policy`` before its first script
-    and refuses any but ``noeviction`` (an evicting Redis forgets the ledger and overruns the
-    server); ``True`` goes on with a WARNING, and each loss of keys costs a cold start.
+    Args:
+        url_or_client: a ``redis://``, ``rediss://`` or ``unix://`` URL (the budget owns that
+            client and closes it in ``aclose``), or a ``redis.asyncio.Redis`` or ``RedisCluster``
+            of yours (left open).
+        key: one per OAuth client (``"getbill:<client id>"``); every worker of that client
+            uses the same key and the same ``rate_limit`` (its ``reserve`` included).
+        rate_limit: the limits (the API's own by default).
+        cluster: the URL is a node of a Redis Cluster.
+        fallback: Redis unreachable: a WARNING and a ``LocalBudget`` with ``1 /
+            expected_workers`` of each limit, instead of ``BudgetUnavailableError``; a worker
+            that rejoins brings the slots it spent locally into the shared ledger.
+        expected_workers: the fleet's size, for the fallback's fair share (so the fleet stays
+            under the limit however many fall back; the server's headers narrow it further).
+        lease: how long a slot may stay in flight before the ledger assumes its worker died;
+            above the longest ``acquire``-to-``release`` of one try (a token fetch plus the
+            request, each bounded by the client's ``timeout``). Too short is unsafe; too long
+            only keeps a dead worker's slot until ``lease + window``.
+        poll: the longest single sleep (a lost wake-up message costs at most that).
+        timeout: bounds every Redis call.
+        fallback_retry: with ``fallback``, how often one request tries Redis again.
+        cold_lease: how long the cold start's single probe may stay in flight before the
+            fleet assumes it lost (Redis stalled, its worker died); at most ``lease``.
+        accept_eviction: go on (with a WARNING) on a Redis whose ``maxmemory-policy`` is not
+            ``noeviction``; each loss of keys then costs a cold start.
 
     Raises:
         ConfigurationError: A bad option (named with what it allows), a key that would share
