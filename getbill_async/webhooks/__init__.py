@@ -34,17 +34,15 @@ quick, but an event whose callback fails, or whose process dies, is gone. ``"aft
 otherwise, so a sender that retries delivers the event again.
 """
 
-from ._receiver import (
-    DEFAULT_DEADLINE,
-    DEFAULT_MAX_BODY,
-    DEFAULT_MAX_CONCURRENT,
+from ._asgi import WebhookAsgiApp
+from ._core import DEFAULT_DEADLINE, DEFAULT_MAX_BODY, DEFAULT_MAX_CONCURRENT, WebhookCallback
+from ._events import (
     KNOWN_TYPES,
     SIGNATURE_HEADER,
     CompanyCreditsLow,
     DebtCreated,
     DebtStatusChanged,
     DebtUpdated,
-    DuplicateFilter,
     FollowupCompleted,
     FollowupCreated,
     FollowupFailed,
@@ -57,16 +55,13 @@ from ._receiver import (
     ReportGenerated,
     UndecodedEvent,
     UnknownEvent,
-    WebhookAsgiApp,
-    WebhookCallback,
     WebhookEvent,
-    WebhookReceiver,
     decode_event,
-    make_asgi_app,
     parse_event,
     verify_signature,
-    webhook_handler,
 )
+from ._receiver import WebhookReceiver, make_asgi_app, webhook_handler
+from ._support import DuplicateFilter
 
 __all__ = [
     "DEFAULT_DEADLINE",

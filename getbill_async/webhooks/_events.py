@@ -45,7 +45,12 @@ def verify_signature(body: bytes, signature: str, secret: str) -> bool:
 
 
 class _Event(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
-    """Base of the documented events; ``type`` is the event's name (``"followup.created"``)."""
+    """Base of the documented events; ``type`` is the event's name (``"followup.created"``).
+
+    Every event has ``data`` (a ``Followup`` for the followup events, a ``Debt`` for the debt
+    events, a dict for the events whose fields the docs do not name) and ``changes`` (the
+    fields that changed, where the event says; else None).
+    """
 
     changes: dict[str, Any] | None = None
 
@@ -60,39 +65,19 @@ class _FollowupEvent(_Event):
 
 
 class FollowupCreated(_FollowupEvent, tag="followup.created"):
-    """A followup was created; ``data`` is the followup.
-
-    Attributes:
-        data: the followup (a ``Followup``).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """A followup was created; ``data`` is the followup."""
 
 
 class FollowupUpdated(_FollowupEvent, tag="followup.updated"):
-    """A followup was updated; ``changes`` holds the fields that changed.
-
-    Attributes:
-        data: the followup (a ``Followup``).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """A followup was updated; ``changes`` holds the fields that changed."""
 
 
 class FollowupCompleted(_FollowupEvent, tag="followup.completed"):
-    """A followup was carried out.
-
-    Attributes:
-        data: the followup (a ``Followup``).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """A followup was carried out."""
 
 
 class FollowupFailed(_FollowupEvent, tag="followup.failed"):
-    """A followup failed.
-
-    Attributes:
-        data: the followup (a ``Followup``).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """A followup failed."""
 
 
 class _DebtEvent(_Event):
@@ -100,30 +85,15 @@ class _DebtEvent(_Event):
 
 
 class DebtCreated(_DebtEvent, tag="debt.created"):
-    """A debt was created.
-
-    Attributes:
-        data: the debt (a ``Debt``).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """A debt was created."""
 
 
 class DebtUpdated(_DebtEvent, tag="debt.updated"):
-    """A debt was updated.
-
-    Attributes:
-        data: the debt (a ``Debt``).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """A debt was updated."""
 
 
 class DebtStatusChanged(_DebtEvent, tag="debt.status_changed"):
-    """A debt's status changed (an open set: companies add their own statuses).
-
-    Attributes:
-        data: the debt (a ``Debt``).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """A debt's status changed (an open set: companies add their own statuses)."""
 
 
 # The docs name these events but not their fields: their data stays a dict.
@@ -132,94 +102,31 @@ class _DataEvent(_Event):
 
 
 class PaymentReceived(_DataEvent, tag="payment.received"):
-    """The ``payment.received`` event.
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """The ``payment.received`` event."""
 
 
 class PaymentFailed(_DataEvent, tag="payment.failed"):
-    """The ``payment.failed`` event.
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """The ``payment.failed`` event."""
 
 
 class PaymentPlanCreated(_DataEvent, tag="payment_plan.created"):
-    """The ``payment_plan.created`` event.
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """The ``payment_plan.created`` event."""
 
 
 class PaymentPlanCompleted(_DataEvent, tag="payment_plan.completed"):
-    """The ``payment_plan.completed`` event.
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """The ``payment_plan.completed`` event."""
 
 
 class PaymentPlanCanceled(_DataEvent, tag="payment_plan.canceled"):
-    """The ``payment_plan.canceled`` event.
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """The ``payment_plan.canceled`` event."""
 
 
 class CompanyCreditsLow(_DataEvent, tag="company.credits_low"):
-    """The ``company.credits_low`` event.
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """The ``company.credits_low`` event."""
 
 
 class ReportGenerated(_DataEvent, tag="report.generated"):
-    """The ``report.generated`` event.
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-
-    Attributes:
-        data: the event's data, as a dict (the docs name this event but not its fields).
-        changes: the fields that changed, where the event says (else None).
-    """
+    """The ``report.generated`` event."""
 
 
 class UnknownEvent(msgspec.Struct, kw_only=True, gc=False):
