@@ -73,3 +73,11 @@ async def test_a_file_that_is_not_an_outbox_is_one_line_on_stderr(
     assert code == 1 and out == ""
     assert "notes.txt is not an outbox database" in capsys.readouterr().err
     assert path.read_text() == "not a database, just notes\n" * 10
+
+
+async def test_the_store_flags_go_before_or_after_the_action(tmp_path: Path) -> None:
+    db = str(tmp_path / "o.db")
+    before = await cli("--db", db, "--writes", "50", "status")
+    after = await cli("status", "--db", db, "--writes", "50")
+    assert before == after and before[0] == 0 and "pending: 0" in before[1]
+    assert (await cli("status"))[0] == 2  # no --db on either side

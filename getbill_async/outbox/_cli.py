@@ -36,28 +36,28 @@ def add_parser(subparsers: Any) -> None:
         subparsers: the action returned by ``ArgumentParser.add_subparsers``.
     """
     parser = subparsers.add_parser("outbox", help="a durable outbox: status, dead letters, drain")
-    parser.add_argument("--db", required=True, metavar="PATH", help="SQLite file or redis:// URL")
-    parser.add_argument("--name", default="default", help="the outbox's name in a Redis store")
-    parser.add_argument(
-        "--writes", type=int, default=DEFAULT_WRITES, help=f"writes per window ({DEFAULT_WRITES})"
-    )
-    parser.add_argument(
-        "--window", type=float, default=DEFAULT_WINDOW, help=f"window seconds ({DEFAULT_WINDOW:g})"
-    )
+    _store_options(parser, argparse.SUPPRESS)
     actions = parser.add_subparsers(dest="outbox_command", required=True)
-    actions.add_parser("status", help="counts by state, writes saved, oldest age, ETA")
-    watch_parser = actions.add_parser("watch", help="status, refreshed until Ctrl-C")
-    watch_parser.add_argument("--interval", type=float, default=1.0, help="seconds (1)")
-    watch_parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)  # tests
-    watch_parser.add_argument("--plain", action="store_true", help="plain lines, even with rich")
-    actions.add_parser("dead", help="the dead letters and held entries, one JSON line each")
-    requeue_parser = actions.add_parser("requeue", help="send dead entries again after a fix")
-    requeue_parser.add_argument("keys", nargs="*", help="call_ids (or followup ids)")
-    requeue_parser.add_argument(
+    # The store's flags are taken before the action or after it (`outbox status --db PATH`).
+    helps = {
+        "status": "counts by state, writes saved, oldest age, ETA",
+        "watch": "status, refreshed until Ctrl-C",
+        "dead": "the dead letters and held entries, one JSON line each",
+        "requeue": "send dead entries again after a fix",
+        "drain": "send the backlog now, then stop",
+    }
+    made = {name: actions.add_parser(name, help=text) for name, text in helps.items()}
+    for action in made.values():
+        _store_options(action, argparse.SUPPRESS)
+    made["watch"].add_argument("--interval", type=float, default=1.0, help="seconds (1)")
+    made["watch"].add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)  # tests
+    made["watch"].add_argument("--plain", action="store_true", help="plain lines, even with rich")
+    made["requeue"].add_argument("keys", nargs="*", help="call_ids (or followup ids)")
+    made["requeue"].add_argument(
         "--id", type=int, action="append", default=[], dest="ids", help="an entry id (repeatable)"
     )
-    requeue_parser.add_argument("--held", action="store_true", help="held entries too")
-    drain_parser = actions.add_parser("drain", help="send the backlog now, then stop")
+    made["requeue"].add_argument("--held", action="store_true", help="held entries too")
+    drain_parser = made["drain"]
     drain_parser.add_argument("--concurrency", type=int, default=4, help="writes in flight (4)")
     drain_parser.add_argument("--timeout", type=float, default=None, help="give up after seconds")
     drain_parser.add_argument(
@@ -66,6 +66,29 @@ def add_parser(subparsers: Any) -> None:
         help="API base URL (env GETBILL_BASE_URL)",
     )
     parser.set_defaults(handler=run)
+
+
+_STORE_DEFAULTS = {"name": "default", "writes": DEFAULT_WRITES, "window": DEFAULT_WINDOW}
+
+
+def _store_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """The store's flags; their defaults are filled in by ``run`` (given on either side of
+    the action, a flag must not be reset by the side where it is absent)."""
+    parser.add_argument("--db", default=default, metavar="PATH", help="SQLite file or redis:// URL")
+    parser.add_argument("--name", default=default, help="the outbox's name in a Redis store")
+    parser.add_argument(
+        "--writes", type=int, default=default, help=f"writes per window ({DEFAULT_WRITES})"
+    )
+    parser.add_argument(
+        "--window", type=float, default=default, help=f"window seconds ({DEFAULT_WINDOW:g})"
+    )
+
+
+def _with_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    for name, value in _STORE_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +110,10 @@ async def run_async(args: argparse.Namespace, out: TextIO | None = None) -> int:
         The exit status.
     """
     out = out or sys.stdout
+    args = _with_defaults(args)
+    if getattr(args, "db", None) is None:
+        print(f"getbill outbox {args.outbox_command}: --db PATH is required", file=sys.stderr)
+        return 2
     try:
         if args.outbox_command == "drain":
             return await drain(args, out)
