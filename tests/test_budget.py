@@ -215,7 +215,13 @@ def test_rate_limit_rejects_nonsense() -> None:
         RateLimit(max_wait=-1)
 
 
-async def test_slots_freed_while_a_request_was_out_are_not_taken_for_unseen_ones() -> None:
+def counted(n: int, limit: int = 3) -> Outcome:
+    """An answer whose server counted ``n`` requests in its window at the arrival."""
+    headers = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(limit - n)}
+    return Outcome(status=200, headers=headers)
+
+
+async def test_a_count_one_of_ours_may_have_left_holds_a_slot_until_a_later_answer() -> None:
     budget, clock = await make(reads=3, window=10.0)
     first = await budget.acquire("read")
     await clock.advance(1.0)
@@ -223,10 +229,34 @@ async def test_slots_freed_while_a_request_was_out_are_not_taken_for_unseen_ones
     await clock.advance(9.5)
     second = await budget.acquire("read")  # sent at +10.5, before the first one freed
     await clock.advance(1.0)  # answered at +11.5: the first slot has freed here meanwhile
-    # The server, counting at the second's arrival, still had the first in its window.
-    headers = {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "1"}
-    await budget.release(second, Outcome(status=200, headers=headers))
-    assert budget.snapshot().reads.remaining == 2, "no phantom slot for a whole window"
+    # The server counted 2 at the second's arrival: the first (had it arrived after +0.5 and
+    # the second before +11), or another program's request, which may be brand new.
+    await budget.release(second, counted(2))
+    reads = budget.snapshot().reads
+    assert (reads.remaining, reads.lanes["other"]) == (1, 1)
+    await clock.advance(0.1)
+    third = await budget.acquire("read")  # sent after that answer: it arrives later
+    await clock.advance(0.5)
+    await budget.release(third, counted(2))  # the second and itself: nobody else
+    reads = budget.snapshot().reads
+    assert (reads.remaining, reads.lanes["other"]) == (1, 0), "no phantom slot for a window"
+
+
+async def test_a_request_in_flight_at_a_count_stands_for_others_only_until_answered() -> None:
+    budget, clock = await make(reads=4, window=10.0)
+    await budget.release(await budget.acquire("read"), counted(1, 4))  # warm: 1 counted
+    slow, quick = await budget.acquire("read"), await budget.acquire("read")
+    await clock.advance(1.0)
+    # 3 counted at the quick one's arrival: the first, itself, and the slow one (had it
+    # arrived already) or another program's request.
+    await budget.release(quick, counted(3, 4))
+    reads = budget.snapshot().reads
+    assert (reads.in_flight, reads.lanes["other"], reads.remaining) == (1, 1, 0)
+    await clock.advance(1.0)
+    await budget.release(slow, counted(3, 4))  # it had: nobody else was there
+    reads = budget.snapshot().reads
+    assert (reads.lanes["other"], reads.remaining) == (0, 1)
+    assert await asyncio.wait_for(budget.acquire("read"), 1)
 
 
 async def test_max_wait_per_call_overrides_the_budget_default() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Mapping
 
@@ -23,6 +24,7 @@ from aiolimiter import AsyncLimiter
 
 from .._constants import LOGGER_NAME
 from ..errors import BudgetExhaustedError
+from ._others import Readings
 from ._types import (
     LANES,
     ClassStatus,
@@ -38,11 +40,7 @@ from ._types import (
 
 __all__ = ["Ledger"]
 
-#: How long freed slots are remembered for comparing with the server's count: longer than any
-#: one request takes from its slot to its answer (timeouts are far shorter). Forgetting one
-#: sooner would only make the ledger count a slot twice for a window: safe, never over.
-_FREED_HORIZON = 900.0
-#: Who took a counted slot that the server's headers revealed: another program.
+#: Who holds the slots that the server's counts revealed: other programs (see ``_others``).
 _OTHER = "other"
 log = logging.getLogger(LOGGER_NAME)
 
@@ -59,7 +57,7 @@ class Ledger:
         "_clock",
         "_frees",
         "_takers",
-        "_freed",
+        "_readings",
         "_flying",
         "_blocked_until",
         "_locks",
@@ -78,8 +76,8 @@ class Ledger:
         self.reserve = float(rate.reserve)
         self._clock = clock
         self._frees: deque[float] = deque()  # ascending: answers arrive in time order
-        self._takers: deque[str] = deque()  # the lane (or _OTHER) of each counted slot
-        self._freed: deque[float] = deque()  # recently freed, for comparing with the server
+        self._takers: deque[str] = deque()  # the lane of each counted slot
+        self._readings = Readings()  # what the server's counts say of other programs
         self._flying: dict[Lane, int] = dict.fromkeys(LANES, 0)
         self._blocked_until = 0.0
         self._locks = {lane: asyncio.Lock() for lane in LANES}
@@ -98,13 +96,11 @@ class Ledger:
     def _expire(self, now: float) -> None:
         frees = self._frees
         if frees and frees[0] <= now:
-            freed, takers = self._freed, self._takers
+            takers = self._takers
             while frees and frees[0] <= now:
-                freed.append(frees.popleft())
+                frees.popleft()
                 takers.popleft()
-            horizon = now - _FREED_HORIZON
-            while freed and freed[0] <= horizon:
-                freed.popleft()
+            self._readings.forget(now - 2 * self.window)
 
     def wait_time(self, now: float, lane: Lane = "interactive") -> float | None:
         """Seconds until ``lane`` may take a slot (0: now). ``None``: only an answer can free
@@ -115,12 +111,26 @@ class Ledger:
             return None
         blocked = max(0.0, self._blocked_until - now)
         cap = self.limit if lane == "interactive" else bulk_cap(self.limit, self.reserve)
-        excess = len(self._frees) + flying - cap
+        steps = self._readings.steps(now) if self._readings else []
+        others = max((n for _, n in steps), default=0)
+        excess = len(self._frees) + flying + others - cap
         if excess < 0:
             return blocked
-        if excess < len(self._frees):
+        if not others and excess < len(self._frees):
             return max(blocked, self._frees[excess] - now)
-        return None
+        if flying >= cap:
+            return None
+        return max(blocked, self._first_room(steps, cap - flying) - now)
+
+    def _first_room(self, steps: list[tuple[float, int]], room: int) -> float:
+        """When our counted slots plus the other programs' bound first drop under ``room``
+        (both only fall as time passes; answers may make it sooner)."""
+        frees = list(self._frees)
+        for at in sorted({*frees, *(frees_at for frees_at, _ in steps)}):
+            others = max((n for frees_at, n in steps if frees_at > at), default=0)
+            if len(frees) - bisect_right(frees, at) + others < room:
+                return at
+        raise AssertionError("nothing is counted after the last time")  # pragma: no cover
 
     async def acquire(self, lane: Lane, max_wait: float | None) -> float:
         queued = self._queued
@@ -208,27 +218,25 @@ class Ledger:
     def complete(self, outcome: Outcome, taken_at: float, lane: Lane) -> None:
         now = self._clock.now()
         self._flying[lane] -= 1
-        self._take(now, 1, lane)
+        self._take(now, lane)
+        if outcome.status is not None:
+            self._readings.answered(taken_at)  # an answer: the server counted it at arrival
         if self._cold and ends_cold_start(outcome):
             self._cold = False
         if outcome.status == 429:
             self._on_429(now, outcome)
         # A 429's headers count too: its Remaining (0) says the window is full of requests
         # that may be brand new, not only that the oldest frees after ``retry_after``.
-        self._believe_server(now, outcome.headers, taken_at)
+        self._believe_server(now, outcome.headers, taken_at, refused=outcome.status == 429)
         self._notify()
 
-    def _take(self, now: float, count: int, taker: str) -> None:
+    def _take(self, now: float, taker: str) -> None:
         frees = self._frees
         free_at = now + self.window
         if frees and free_at < frees[-1]:
             free_at = frees[-1]  # a grown window: keep the order, err on the safe side
-        if count == 1:
-            frees.append(free_at)
-            self._takers.append(taker)
-        else:
-            frees.extend([free_at] * count)
-            self._takers.extend([taker] * count)
+        frees.append(free_at)
+        self._takers.append(taker)
 
     def _learn_rules(self, now: float, limit: int | None, window: float | None) -> None:
         if limit is not None and 0 < limit < self.limit:
@@ -242,6 +250,7 @@ class Ledger:
             # (a bound that keeps the order, and never frees one before the server does).
             latest = now + window
             self._frees = deque(min(free_at, latest) for free_at in self._frees)
+            self._readings.shorten(latest)
         self.window = window  # a longer one holds the slots counted from now on
 
     def _parse(
@@ -250,29 +259,24 @@ class Ledger:
         return parse_headers(headers, warned=self._warned, wall=self._clock.wall())
 
     def _believe_server(
-        self, now: float, headers: Mapping[str, str] | None, taken_at: float
+        self, now: float, headers: Mapping[str, str] | None, taken_at: float, *, refused: bool
     ) -> None:
         limit, remaining, window = self._parse(headers)
         self._learn_rules(now, limit, window)
         if remaining is None:
             return
-        self._expire(now)
-        # The server counted at this request's arrival, after ``taken_at``: our slots that
-        # freed here since then may still have been in its window, so they count as seen.
-        seen = len(self._frees) + self._flying["interactive"] + self._flying["bulk"]
-        for free_at in reversed(self._freed):
-            if free_at <= taken_at:
-                break
-            seen += 1
-        # Slots the server counts and we do not are another program's (or a lost answer's);
-        # they may be brand new, so they free a whole window from now, not at X-RateLimit-Reset.
-        # ``seen`` may include one of ours the server no longer counts (answered late) or does
-        # not count yet (in flight): another program's request then passes for it (the known
-        # gap, tests/test_budget_window_model.py; closing it would hold slots for every overlap).
-        unseen = (self.limit - remaining) - seen
-        if unseen > 0:
-            log.debug("%s budget: server counts %d more requests than seen here", self.kind, unseen)
-            self._take(now, unseen, _OTHER)
+        # The server's count at this request's arrival; what of it may be other programs'
+        # requests (which may be brand new) is bounded in ``_others``, not guessed here.
+        counted = self.limit - remaining
+        if refused and remaining == 0:
+            # A refusal for a full window: the limit at least, and this one on top. How many
+            # more, the headers cannot say (Remaining stops at 0).
+            counted = max(counted, self.limit + 1)
+        self._readings.read(now, taken_at, counted, self.window)
+        if log.isEnabledFor(logging.DEBUG):
+            others = self._readings.bound(now)
+            if others:
+                log.debug("%s budget: up to %d requests of other programs", self.kind, others)
 
     def _on_429(self, now: float, outcome: Outcome) -> None:
         limit, _, window = self._parse(outcome.headers)
@@ -290,10 +294,11 @@ class Ledger:
 
     def status(self, now: float) -> ClassStatus:
         wait = self.wait_time(now)
-        used = len(self._frees)
+        others = self._readings.bound(now)
+        used = len(self._frees) + others
         flying = self.in_flight()
         lanes: dict[str, int] = {lane: self._flying[lane] for lane in LANES}
-        lanes[_OTHER] = 0
+        lanes[_OTHER] = others
         for taker in self._takers:
             lanes[taker] += 1
         return ClassStatus(

@@ -10,7 +10,8 @@ worker only measures durations (how long to sleep), never instants.
 
 The rules are ``LocalBudget``'s: a slot counts from the answer's time (Redis's ``TIME`` when the
 release runs); a request in flight holds a slot; ``Outcome(sent=False)`` gives the slot back;
-``X-RateLimit-Remaining`` lower than the ledger's count adds the unseen requests as taken *now*;
+what of an ``X-RateLimit-Remaining`` the fleet cannot prove its own bounds other programs'
+requests until a window after that answer (``budget/_others.py``);
 a 429 pauses the class, here for every worker. A full budget costs no polling: the script says
 when the next slot frees, the worker sleeps that long plus a little jitter, and wakes early
 when another worker's release is published on the class's channel (or after ``poll`` seconds,
@@ -59,7 +60,7 @@ from ...support import AsyncClosing
 from .. import LANES, BudgetStatus, ClassStatus, Kind, Lane, Outcome, RateLimit, Slot
 from .._types import check_lane
 from ._fallback import Fallback
-from ._lua import COLD, class_status, release_args, sleep_for, text
+from ._replies import COLD, class_status, release_args, sleep_for, text
 
 __all__ = ["DEFAULT_KEY", "RedisBudget", "budget_from_url"]
 

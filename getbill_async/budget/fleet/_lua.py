@@ -1,11 +1,14 @@
-"""The Lua scripts behind ``RedisBudget`` (each runs atomically on the Redis server), and how
-to read their answers.
+"""The Lua scripts behind ``RedisBudget``, each run atomically on the Redis server (how to
+read their answers: ``_replies``).
 
 Per class (read, write) the keys are: ``slots``, a sorted set of counted slots scored by when
 each frees; ``inflight``, slots taken and not yet answered, scored by when their lease ends;
 ``pause``, until when a 429 paused the class; ``pace``, the earliest next admission when pacing;
 ``server``, the limit and window the server's headers taught and whether any answer was seen;
-``waiting``, interactive requests refused for now, scored by when their mark lapses. Every key
+``waiting``, interactive requests refused for now, scored by when their mark lapses;
+``sends``, the fleet's requests that got an answer, scored by when each was admitted;
+``readings``, the server's counts that may still bound other programs' requests, scored by
+when each was answered (see ``budget/_others.py`` for the rule, which both ledgers keep). Every key
 of one budget shares one hash tag, so on a cluster every script runs on one node. Times are
 seconds on Redis's own clock (``TIME``), never a worker's.
 
@@ -16,35 +19,19 @@ worker saw already went back in time (a failover to a lagging replica): either i
 so one request per class goes out until an answer's headers rebuild the count. Each script
 returns the generation it sealed, last, for the worker to mirror.
 
-A slot's id starts with who took it: ``i`` (interactive), ``b`` (bulk) or ``u`` (unseen: the
-server's headers counted it, another program sent it); ``STATUS`` counts the lanes' shares so.
+A slot's id starts with who took it: ``i`` (interactive), ``b`` (bulk) or ``u`` (spent on a
+worker's local fallback, brought back by ``ADOPT``); ``STATUS`` counts the lanes' shares so, and
+the readings' bound as other programs'.
 """
 
 from __future__ import annotations
 
-from ...errors import BudgetExhaustedError
-from .._types import ClassStatus, Kind, Outcome, ends_cold_start, parse_headers
+__all__ = ["ACQUIRE", "ADOPT", "RELEASE", "STATUS"]
 
-__all__ = [
-    "ACQUIRE",
-    "ADOPT",
-    "COLD",
-    "RELEASE",
-    "STATUS",
-    "class_status",
-    "release_args",
-    "sleep_for",
-    "text",
-]
-
-# Why a refused acquire waits (see ACQUIRE): known, an answer in flight, the cold start's first
-# answer, interactive requests ahead. The last two have no estimate: only max_wait bounds them.
-KNOWN, ANSWER, COLD, BEHIND = 0, 1, 2, 3
-
-# Shared by the three scripts. KEYS: slots, inflight, pause, pace, server, waiting.
+# Shared by the scripts. KEYS: slots, inflight, pause, pace, server, waiting, sends, readings.
 _COMMON = """
-local slots, inflight, pause, pace, server, waiting =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local slots, inflight, pause, pace, server, waiting, sends, readings =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local after_now = string.format('(%.6f', now)
@@ -67,29 +54,73 @@ local function bulk_cap(limit, reserve)
 end
 
 -- A slot in flight past its lease (its worker died, or hung) reached the server by the lease's
--- end at the latest: it becomes a counted slot freeing a window after that. Freed slots stay
--- a lease longer (not counted), for the release script's look at the server's headers.
+-- end at the latest: it becomes a counted slot freeing a window after that. Readings whose
+-- window passed go, and sends no reading left or to come looks back to.
 local function expire(window, lease)
   local lapsed = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'WITHSCORES')
   for i = 1, #lapsed, 2 do
     redis.call('ZADD', slots, tonumber(lapsed[i + 1]) + window, lapsed[i])
   end
   if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now) end
-  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now - lease)
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', sends, '-inf', now - 2 * window)
+  for _, member in ipairs(redis.call('ZRANGE', readings, 0, -1)) do
+    if tonumber(string.match(member, '^[^:]+:[^:]+:([^:]+):')) <= now then
+      redis.call('ZREM', readings, member)
+    end
+  end
   return redis.call('ZCOUNT', slots, after_now, '+inf'), redis.call('ZCARD', inflight)
+end
+
+-- Other programs' requests the server's counts may still hold: per reading (a candidate for
+-- the latest arrival), its count less the fleet's answered requests sent inside its window
+-- and before its answer. Returns the largest, and {frees at, count} per reading above zero.
+local function others()
+  local list = redis.call('ZRANGE', readings, 0, -1, 'WITHSCORES')
+  local best, steps = 0, {}
+  for i = 1, #list, 2 do
+    local counted, since, frees = string.match(list[i], '^([^:]+):([^:]+):([^:]+):')
+    local mine = redis.call('ZCOUNT', sends, '(' .. since, '(' .. list[i + 1])
+    local n = tonumber(counted) - mine
+    if n > 0 then
+      steps[#steps + 1] = {tonumber(frees), n}
+      if n > best then best = n end
+    end
+  end
+  return best, steps
+end
+
+-- When the fleet's counted slots plus the readings' bound first fall under `room` (both only
+-- fall as time passes).
+local function first_room(room, steps)
+  local taken = redis.call('ZRANGEBYSCORE', slots, after_now, '+inf', 'WITHSCORES')
+  local mine, passed, times = #taken / 2, 0, {}
+  for i = 2, #taken, 2 do times[#times + 1] = tonumber(taken[i]) end
+  for _, step in ipairs(steps) do times[#times + 1] = step[1] end
+  table.sort(times)
+  for _, at in ipairs(times) do
+    while passed < mine and tonumber(taken[2 * passed + 2]) <= at do passed = passed + 1 end
+    local most = 0
+    for _, step in ipairs(steps) do
+      if step[1] > at and step[2] > most then most = step[2] end
+    end
+    if mine - passed + most < room then return at end
+  end
+  return now  -- not reached: after the last time nothing is counted
 end
 
 -- Seconds until fewer than `cap` are taken (0: now), and 1 when only an answer in flight can
 -- free one: then the seconds are an upper bound (that request's lease ends, and a window).
-local function wait_time(cap, window, used, flying)
+local function wait_time(cap, window, used, flying, other, steps)
   local blocked = math.max(0, (tonumber(redis.call('GET', pause)) or 0) - now)
   local paced = math.max(0, (tonumber(redis.call('GET', pace)) or 0) - now)
-  local excess = used + flying - cap
+  local excess = used + flying + other - cap
   if excess < 0 then return math.max(blocked, paced), 0 end
-  if excess >= used then
-    local at = redis.call('ZRANGE', inflight, excess - used, excess - used, 'WITHSCORES')
+  if flying >= cap then
+    local at = redis.call('ZRANGE', inflight, flying - cap, flying - cap, 'WITHSCORES')
     return math.max(blocked, paced, tonumber(at[2]) + window - now), 1
   end
+  if other > 0 then return math.max(blocked, paced, first_room(cap - flying, steps) - now), 0 end
   local at = redis.call('ZRANGEBYSCORE', slots, after_now, '+inf', 'WITHSCORES', 'LIMIT', excess, 1)
   return math.max(blocked, paced, tonumber(at[2]) - now), 0
 end
@@ -98,16 +129,19 @@ end
 -- expire at one instant, so a ledger that expired is gone as a whole, never in part.
 local function keep(window, lease)
   local ttl = math.ceil((window + 2 * lease) * 1000) + 1000
-  for _, key in ipairs({slots, inflight, pace, server}) do redis.call('PEXPIRE', key, ttl) end
+  for _, key in ipairs({slots, inflight, pace, server, sends, readings}) do
+    redis.call('PEXPIRE', key, ttl)
+  end
 end
 
 -- Before reading: a ledger with fewer (or more) slots than it sealed lost keys, one with an
 -- older generation than the worker mirrors (`known`) went back in time. Either is cold.
 local function check(known)
-  local rec = redis.call('HMGET', server, 'gen', 'nslots', 'ninflight')
+  local rec = redis.call('HMGET', server, 'gen', 'nslots', 'ninflight', 'nreadings')
   local gen = tonumber(rec[1]) or 0
   local lost = (tonumber(rec[2]) or 0) ~= redis.call('ZCARD', slots)
     or (tonumber(rec[3]) or 0) ~= redis.call('ZCARD', inflight)
+    or (tonumber(rec[4]) or 0) ~= redis.call('ZCARD', readings)
   if lost or gen < known then
     redis.call('HDEL', server, 'seen')
     if gen < known then gen = known end
@@ -118,7 +152,7 @@ end
 -- After writing: the next generation, and the sizes the next script checks.
 local function seal(gen, window, lease)
   redis.call('HSET', server, 'gen', gen + 1, 'nslots', redis.call('ZCARD', slots),
-    'ninflight', redis.call('ZCARD', inflight))
+    'ninflight', redis.call('ZCARD', inflight), 'nreadings', redis.call('ZCARD', readings))
   keep(window, lease)
   return gen + 1
 end
@@ -164,7 +198,8 @@ local function admit()
     local first = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
     if #first > 0 then return {0, tostring(math.max(0.001, tonumber(first[2]) - now)), 3} end
   end
-  local wait, why = wait_time(cap, window, used, flying)
+  local other, steps = others()
+  local wait, why = wait_time(cap, window, used, flying, other, steps)
   if wait > 0 then
     if not bulk then
       -- Marked until this waiter asks again (it sleeps at most `poll`), with a second to spare.
@@ -218,6 +253,15 @@ else
       local latest = now + said_window
       local late = redis.call('ZRANGEBYSCORE', slots, string.format('(%.6f', latest), '+inf')
       for _, member in ipairs(late) do redis.call('ZADD', slots, latest, member) end
+      local listed = redis.call('ZRANGE', readings, 0, -1, 'WITHSCORES')
+      for i = 1, #listed, 2 do
+        local counted, since, frees, who = string.match(listed[i], '^([^:]+):([^:]+):([^:]+):(.*)$')
+        if tonumber(frees) > latest then
+          redis.call('ZREM', readings, listed[i])
+          redis.call('ZADD', readings, listed[i + 1],
+            string.format('%s:%s:%.6f:%s', counted, since, latest, who))
+        end
+      end
     end
     window = said_window
   end
@@ -228,16 +272,17 @@ else
       redis.call('SET', pause, string.format('%.6f', until_), 'PX', math.ceil(wait * 1000) + 1000)
     end
   end
-  -- A 429's Remaining (0) counts too: the window is full of requests that may be brand new.
+  -- An answer: the server counted it at its arrival (see budget/_others.py for the rule).
+  if status and admitted then redis.call('ZADD', sends, admitted, id) end
   if remaining and admitted then
-    -- Requests the server counts and the ledger does not came from elsewhere and may be brand
-    -- new: taken now, freed a whole window from now. The server counted when it answered, so
-    -- every request of ours it counted frees after this one was admitted: slots freed since
-    -- are still compared (another worker may have dropped them in between).
-    expire(window, lease)
-    local seen = redis.call('ZCOUNT', slots, string.format('(%.6f', admitted), '+inf')
-    local unseen = (limit - remaining) - seen - redis.call('ZCARD', inflight)
-    for i = 1, unseen do redis.call('ZADD', slots, now + window, 'u' .. id .. ':' .. i) end
+    local counted = limit - remaining
+    -- A refusal for a full window: the limit at least, and this one on top.
+    if status == 429 and remaining == 0 and counted < limit + 1 then counted = limit + 1 end
+    if not (now - window < admitted and admitted < now) then counted = counted - 1 end
+    -- Readings answered before this one was admitted arrived before it: it bounds theirs.
+    redis.call('ZREMRANGEBYSCORE', readings, '-inf', string.format('(%.6f', admitted))
+    redis.call('ZADD', readings, now,
+      string.format('%d:%.6f:%.6f:%s', counted, now - window, now + window, id))
   end
 end
 redis.call('PUBLISH', ARGV[12], '1')
@@ -246,8 +291,8 @@ return {1, tostring(seal(gen, window, lease))}
 )
 
 # ARGV: limit, window, lease, reserve, the generation the worker saw last. Returns {limit,
-# window, used, in flight, wait, blocked, cold (0/1), bulk cap, interactive, bulk, unseen,
-# generation} as strings; interactive, bulk and unseen count the slots taken (counted and in
+# window, used, in flight, wait, blocked, cold (0/1), bulk cap, interactive, bulk, other,
+# generation} as strings; interactive, bulk and other count the slots taken (counted and in
 # flight) by each. Cold with a probe in flight, the wait is until the probe's lease ends.
 STATUS = (
     _COMMON
@@ -257,12 +302,13 @@ local gen = check(tonumber(ARGV[5]))
 local used, flying = expire(window, tonumber(ARGV[3]))
 local blocked = math.max(0, (tonumber(redis.call('GET', pause)) or 0) - now)
 local is_cold = cold()
-local wait, why = wait_time(limit, window, used, flying)
+local other, steps = others()
+local wait, why = wait_time(limit, window, used, flying, other, steps)
 if is_cold and flying > 0 then
   local at = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
   wait = math.max(0, tonumber(at[2]) - now)
 elseif why == 1 then wait = window end  -- at the soonest, as LocalBudget says
-local shares = {i = 0, b = 0, u = 0}
+local shares = {i = 0, b = 0, u = other}
 local taken = redis.call('ZRANGEBYSCORE', slots, after_now, '+inf')
 for _, list in ipairs({taken, redis.call('ZRANGE', inflight, 0, -1)}) do
   for _, member in ipairs(list) do
@@ -270,7 +316,7 @@ for _, list in ipairs({taken, redis.call('ZRANGE', inflight, 0, -1)}) do
     if shares[who] then shares[who] = shares[who] + 1 end
   end
 end
-return {tostring(limit), tostring(window), tostring(used), tostring(flying), tostring(wait),
+return {tostring(limit), tostring(window), tostring(used + other), tostring(flying), tostring(wait),
         tostring(blocked), is_cold and '1' or '0', tostring(bulk_cap(limit, tonumber(ARGV[4]))),
         tostring(shares.i), tostring(shares.b), tostring(shares.u),
         tostring(seal(gen, window, tonumber(ARGV[3])))}
@@ -299,71 +345,3 @@ end
 return {1, tostring(seal(gen, window, lease))}
 """
 )
-
-
-def sleep_for(
-    kind: Kind, why: int, wait: float, waited: float, max_wait: float | None, window: float
-) -> float:
-    """How long to sleep, as ACQUIRE said why it refused; raises when ``max_wait`` is out."""
-    if max_wait is None:
-        return wait
-    if why in (COLD, BEHIND):
-        # No estimate: an answer, or an interactive request, is due any moment.
-        if waited >= max_wait:
-            raise BudgetExhaustedError(kind, 0.0, max_wait, cold=why == COLD)
-        return min(wait, max_wait - waited)
-    # Only answers can free a slot: a window from now at the soonest.
-    estimate = min(wait, window) if why == ANSWER else wait
-    if waited + estimate > max_wait:
-        raise BudgetExhaustedError(kind, estimate, max_wait)
-    return wait
-
-
-def text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def class_status(answer: list[bytes | str]) -> ClassStatus:
-    """A ``ClassStatus`` from the ``STATUS`` script's answer."""
-    lim, win, used, flying, wait, blocked, cold, cap, *shares = (
-        float(v.decode() if isinstance(v, bytes) else v) for v in answer[:11]
-    )
-    return ClassStatus(
-        limit=int(lim),
-        window=win,
-        used=int(used),
-        in_flight=int(flying),
-        remaining=max(0, int(lim - used - flying)),
-        next_slot_in=wait,
-        blocked_for=blocked,
-        cold=cold == 1,
-        reserved=int(lim - cap),
-        lanes=dict(zip(("interactive", "bulk", "other"), map(int, shares), strict=True)),
-    )
-
-
-def _number(value: float | int | None) -> str:
-    return "" if value is None else repr(float(value))
-
-
-def release_args(
-    slot_id: str, admitted: str, outcome: Outcome, rules: tuple[int, float, float], channel: str
-) -> list[str | float]:
-    """RELEASE's ARGV (but the generation) for one answer; ``rules``: limit, window, lease."""
-    limit, remaining, window = parse_headers(outcome.headers)
-    own_limit, own_window, lease = rules
-    return [
-        slot_id,
-        "1" if outcome.sent else "0",
-        own_limit,
-        own_window,
-        lease,
-        "" if outcome.status is None else str(outcome.status),
-        _number(remaining),
-        _number(limit),
-        _number(window),
-        _number(outcome.retry_after),
-        admitted,
-        channel,
-        "1" if ends_cold_start(outcome) else "0",
-    ]

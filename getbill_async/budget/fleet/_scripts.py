@@ -1,9 +1,9 @@
 """One budget's keys and scripts in Redis, run through one bounded caller: ``Scripts``.
 
 Keys, per class: ``{<key>}:<class>:slots``, ``:inflight``, ``:pause``, ``:pace``, ``:server``,
-``:waiting`` and the channel ``:freed`` (see ``_redis_lua``); the hash tag keeps one budget in
-one slot of a Redis Cluster. Each key expires on its own once the fleet has been idle for a
-window and two leases.
+``:waiting``, ``:sends``, ``:readings`` and the channel ``:freed`` (see ``_lua``); the hash tag
+keeps one budget in one slot of a Redis Cluster. Each key expires on its own once the fleet
+has been idle for a window and two leases.
 
 Every script takes the generation the worker saw last and answers with the one it sealed (see
 ``_redis_lua``); ``Scripts`` keeps that mirror per class, so a ledger that went back in time is
@@ -20,7 +20,8 @@ from .._types import Kind
 from ._calls import Caller
 from ._checks import eviction_policies, refuse_eviction
 from ._conn import RedisClient, tagged, where
-from ._lua import ACQUIRE, ADOPT, RELEASE, STATUS, text
+from ._lua import ACQUIRE, ADOPT, RELEASE, STATUS
+from ._replies import text
 
 __all__ = ["Scripts"]
 
@@ -47,7 +48,7 @@ class Scripts:
     def keys(self, kind: Kind) -> list[str]:
         """The keys of ``kind``'s ledger, in the order the scripts take them."""
         base = f"{self.prefix}:{kind}"
-        names = ("slots", "inflight", "pause", "pace", "server", "waiting")
+        names = ("slots", "inflight", "pause", "pace", "server", "waiting", "sends", "readings")
         return [f"{base}:{name}" for name in names]
 
     def channel(self, kind: Kind) -> str:
