@@ -1,7 +1,7 @@
 """The outbox against the real sandbox: merging, order, dead letters, backpressure, bad input.
 
-Every case runs on a store given by the ``store`` fixture (an SQLite file here; the Redis
-cases reuse these tests through ``test_outbox_redis.py``).
+Every case runs on each store the ``store`` fixture gives: an SQLite file, and a Redis
+database.
 """
 
 from __future__ import annotations
@@ -125,6 +125,39 @@ async def test_per_key_order_and_many_keys(
         assert [e for e, _ in events[1:]] == ["followup.updated"] * (len(events) - 1)
         assert events[-1][1] == "no_answer"
     assert sorted(sandbox.created_per_call_id()[f"o-{i}"] for i in range(40)) == [1] * 40
+
+
+async def test_status_counts_pending_creates_without_call_id(
+    sandbox: Sandbox, client: GetBillClient, store: str
+) -> None:
+    debt = sandbox.debt_ids()[0]
+    async with Outbox(client, store, drain=False) as producer:
+        await producer.create(debt_id=debt, type="call")
+        await producer.create(debt_id=debt, type="sms")
+        await producer.create(**call(debt, "k-1"))
+        status = await producer.status()
+        assert (status.pending, status.unkeyed) == (3, 2)
+    async with Outbox(client, store, poll=0.05) as drainer:
+        await drainer.join(timeout=10)
+        status = await drainer.status()
+        assert (status.done, status.pending, status.unkeyed) == (3, 0, 0)
+
+
+async def test_a_redis_store_from_before_its_index_counts_creates_without_call_id(
+    sandbox: Sandbox, client: GetBillClient, redis_server: RedisServer
+) -> None:
+    url = redis_server.url.rpartition("/")[0] + "/9"
+    with redis.Redis.from_url(url) as conn:
+        conn.flushdb()
+    debt = sandbox.debt_ids()[0]
+    async with Outbox(client, url, name="older", drain=False) as producer:
+        await producer.create(debt_id=debt, type="call")
+        await producer.create(debt_id=debt, type="email")
+    with redis.Redis.from_url(url) as conn:  # as a store written before the index was
+        conn.delete("{getbill-outbox:older}:unkeyed")
+        conn.hdel("{getbill-outbox:older}:meta", "unkeyed")
+    async with Outbox(client, url, name="older", drain=False) as again:
+        assert (await again.status()).unkeyed == 2
 
 
 async def test_unknown_debt_is_a_dead_letter_and_the_rest_drain(

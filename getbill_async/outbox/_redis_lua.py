@@ -1,10 +1,13 @@
 """The Lua scripts of the Redis outbox store; each runs atomically on the Redis server.
 
-KEYS, the same eight for every script, all under one hash tag (one cluster slot):
+KEYS, the same nine for every script, all under one hash tag (one cluster slot):
 ``entries`` (hash: entry id -> the entry as JSON), ``pending`` (sorted set of entry ids, by
 id: oldest first), ``inflight`` (by lease end), ``done`` (by when finished), ``dead`` and
 ``held`` (by id), ``keys`` (hash: key -> JSON list of its entry ids, oldest first), ``meta``
-(hash: the id counter, the writes saved by merging, the format). Times are Redis's own clock
+(hash: the id counter, the writes saved by merging, the format), ``unkeyed`` (creates without
+a ``call_id``, by id, until pruned: ``COUNTS`` intersects it with ``pending`` instead of reading
+every pending entry, which would stall the Redis that the fleet's budget shares). Times are
+Redis's own clock
 (``TIME``), so drainers on several machines agree on when a lease ends.
 """
 
@@ -13,11 +16,11 @@ from __future__ import annotations
 __all__ = ["CLAIM", "COUNTS", "DEAD", "ENQUEUE_CREATE", "ENQUEUE_UPDATE", "FINISH"]
 __all__ += ["PRUNE", "RENEW", "REQUEUE", "SUFFIXES"]
 
-SUFFIXES = ("entries", "pending", "inflight", "done", "dead", "held", "keys", "meta")
+SUFFIXES = ("entries", "pending", "inflight", "done", "dead", "held", "keys", "meta", "unkeyed")
 
 _COMMON = """
-local entries, pending, inflight, done, dead, held, keys, meta =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local entries, pending, inflight, done, dead, held, keys, meta, unkeyed =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local function get(seq) return cjson.decode(redis.call('HGET', entries, seq)) end
@@ -39,6 +42,7 @@ local function insert(key, op, debt_id, fields)
     redis.call('HSET', keys, key, cjson.encode(list))
   end
   if debt_id ~= '' then e.debt_id = debt_id end
+  if key == '' and op == 'create' then redis.call('ZADD', unkeyed, seq, seq) end
   put(e)
   redis.call('ZADD', pending, seq, seq)
   return 'added'
@@ -196,16 +200,27 @@ return 1
 COUNTS = (
     _COMMON
     + """
-local unkeyed, oldest = 0, -1
-local first = true
-for _, seq in ipairs(redis.call('ZRANGE', pending, 0, -1)) do
-  local e = get(seq)
-  if first then oldest, first = e.enqueued, false end
-  if e.op == 'create' and e.key == nil then unkeyed = unkeyed + 1 end
+if not redis.call('HGET', meta, 'unkeyed') then
+  -- A store made before the index: index its creates without a key, once.
+  for _, raw in ipairs(redis.call('HVALS', entries)) do
+    local e = cjson.decode(raw)
+    if e.op == 'create' and e.key == nil then redis.call('ZADD', unkeyed, e.seq, e.seq) end
+  end
+  redis.call('HSET', meta, 'unkeyed', 1)
 end
+local oldest = -1
+local first = redis.call('ZRANGE', pending, 0, 0)
+if #first > 0 then oldest = get(first[1]).enqueued end
 local merged = tonumber(redis.call('HGET', meta, 'merged') or '0')
+local waiting = redis.pcall('ZINTERCARD', 2, pending, unkeyed)
+if type(waiting) ~= 'number' then  -- before Redis 7: the same count, the long way
+  waiting = 0
+  for _, seq in ipairs(redis.call('ZRANGE', unkeyed, 0, -1)) do
+    if redis.call('ZSCORE', pending, seq) then waiting = waiting + 1 end
+  end
+end
 return {redis.call('ZCARD', pending), redis.call('ZCARD', inflight), redis.call('ZCARD', done),
-        redis.call('ZCARD', dead), redis.call('ZCARD', held), merged, unkeyed,
+        redis.call('ZCARD', dead), redis.call('ZCARD', held), merged, waiting,
         tostring(oldest), tostring(now)}
 """
 )
@@ -267,6 +282,7 @@ for _, seq in ipairs(old) do
   end
   redis.call('HDEL', entries, seq)
   redis.call('ZREM', done, seq)
+  redis.call('ZREM', unkeyed, seq)
 end
 return #old
 """
