@@ -11,11 +11,17 @@ Three measurements, each a ratio taken in one run:
   the outbox has a backlog longer than a call (here a time-compressed hour: the sandbox's
   window is seconds, the calls last a fraction of it). Writes per call: goal <= 1.1, against
   2.0 for calls sent as they come (measured on the same calls, sent directly).
-- **Drain**: a 2,000-write backlog under a 500-writes-per-window budget, against the ideal
-  ``(ceil(2000 / 500) - 1) x window`` (every write the moment its window allows). Goal within
-  1.05x. The same writes sent by ``create_many`` (no outbox) under the same budget, in the
-  same run, show how much of the distance is the time any client takes to send a window's
-  worth of writes (the ideal counts it as zero) rather than the outbox.
+- **Drain**: a 2,000-write backlog under a budget of 500 writes per 15 s window, against the
+  ideal ``(ceil(2000 / 500) - 1) x window`` (every write the moment its window allows). Goal
+  within 1.05x. The ideal counts as zero the time it takes to send the last window's 500
+  writes: half a second to two seconds of client and sandbox CPU, the more the busier the
+  machine. Against the real API's hour-long window that time is nothing; the benchmark
+  compresses the hour, and the harder it does, the more that time weighs against the
+  ideal. With a 5 s window it came to 4% on a quiet machine and up to 13% on a loaded
+  one; with 15 s it is about 1% on a quiet one, and even two seconds stay under 5%. The
+  same writes sent by ``create_many`` (no outbox) under the same budget, in the same run,
+  show how much of the distance is that sending time, which any client pays, rather than
+  the outbox.
 
 python benchmarks/outbox.py [--json out.json]
 """
@@ -39,7 +45,7 @@ from _common import SandboxProcess, table, write_json  # noqa: E402
 from getbill_async import FollowupCreate, GetBillClient, Outbox, RateLimit  # noqa: E402
 
 PRODUCERS, PER_PRODUCER, BARE_ROWS = 64, 50, 300
-DRAIN_TOTAL, DRAIN_LIMIT, DRAIN_WINDOW = 2000, 500, 5.0
+DRAIN_TOTAL, DRAIN_LIMIT, DRAIN_WINDOW = 2000, 500, 15.0
 
 
 def bare_loop(path: Path, rows: int) -> float:

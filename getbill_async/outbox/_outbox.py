@@ -20,7 +20,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,7 +32,7 @@ from ..support import available, build_create, build_update, check_id
 from ._drain import Drainer, wait_event
 from ._eta import eta_seconds
 from ._sqlite_store import SQLiteStore
-from ._store import Store, StoreFull
+from ._store import Enqueued, Store, StoreFull
 from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
 
 if TYPE_CHECKING:
@@ -211,11 +211,8 @@ class Outbox:
             OutboxFullError: the outbox is full and ``when_full="raise"``.
         """
         body = build_create(item, fields)
-        text = _encode(body).decode()
         await self._enqueue(
-            lambda now: self._store.enqueue_create(
-                body.call_id, body.debt_id, text, now, self._max_pending
-            )
+            self._store.enqueue_create, body.call_id, body.debt_id, _encode(body).decode()
         )
 
     async def create_tagged(self, tag: str, item: FollowupCreate, *, check: bool = False) -> bool:
@@ -286,16 +283,15 @@ class Outbox:
         """
         check_id("key", key)
         data = msgspec.to_builtins(build_update(item, fields))
-        await self._enqueue(
-            lambda now: self._store.enqueue_update(key, data, now, self._max_pending)
-        )
+        await self._enqueue(self._store.enqueue_update, key, data)
 
-    async def _enqueue(self, put: Any) -> None:
+    async def _enqueue(self, put: Callable[..., Awaitable[Enqueued]], *args: Any) -> None:
+        """``put(*args, now, max_pending)`` until the store has room (or raise when full)."""
         if not self._open:
             raise RuntimeError("the outbox is not open: use `async with Outbox(...)` or open()")
         while True:
             try:
-                await put(time.time())
+                await put(*args, time.time(), self._max_pending)
             except StoreFull:
                 if self._when_full == "raise":
                     raise OutboxFullError(self._max_pending) from None

@@ -1,10 +1,24 @@
 """The SQLite store: one file, WAL, ``synchronous=FULL``, and group commit.
 
-Every operation runs on one writer thread that owns the connection. The thread takes every
-operation queued while it was busy and runs them in one transaction (each in its own
-savepoint, so one failing operation rolls back alone), commits once (one fsync), and only
-then answers each caller. So ``create()`` returns only once its row is on disk, and 64
-concurrent producers cost a handful of fsyncs, not 64.
+Every operation runs on one writer thread that owns the connection. The thread takes the
+operations queued while it was busy and runs them in one transaction, commits once (one
+fsync), and only then answers each caller. So ``create()`` returns only once its row is on
+disk, and 64 concurrent producers cost a handful of fsyncs, not 64. Operations queued one
+after another for the same ``Grouped`` operation (creates) reach it as one list: one
+multi-row INSERT, not one statement each. Should an operation fail midway, the batch runs
+again with each operation (and each argument of a grouped one) in its own savepoint, so the
+failing one rolls back alone.
+
+The thread and the event loop share the GIL; the thread lets go of it only while SQLite
+works (a statement, a commit's fsync), and needs it back after each statement, when the
+event loop may be busy. Two things let both sides work at once:
+
+- when many operations reach an idle thread, it commits the first half and answers it;
+  those callers run on the event loop (and queue their next writes) while the second half
+  is being written, and from then on the two halves take turns;
+- a batch made only of one grouped operation (creates, most often) runs as a single
+  statement that is its own transaction: the INSERT, the check that there is room, and
+  the commit, all without the GIL.
 
 Several processes may open one file: each has its own writer; ``BEGIN IMMEDIATE`` and a busy
 timeout serialise their transactions. A file that is not an outbox (corrupt, or another
@@ -19,13 +33,14 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._store import StoreFull
 from ._types import OutboxStoreError
 
-__all__ = ["FORMAT", "SQLiteWriter"]
+__all__ = ["FORMAT", "Answers", "Batch", "Grouped", "SQLiteWriter"]
 
 T = TypeVar("T")
 FORMAT = "getbill-outbox"
@@ -34,8 +49,31 @@ BUSY_TIMEOUT_MS = 30_000
 
 # One batch's scratch space: operations may cache what they counted (the backlog) there.
 Batch = dict[str, Any]
-Operation = Callable[[sqlite3.Connection, Batch], Any]
-_Item = tuple[Operation, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+# One answer per caller: (value, None) or (None, the error it gets).
+Answers = list[tuple[Any, BaseException | None]]
+_SINGLE: Any = object()  # the argument of an operation queued by ``run`` (not grouped)
+_Item = tuple[Any, Any, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+# When at least this many operations reach an idle thread, half of them commit first.
+HALVE_FROM = 32
+
+
+@dataclass(frozen=True)
+class Grouped:
+    """An operation many callers share (``run_grouped``): the arguments queued for it one
+    after another reach it as one list, in order, and it answers each.
+
+    Attributes:
+        run: runs inside the batch's transaction; an argument it refuses (``StoreFull``)
+            must have written nothing.
+        alone: for a batch that holds nothing else: one statement that is its own
+            transaction, so the thread holds the GIL only before and after it (the event
+            loop runs meanwhile); None when it wrote nothing, and the batch then goes
+            through ``run`` (a failure there is reported as usual).
+    """
+
+    run: Callable[[sqlite3.Connection, Batch, list[Any]], Answers]
+    alone: Callable[[sqlite3.Connection, list[Any]], Answers | None] | None = None
+
 
 _SCHEMA = """
 CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -168,20 +206,33 @@ class SQLiteWriter:
             self._thread = None
             raise
 
-    async def run(self, op: Callable[[sqlite3.Connection, Batch], T]) -> T:
-        """Run ``op`` in the next transaction; return its result once committed."""
+    def run(self, op: Callable[[sqlite3.Connection, Batch], T]) -> asyncio.Future[T]:
+        """Queue ``op`` for the next transaction: the future has its result once committed.
+
+        A plain function, not a coroutine: the caller awaits the future itself (no frame in
+        between), and a cancelled caller cancels only its own future.
+        """
+        return self._submit(op, _SINGLE)
+
+    def run_grouped(self, op: Grouped, arg: Any) -> asyncio.Future[Any]:
+        """Queue ``arg`` for ``op`` (see ``Grouped``); the future has its own answer once
+        committed."""
+        return self._submit(op, arg)
+
+    def _submit(self, op: Any, arg: Any) -> asyncio.Future[Any]:
         if self._thread is None:
             raise OutboxStoreError(f"{self.path}: the outbox is not open")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future = loop.create_future()
         if not self._gathered:
             loop.call_soon(self._hand_over)
-        self._gathered.append((op, future, loop))
-        return await future
+        self._gathered.append((op, arg, future, loop))
+        return future
 
     def _hand_over(self) -> None:
         gathered, self._gathered = self._gathered, []
-        self._queue.put(gathered)
+        if gathered:  # close() may have handed this turn's operations over already
+            self._queue.put(gathered)
 
     async def close(self) -> None:
         thread, self._thread = self._thread, None
@@ -195,89 +246,147 @@ class SQLiteWriter:
         try:
             conn = _connect(self.path)
         except BaseException as exc:
-            loop.call_soon_threadsafe(_settle, ready, None, exc)
+            loop.call_soon_threadsafe(_settle_all, [ready], [(None, exc)])
             return
-        loop.call_soon_threadsafe(_settle, ready, None, None)
+        loop.call_soon_threadsafe(_settle_all, [ready], [(None, None)])
         try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = list(first)
-                while True:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        self._queue.put(None)  # finish this batch, then stop
-                        break
-                    batch.extend(more)
-                self._commit(conn, batch)
+            self._serve(conn)
         finally:
             conn.close()
 
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        """Commit what is queued until ``close()``.
+
+        When ``HALVE_FROM`` or more operations reach an idle thread (all the callers there
+        are, waiting on one batch), the first half commits first: its callers run on the
+        event loop while the second half is written. From then on each half's next writes
+        arrive while the other half is being written, and are not split again: two groups
+        take turns (64 producers: 32 write while 32 produce).
+        """
+        waiting: list[_Item] = []
+        stopping = idle = False
+        while waiting or not stopping:
+            if not waiting:
+                try:
+                    first, idle = self._queue.get_nowait(), False
+                except queue.Empty:
+                    first, idle = self._queue.get(), True
+                if first is None:
+                    return
+                waiting = first
+            while not stopping and not self._queue.empty():
+                more = self._queue.get_nowait()  # only this thread takes from the queue
+                if more is None:
+                    stopping = True  # finish what is queued, then stop
+                else:
+                    waiting += more
+            cut = len(waiting)
+            if idle and cut >= HALVE_FROM:
+                cut, idle = (cut + 1) // 2, False
+            batch, waiting = waiting[:cut], waiting[cut:]
+            self._commit(conn, batch)
+
     def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        answers = _alone(conn, batch)
+        if answers is None:
+            answers = self._transaction(conn, batch)
+        else:
+            self.commits += 1
+        loops = {item[3] for item in batch}
+        if len(loops) == 1:  # as a rule
+            loops.pop().call_soon_threadsafe(_settle_all, [item[2] for item in batch], answers)
+            return
+        for loop in loops:
+            mine = [i for i, item in enumerate(batch) if item[3] is loop]
+            answered = [answers[i] for i in mine]
+            loop.call_soon_threadsafe(_settle_all, [batch[i][2] for i in mine], answered)
+
+    def _transaction(self, conn: sqlite3.Connection, batch: list[_Item]) -> Answers:
         try:
             try:
-                results = self._transaction(conn, batch, savepoints=False)
+                answers = _transaction(conn, batch, savepoints=False)
             except _Unexpected:
-                # An operation failed midway: run the batch again, each operation in a
-                # savepoint, so that only the failing one is rolled back.
-                results = self._transaction(conn, batch, savepoints=True)
+                # An operation failed midway: run the batch again, each operation (and each
+                # argument of a grouped one) in a savepoint, so only the failing one rolls back.
+                answers = _transaction(conn, batch, savepoints=True)
             self.commits += 1
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             failed = OutboxStoreError(f"{self.path}: {exc}")
-            results = [(None, failed)] * len(batch)
-        loops: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, Any]]] = {}
-        for (_, future, loop), (value, error) in zip(batch, results, strict=True):
-            loops.setdefault(loop, []).append((future, value, error))
-        for loop, settled in loops.items():
-            loop.call_soon_threadsafe(_settle_all, settled)
+            answers = [(None, failed)] * len(batch)
+        return answers
 
-    def _transaction(
-        self, conn: sqlite3.Connection, batch: list[_Item], *, savepoints: bool
-    ) -> list[tuple[Any, BaseException | None]]:
-        """One transaction for the batch. Without savepoints (the fast path) only a
-        ``StoreFull``, raised before its operation writes anything, may fail an operation;
-        anything else rolls the batch back and raises ``_Unexpected``."""
-        results: list[tuple[Any, BaseException | None]] = []
-        scratch: Batch = {}
-        conn.execute("BEGIN IMMEDIATE")
-        for op, _, _ in batch:
-            if savepoints:
-                conn.execute("SAVEPOINT op")
-            try:
-                results.append((op(conn, scratch), None))
-            except StoreFull as exc:
-                results.append((None, exc))
-            except Exception as exc:
-                if not savepoints:
-                    conn.execute("ROLLBACK")
-                    raise _Unexpected from exc
-                conn.execute("ROLLBACK TO op")
-                results.append((None, exc))
-            if savepoints:
-                conn.execute("RELEASE op")
-        conn.execute("COMMIT")
-        return results
+
+def _alone(conn: sqlite3.Connection, batch: list[_Item]) -> Answers | None:
+    """The batch as one statement, if it is one grouped operation that can run alone."""
+    op = batch[0][0]
+    if not isinstance(op, Grouped) or op.alone is None or any(i[0] is not op for i in batch):
+        return None
+    try:
+        return op.alone(conn, [item[1] for item in batch])
+    except Exception:
+        # The statement wrote all or nothing; either way the transaction answers each
+        # caller (rows it finds already written are answered as duplicates).
+        return None
+
+
+def _transaction(conn: sqlite3.Connection, batch: list[_Item], *, savepoints: bool) -> Answers:
+    """One transaction for the batch, one answer per item. Without savepoints (the fast
+    path) a grouped operation gets every argument queued in a row for it at once."""
+    answers: Answers = []
+    scratch: Batch = {}
+    conn.execute("BEGIN IMMEDIATE")
+    start = 0
+    while start < len(batch):
+        op, arg = batch[start][0], batch[start][1]
+        end = start + 1
+        if arg is not _SINGLE and not savepoints:
+            while end < len(batch) and batch[end][0] is op:
+                end += 1
+        args = None if arg is _SINGLE else [item[1] for item in batch[start:end]]
+        answers += _attempt(conn, scratch, op, args, savepoints=savepoints)
+        start = end
+    conn.execute("COMMIT")
+    return answers
+
+
+def _attempt(
+    conn: sqlite3.Connection, scratch: Batch, op: Any, args: list[Any] | None, *, savepoints: bool
+) -> Answers:
+    """Run one operation (``args`` None) or one grouped operation on ``args``. Without
+    savepoints only a ``StoreFull``, raised before its operation writes anything, may fail
+    an operation; anything else rolls the batch back and raises ``_Unexpected``."""
+    if savepoints:
+        conn.execute("SAVEPOINT op")
+    try:
+        answers: Answers = (
+            [(op(conn, scratch), None)] if args is None else op.run(conn, scratch, args)
+        )
+    except StoreFull as exc:
+        answers = [(None, exc)] * (1 if args is None else len(args))
+    except Exception as exc:
+        if not savepoints:
+            conn.execute("ROLLBACK")
+            raise _Unexpected from exc
+        conn.execute("ROLLBACK TO op")
+        answers = [(None, exc)] * (1 if args is None else len(args))
+    if savepoints:
+        conn.execute("RELEASE op")
+    return answers
 
 
 class _Unexpected(Exception):
     """An operation failed after it may have written: the batch must be run again."""
 
 
-def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, value, error in settled:
-        _settle(future, value, error)
-
-
-def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if future.done():
-        return  # the caller gave up (cancelled); the transaction stands
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
+def _settle_all(
+    futures: Sequence[asyncio.Future[Any]], answers: Sequence[tuple[Any, BaseException | None]]
+) -> None:
+    for future, (value, error) in zip(futures, answers, strict=True):
+        if future.done():
+            continue  # the caller gave up (cancelled); the transaction stands
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)

@@ -7,6 +7,7 @@ looked up before it is sent again). Times are wall-clock seconds, shared by proc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ import sqlite3
 from typing import Any, Literal
 
 from ._sqlite import Batch, SQLiteWriter
+from ._sqlite_creates import CREATES, backlog
 from ._store import Enqueued, StoreFull, same_fields
 from ._types import Claimed, DeadEntry, EntryEvent, StoreCounts
 
@@ -37,10 +39,6 @@ UPDATE entries SET
 WHERE state = 'in_flight' AND (lease_until < ? OR owner = ?)
 """
 
-_ADD_CREATE = (
-    "INSERT OR IGNORE INTO entries (key, op, state, debt_id, fields, enqueued) "
-    "VALUES (?, 'create', 'pending', ?, ?, ?)"
-)
 _ADD_TAGGED = (
     "INSERT OR IGNORE INTO entries (key, op, state, debt_id, fields, enqueued, tag, check_first) "
     "VALUES (?, 'create', 'pending', ?, ?, ?, ?, ?)"
@@ -71,15 +69,8 @@ def owner_alive(owner: str) -> bool:
     return True
 
 
-def _backlog(conn: sqlite3.Connection, batch: Batch) -> int:
-    if "backlog" not in batch:
-        sql = "SELECT COUNT(*) FROM entries WHERE state IN ('pending', 'in_flight')"
-        batch["backlog"] = conn.execute(sql).fetchone()[0]
-    return int(batch["backlog"])
-
-
 def _insert(conn: sqlite3.Connection, batch: Batch, row: tuple[Any, ...], limit: int) -> Enqueued:
-    if limit and _backlog(conn, batch) >= limit:
+    if limit and backlog(conn, batch) >= limit:
         raise StoreFull
     conn.execute(
         "INSERT INTO entries (key, op, state, debt_id, fields, enqueued) "
@@ -108,24 +99,12 @@ class SQLiteStore:
     async def close(self) -> None:
         await self.writer.close()
 
-    async def enqueue_create(
+    def enqueue_create(
         self, key: str | None, debt_id: str, fields: str, now: float, limit: int
-    ) -> Enqueued:
-        text = fields
-
-        def op(conn: sqlite3.Connection, batch: Batch) -> Enqueued:
-            if not limit or _backlog(conn, batch) < limit:
-                # One statement: the unique index on a create's key refuses a second one.
-                added = conn.execute(_ADD_CREATE, (key, debt_id, text, now)).rowcount
-                if added and limit:
-                    batch["backlog"] += 1
-                return "added" if added else "duplicate"
-            sql = "SELECT 1 FROM entries WHERE key = ? AND op = 'create' LIMIT 1"
-            if key is not None and conn.execute(sql, (key,)).fetchone():
-                return "duplicate"  # a replay is a no-op, even when full
-            raise StoreFull
-
-        return await self.writer.run(op)
+    ) -> asyncio.Future[Enqueued]:
+        """Add a create unless its key has one (see ``_sqlite_creates``: the creates queued
+        together go as one)."""
+        return self.writer.run_grouped(CREATES, (key, debt_id, fields, now, limit))
 
     async def enqueue_tagged(
         self, tag: str, key: str | None, debt_id: str, fields: str, now: float, *, check: bool

@@ -14,6 +14,7 @@ A store keeps entries and applies the merge rules atomically with the enqueue:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Literal, Protocol
 
 from ._types import Claimed, DeadEntry, StoreCounts
@@ -39,10 +40,11 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def enqueue_create(
+    def enqueue_create(
         self, key: str | None, debt_id: str, fields: str, now: float, limit: int
-    ) -> Enqueued:
-        """Add a create (``fields``: its body as JSON text) unless its key has one."""
+    ) -> Awaitable[Enqueued]:
+        """Add a create (``fields``: its body as JSON text) unless its key has one (an
+        ``async def``, or a plain function that returns what to await)."""
 
     async def enqueue_update(
         self, key: str, fields: dict[str, Any], now: float, limit: int

@@ -7,7 +7,7 @@ is a closed set, the allowed values.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -71,9 +71,10 @@ def check_int(field: str, value: object, low: int = 1, high: int | None = None) 
 
 def check_id(field: str, value: object) -> str:
     """A path id: a non-empty string without surrounding spaces."""
-    if not isinstance(value, str) or not value.strip():
+    stripped = value.strip() if isinstance(value, str) else ""
+    if not stripped:
         raise fail(field, f"must be a non-empty string, got {value!r}")
-    if value != value.strip():
+    if value != stripped:
         raise fail(field, f"must not start or end with spaces, got {value!r}")
     return value
 
@@ -117,26 +118,37 @@ def check_day(field: str, value: object) -> str:
     raise fail(field, f"must be a date in YYYY-MM-DD form, got {value!r}")
 
 
+def _check_duration(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise fail(field, f"must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _check_flag(field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise fail(field, f"must be true or false, got {value!r}")
+    return value
+
+
+def _check_string(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise fail(field, f"must be a string, got {type(value).__name__}")
+    return value
+
+
+# Each field's check, looked up once per field (a create is checked on every enqueue).
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    **dict.fromkeys(_ENUMS, check_enum),
+    **dict.fromkeys(_DATETIMES, check_datetime),
+    **dict.fromkeys(_STRINGS, _check_string),
+    "duration_ms": _check_duration,
+    "is_retry": _check_flag,
+}
+_CREATE_NAMES = frozenset(CREATE_FIELDS)
+
+
 def _check_field(field: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if field in _ENUMS:
-        return check_enum(field, value)
-    if field in _DATETIMES:
-        return check_datetime(field, value)
-    if field == "duration_ms":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise fail(field, f"must be a non-negative integer, got {value!r}")
-        return value
-    if field == "is_retry":
-        if not isinstance(value, bool):
-            raise fail(field, f"must be true or false, got {value!r}")
-        return value
-    if field in _STRINGS:
-        if not isinstance(value, str):
-            raise fail(field, f"must be a string, got {type(value).__name__}")
-        return value
-    raise AssertionError(field)  # pragma: no cover - every field is listed above
+    return None if value is None else _CHECKS[field](field, value)
 
 
 def build_create(item: FollowupCreate | None, fields: Mapping[str, Any]) -> FollowupCreate:
@@ -147,16 +159,17 @@ def build_create(item: FollowupCreate | None, fields: Mapping[str, Any]) -> Foll
         if not isinstance(item, FollowupCreate):
             raise fail("item", f"must be a FollowupCreate, got {type(item).__name__}")
         fields = msgspec.structs.asdict(item)
-    unknown = [k for k in fields if k not in CREATE_FIELDS]
-    if unknown:
-        raise fail(unknown[0], "unknown field", CREATE_FIELDS)
+    if not _CREATE_NAMES.issuperset(fields):
+        raise fail(
+            next(k for k in fields if k not in _CREATE_NAMES), "unknown field", CREATE_FIELDS
+        )
     for required in ("debt_id", "type"):
         if fields.get(required) is None:
             raise fail(required, "is required")
     checked: dict[str, Any] = {"debt_id": check_id("debt_id", fields["debt_id"])}
     for name, value in fields.items():
         if name != "debt_id":
-            checked[name] = _check_field(name, value)
+            checked[name] = None if value is None else _CHECKS[name](name, value)
     return FollowupCreate(**checked)
 
 
