@@ -4,6 +4,7 @@ sharing one file never send an entry twice."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sqlite3
@@ -154,3 +155,64 @@ async def test_a_cancelled_join_ends_even_when_progress_races_the_cancel(tmp_pat
                 done, _ = await asyncio.wait({joining}, timeout=2)
                 assert done, "join() went on waiting after it was cancelled"
                 assert joining.cancelled()
+
+
+# The layout of the previous release: two indexes on ``key``, one of them the unique one
+# for untagged creates.
+_TWO_KEY_INDEXES = (
+    "DROP INDEX entries_by_key;"
+    "CREATE INDEX entries_key ON entries (key, seq);"
+    "CREATE UNIQUE INDEX entries_create_key ON entries (key) WHERE op = 'create' AND tag IS NULL;"
+)
+
+
+def _indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        names = {row[0] for row in conn.execute(sql)}
+    conn.close()
+    return names
+
+
+async def test_a_file_with_two_key_indexes_gets_one_and_keeps_its_rules(
+    client: GetBillClient, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    debt = sandbox.debt_ids()[0]
+    path = tmp_path / "before.db"
+    async with Outbox(client, path, drain=False) as outbox:
+        await outbox.create(debt_id=debt, type="call", call_id="k-1")
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_TWO_KEY_INDEXES)
+    conn.close()
+    assert _indexes(path) == {"entries_key", "entries_create_key", "entries_state", "entries_tag"}
+    # Two processes open it at once: one brings it up to date, the other finds it done.
+    first, second = Outbox(client, path, drain=False), Outbox(client, path, drain=False)
+    await asyncio.gather(first.__aenter__(), second.__aenter__())
+    try:
+        assert _indexes(path) == {"entries_by_key", "entries_state", "entries_tag"}
+        await second.create(debt_id=debt, type="call", call_id="k-1")  # a replay: no new entry
+        await first.update("k-1", status="deal_found")  # merged into the pending create
+        await first.update("k-1", duration_ms=5)
+        await second.create(debt_id=debt, type="sms", call_id="k-2")
+        status = await first.status()
+        assert (status.pending, status.merged) == (2, 2)
+    finally:
+        await asyncio.gather(first.__aexit__(None, None, None), second.__aexit__(None, None, None))
+    with sqlite3.connect(path) as conn:
+        # A release from before the change still finds a second untagged create refused.
+        added = conn.execute(
+            "INSERT OR IGNORE INTO entries (key, op, state, debt_id, fields, enqueued) "
+            "VALUES ('k-1', 'create', 'pending', ?, '{}', 0)",
+            (debt,),
+        ).rowcount
+        rows = conn.execute("SELECT key, op, fields FROM entries ORDER BY seq").fetchall()
+    conn.close()
+    assert added == 0
+    assert [(key, op) for key, op, _ in rows] == [("k-1", "create"), ("k-2", "create")]
+    assert json.loads(rows[0][2]) == {
+        "debt_id": debt,
+        "type": "call",
+        "call_id": "k-1",
+        "status": "deal_found",
+        "duration_ms": 5,
+    }

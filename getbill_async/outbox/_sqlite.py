@@ -37,15 +37,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._sqlite_schema import connect
 from ._store import StoreFull
 from ._types import OutboxStoreError
 
-__all__ = ["FORMAT", "Answers", "Batch", "Grouped", "SQLiteWriter"]
+__all__ = ["Answers", "Batch", "Grouped", "SQLiteWriter"]
 
 T = TypeVar("T")
-FORMAT = "getbill-outbox"
-VERSION = "1"
-BUSY_TIMEOUT_MS = 30_000
 
 # One batch's scratch space: operations may cache what they counted (the backlog) there.
 Batch = dict[str, Any]
@@ -73,111 +71,6 @@ class Grouped:
 
     run: Callable[[sqlite3.Connection, Batch, list[Any]], Answers]
     alone: Callable[[sqlite3.Connection, list[Any]], Answers | None] | None = None
-
-
-_SCHEMA = """
-CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE entries (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT,
-    op TEXT NOT NULL,
-    state TEXT NOT NULL,
-    debt_id TEXT,
-    fields TEXT NOT NULL,
-    followup_id TEXT,
-    enqueued REAL NOT NULL,
-    finished REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_try REAL NOT NULL DEFAULT 0,
-    check_first INTEGER NOT NULL DEFAULT 0,
-    owner TEXT,
-    lease_until REAL,
-    error TEXT,
-    tag TEXT
-);
-CREATE INDEX entries_state ON entries (state, seq);
-CREATE INDEX entries_key ON entries (key, seq);
-CREATE UNIQUE INDEX entries_create_key ON entries (key) WHERE op = 'create' AND tag IS NULL;
-CREATE UNIQUE INDEX entries_tag ON entries (tag) WHERE tag IS NOT NULL;
-"""
-
-
-# A file made before entries had tags gains the column; a tagged create is unique by its
-# tag (the caller's name for it, e.g. an input line), an untagged one by its key.
-_ADD_TAGS = """
-ALTER TABLE entries ADD COLUMN tag TEXT;
-DROP INDEX entries_create_key;
-CREATE UNIQUE INDEX entries_create_key ON entries (key) WHERE op = 'create' AND tag IS NULL;
-CREATE UNIQUE INDEX entries_tag ON entries (tag) WHERE tag IS NOT NULL
-"""
-
-
-def _refuse(path: str, why: str) -> OutboxStoreError:
-    return OutboxStoreError(f"{path} is not an outbox database ({why}); it was left untouched")
-
-
-def _check_or_create(conn: sqlite3.Connection, path: str) -> None:
-    """Accept an outbox file or an empty one; refuse anything else before writing to it."""
-    try:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    except sqlite3.DatabaseError as exc:
-        raise _refuse(path, str(exc)) from exc
-    if not tables:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("BEGIN IMMEDIATE")
-        if not {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.executemany(
-                "INSERT INTO meta (k, v) VALUES (?, ?)",
-                [("format", FORMAT), ("version", VERSION), ("merged", "0")],
-            )
-        conn.execute("COMMIT")
-        return
-    if "meta" not in tables or "entries" not in tables:
-        raise _refuse(path, f"it holds other tables: {', '.join(sorted(tables))}")
-    meta = dict(conn.execute("SELECT k, v FROM meta").fetchall())
-    if meta.get("format") != FORMAT:
-        raise _refuse(path, f"format {meta.get('format')!r}")
-    if meta.get("version") != VERSION:
-        raise OutboxStoreError(f"{path}: outbox format version {meta.get('version')!r} unknown")
-    conn.execute("PRAGMA journal_mode=WAL")
-    _add_tags(conn)
-
-
-def _add_tags(conn: sqlite3.Connection) -> None:
-    """Give a file made before tags existed its ``tag`` column (once, in one transaction)."""
-
-    def tagged() -> bool:
-        return "tag" in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
-
-    if tagged():
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    if not tagged():  # another process may have added it meanwhile
-        for statement in _ADD_TAGS.split(";"):
-            conn.execute(statement)
-    conn.execute("COMMIT")
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    if os.path.exists(path) and os.path.getsize(path) > 0:
-        with open(path, "rb") as fh:
-            if fh.read(16) != b"SQLite format 3\x00":
-                raise _refuse(path, "no SQLite header")
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA synchronous=FULL")
-        _check_or_create(conn, path)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise _refuse(path, str(exc)) from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
 
 
 class SQLiteWriter:
@@ -244,7 +137,7 @@ class SQLiteWriter:
 
     def _main(self, ready: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
         try:
-            conn = _connect(self.path)
+            conn = connect(self.path)
         except BaseException as exc:
             loop.call_soon_threadsafe(_settle_all, [ready], [(None, exc)])
             return
