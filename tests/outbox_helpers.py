@@ -1,9 +1,12 @@
 """Helpers for the outbox tests: a webhook receiver that records every write the sandbox
-committed (so a test counts writes spent and sees their order), and client factories."""
+committed (so a test counts writes spent and sees their order), client factories, and the
+indexes of an outbox file."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
+from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
@@ -11,7 +14,7 @@ from aiohttp import web
 from getbill_async import GetBillClient, RateLimit, RetryPolicy
 from getbill_async.sandbox import Sandbox
 
-__all__ = ["WriteLog", "fast_client"]
+__all__ = ["WriteLog", "fast_client", "indexes"]
 
 
 def fast_client(sb: Sandbox, *, writes: int = 500, window: float = 3600.0) -> GetBillClient:
@@ -64,3 +67,12 @@ class WriteLog:
 
     def per_call(self, call_id: str) -> list[tuple[str, str | None]]:
         return [(event, status) for event, cid, status in self.events if cid == call_id]
+
+
+def indexes(path: Path) -> set[str]:
+    """The names of the indexes an outbox file holds (SQLite's own left out)."""
+    with sqlite3.connect(path) as conn:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        names = {row[0] for row in conn.execute(sql)}
+    conn.close()
+    return names

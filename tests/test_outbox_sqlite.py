@@ -17,7 +17,7 @@ import pytest
 from getbill_async import GetBillClient, Outbox
 from getbill_async.outbox import OutboxStoreError
 from getbill_async.sandbox import Sandbox
-from tests.outbox_helpers import fast_client
+from tests.outbox_helpers import fast_client, indexes
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -166,14 +166,6 @@ _TWO_KEY_INDEXES = (
 )
 
 
-def _indexes(path: Path) -> set[str]:
-    with sqlite3.connect(path) as conn:
-        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-        names = {row[0] for row in conn.execute(sql)}
-    conn.close()
-    return names
-
-
 async def test_a_file_with_two_key_indexes_gets_one_and_keeps_its_rules(
     client: GetBillClient, sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -184,12 +176,12 @@ async def test_a_file_with_two_key_indexes_gets_one_and_keeps_its_rules(
     with sqlite3.connect(path) as conn:
         conn.executescript(_TWO_KEY_INDEXES)
     conn.close()
-    assert _indexes(path) == {"entries_key", "entries_create_key", "entries_state", "entries_tag"}
+    assert indexes(path) == {"entries_key", "entries_create_key", "entries_state", "entries_tag"}
     # Two processes open it at once: one brings it up to date, the other finds it done.
     first, second = Outbox(client, path, drain=False), Outbox(client, path, drain=False)
     await asyncio.gather(first.__aenter__(), second.__aenter__())
     try:
-        assert _indexes(path) == {"entries_by_key", "entries_state", "entries_tag"}
+        assert indexes(path) == {"entries_by_key", "entries_state", "entries_tag"}
         await second.create(debt_id=debt, type="call", call_id="k-1")  # a replay: no new entry
         await first.update("k-1", status="deal_found")  # merged into the pending create
         await first.update("k-1", duration_ms=5)

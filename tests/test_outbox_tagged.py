@@ -12,6 +12,7 @@ import pytest
 from getbill_async import FollowupCreate, GetBillClient, Outbox, RetryPolicy
 from getbill_async.outbox import EntryEvent
 from getbill_async.sandbox import Sandbox
+from tests.outbox_helpers import indexes
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -103,11 +104,4 @@ async def test_a_file_made_before_tags_gains_them_and_keeps_its_entries(
         assert (await outbox.status()).done == 1
         await outbox.create(debt_id="d1", type="call", call_id="old-1")  # replay of the done one
         assert (await outbox.status()).pending == 1
-    with sqlite3.connect(path) as conn:
-        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-        assert {row[0] for row in conn.execute(sql)} == {
-            "entries_by_key",
-            "entries_state",
-            "entries_tag",
-        }
-    conn.close()
+    assert indexes(path) == {"entries_by_key", "entries_state", "entries_tag"}
