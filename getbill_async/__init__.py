@@ -60,7 +60,16 @@ if TYPE_CHECKING:
     from .budget.fleet import RedisBudget
     from .bulk import CreateBatch, CreateResult
     from .export import ExportError, ExportPlan, ExportReport
-    from .outbox import DeadEntry, Outbox, OutboxFullError, OutboxStatus, OutboxStoreError
+    from .outbox import (
+        DeadEntry,
+        DeliveryFinding,
+        DeliveryReport,
+        Outbox,
+        OutboxFullError,
+        OutboxStatus,
+        OutboxStoreError,
+        VerifyPlan,
+    )
     from .telemetry import AttemptInfo, CallInfo, Hooks
     from .transport import CallStats, ClientCredentials, ItemWalk, PageWalk, RetryPolicy, WalkStats
 
@@ -81,6 +90,8 @@ _LAZY: dict[str, str] = {
     "CreateBatch": ".bulk",
     "CreateResult": ".bulk",
     "DeadEntry": ".outbox",
+    "DeliveryFinding": ".outbox",
+    "DeliveryReport": ".outbox",
     "ExportError": ".export",
     "ExportPlan": ".export",
     "ExportReport": ".export",
@@ -99,6 +110,7 @@ _LAZY: dict[str, str] = {
     "RateLimit": ".budget",
     "RetryPolicy": ".transport",
     "Slot": ".budget",
+    "VerifyPlan": ".outbox",
     "WalkStats": ".transport",
 }
 
@@ -124,6 +136,8 @@ __all__ = [
     "CreateResult",
     "DeadEntry",
     "Debt",
+    "DeliveryFinding",
+    "DeliveryReport",
     "DecodeError",
     "ExportError",
     "ExportPlan",
@@ -160,6 +174,7 @@ __all__ = [
     "ServerError",
     "Slot",
     "ValidationError",
+    "VerifyPlan",
     "WalkStats",
     "WriteNotSentError",
     "__version__",

@@ -19,6 +19,7 @@ from ..errors import ValidationError
 from ..support import require
 from ._store import Enqueued, StoreFull
 from ._types import Claimed, DeadEntry, OutboxStoreError, StoreCounts
+from ._verify_store import RedisVerifyMixin
 
 __all__ = ["RedisStore", "persistence_warning"]
 
@@ -55,7 +56,7 @@ def _entry(raw: Any) -> dict[str, Any]:
     return data
 
 
-class RedisStore:
+class RedisStore(RedisVerifyMixin):
     """An outbox named ``name`` in the Redis at ``url`` (one node, or any node of a cluster,
     which is detected)."""
 

@@ -1,0 +1,150 @@
+"""What ``Outbox.verify`` and ``Outbox.requeue(missing)`` ask of a store, for both stores.
+
+- ``sent_entries()``: every entry done (kept for the retention window, then pruned) or in
+  flight, oldest first, with the fields it wrote and the followup it wrote them to;
+- ``verify_state()`` / ``save_verify_state(text)``: one text the verifier keeps in the store
+  (its checkpoint, then its last report), ``None`` to remove it;
+- ``resend(seq, fields)``: a done create goes back to pending with ``fields``, to be looked up
+  by its ``call_id`` before it is sent again (one without ``call_id`` is sent as it is).
+
+SQLite keeps the text in its ``meta`` table (key ``verify``), Redis in its ``meta`` hash.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ._verify_types import SentEntry
+
+if TYPE_CHECKING:
+    from ._sqlite import Batch, SQLiteWriter
+
+__all__ = ["RESEND", "RedisVerifyMixin", "SQLiteVerifyMixin"]
+
+_SENT = (
+    "SELECT seq, key, op, state, debt_id, fields, followup_id, finished FROM entries "
+    "WHERE state IN ('done', 'in_flight') ORDER BY seq"
+)
+_RESEND = (
+    "UPDATE entries SET state = 'pending', fields = ?, followup_id = NULL, error = NULL, "
+    "check_first = (key IS NOT NULL), attempts = 0, next_try = 0, finished = NULL "
+    "WHERE seq = ? AND state = 'done' AND op = 'create'"
+)
+
+
+class SQLiteVerifyMixin:
+    """The verifier's methods of ``SQLiteStore`` (see the module docstring)."""
+
+    writer: SQLiteWriter
+
+    async def sent_entries(self) -> list[SentEntry]:
+        def op(conn: sqlite3.Connection, batch: Batch) -> list[SentEntry]:
+            return [
+                SentEntry(seq, key, kind, state, debt_id, json.loads(text), fid, finished)
+                for seq, key, kind, state, debt_id, text, fid, finished in conn.execute(_SENT)
+            ]
+
+        return await self.writer.run(op)
+
+    async def verify_state(self) -> str | None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> str | None:
+            row = conn.execute("SELECT v FROM meta WHERE k = 'verify'").fetchone()
+            return None if row is None else str(row[0])
+
+        return await self.writer.run(op)
+
+    async def save_verify_state(self, text: str | None) -> None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> None:
+            if text is None:
+                conn.execute("DELETE FROM meta WHERE k = 'verify'")
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('verify', ?)", (text,))
+
+        await self.writer.run(op)
+
+    async def resend(self, seq: int, fields: dict[str, Any]) -> bool:
+        def op(conn: sqlite3.Connection, batch: Batch) -> bool:
+            return conn.execute(_RESEND, (json.dumps(fields), seq)).rowcount > 0
+
+        return await self.writer.run(op)
+
+
+# KEYS as every outbox script has them (see ``_redis_lua``); ARGV: seq, the fields as JSON.
+RESEND = """
+local entries, pending, done = KEYS[1], KEYS[2], KEYS[4]
+local seq, fields = ARGV[1], ARGV[2]
+local raw = redis.call('HGET', entries, seq)
+if not raw then return 0 end
+local e = cjson.decode(raw)
+if e.state ~= 'done' or e.op ~= 'create' then return 0 end
+e.state, e.fields, e.followup_id, e.error = 'pending', fields, nil, nil
+e.attempts, e.next_try, e.finished = 0, 0, nil
+if e.key ~= nil then e.check = 1 else e.check = 0 end
+redis.call('HSET', entries, seq, cjson.encode(e))
+redis.call('ZREM', done, seq)
+redis.call('ZADD', pending, e.seq, e.seq)
+return 1
+"""
+_CHUNK = 500
+
+
+class RedisVerifyMixin:
+    """The verifier's methods of ``RedisStore`` (see the module docstring)."""
+
+    keys: list[str]
+    _redis: Any
+    _scripts: dict[str, Any]
+
+    _run: Callable[..., Awaitable[Any]]  # RedisStore's: one of its scripts
+
+    async def _call(self, command: str, *args: Any) -> Any:
+        from ._types import OutboxStoreError
+
+        if self._redis is None:
+            raise OutboxStoreError("the Redis outbox is not open")
+        try:
+            return await self._redis.execute_command(command, *args)
+        except Exception as exc:  # redis-py's errors, without importing them here
+            raise OutboxStoreError(f"Redis outbox: {exc}") from None
+
+    async def sent_entries(self) -> list[SentEntry]:
+        entries, done, inflight = self.keys[0], self.keys[3], self.keys[2]
+        seqs = [*await self._call("ZRANGE", done, 0, -1)]
+        seqs += await self._call("ZRANGE", inflight, 0, -1)
+        found: list[SentEntry] = []
+        for start in range(0, len(seqs), _CHUNK):
+            for raw in await self._call("HMGET", entries, *seqs[start : start + _CHUNK]):
+                if raw is None:
+                    continue
+                e = json.loads(raw)
+                found.append(
+                    SentEntry(
+                        int(e["seq"]),
+                        e.get("key"),
+                        e["op"],
+                        e["state"],
+                        e.get("debt_id"),
+                        json.loads(e["fields"]),
+                        e.get("followup_id"),
+                        e.get("finished"),
+                    )  # fmt: skip
+                )
+        return sorted(found, key=lambda entry: entry.seq)
+
+    async def verify_state(self) -> str | None:
+        raw = await self._call("HGET", self.keys[7], "verify")
+        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def save_verify_state(self, text: str | None) -> None:
+        if text is None:
+            await self._call("HDEL", self.keys[7], "verify")
+        else:
+            await self._call("HSET", self.keys[7], "verify", text)
+
+    async def resend(self, seq: int, fields: dict[str, Any]) -> bool:
+        if "RESEND" not in self._scripts and self._redis is not None:
+            self._scripts["RESEND"] = self._redis.register_script(RESEND)
+        return bool(await self._run("RESEND", seq, json.dumps(fields)))

@@ -1,0 +1,171 @@
+"""Proof of delivery: ``Outbox.verify`` reads back what the outbox wrote, against the sandbox.
+
+Calls are logged through an outbox, then changed behind its back on the sandbox (deleted,
+created a second time with the same ``call_id``, edited), and the report must name exactly
+those, within the reads its plan counted.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from getbill_async import DeliveryReport, GetBillClient, Outbox, ValidationError
+from getbill_async.sandbox import Sandbox
+from tests.outbox_helpers import fast_client
+from tests.redis_fixtures import RedisServer
+
+DAYS = ("2024-03-04", "2024-03-05", "2024-03-06")
+
+
+def call(debts: list[str], i: int, *, keyed: bool = True) -> dict[str, Any]:
+    """The fields of call ``i``: a debt of ``debts``, one of ``DAYS``, a status."""
+    fields: dict[str, Any] = {
+        "debt_id": debts[i % len(debts)],
+        "type": "call",
+        "status": "deal_found" if i % 3 else "no_answer",
+        "call_date": f"{DAYS[i % len(DAYS)]}T{9 + i % 8:02d}:{i % 60:02d}:00+00:00",
+        "duration_ms": 1000 + i,
+    }
+    if keyed:
+        fields["call_id"] = f"call-{i}"
+    return fields
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An outbox store: a SQLite file, or a Redis outbox of its own name."""
+    if request.param == "sqlite":
+        return str(tmp_path / "outbox.db")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+def outbox_of(client: GetBillClient, store: str, **options: Any) -> Outbox:
+    name = "verify-" + uuid.uuid5(uuid.NAMESPACE_URL, store).hex[:8]
+    return Outbox(client, store, name=name if store.startswith("redis") else None, **options)
+
+
+async def log_calls(client: GetBillClient, db: Path | str, debts: list[str], n: int) -> None:
+    async with outbox_of(client, str(db), poll=0.02) as outbox:
+        for i in range(n):
+            await outbox.create(**call(debts, i))
+        await outbox.join(timeout=60)
+
+
+def by_call_id(sb: Sandbox, call_id: str) -> dict[str, Any]:
+    (found,) = sb.created_followups(call_id=call_id)
+    return found
+
+
+def tamper(sb: Sandbox) -> tuple[set[str], set[str], set[str]]:
+    """Behind the outbox's back: 3 deleted, 4 edited (2 are doubled later, over HTTP)."""
+    deleted = {"call-10", "call-111", "call-212"}
+    for key in deleted:
+        sb.delete_followup(by_call_id(sb, key)["id"])
+    changed = {"call-20", "call-121", "call-222", "call-50"}
+    for key in changed:
+        sb.change_followup(by_call_id(sb, key)["id"], status="cancelled")
+    return deleted, {"call-30", "call-131"}, changed
+
+
+def keys(findings: Any) -> set[str]:
+    return {f.key for f in findings}
+
+
+@pytest.mark.timeout(60)
+async def test_verify_names_exactly_what_changed_behind_its_back(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    async with Sandbox(followups=5000) as sb, fast_client(sb) as client:
+        debts = sb.debt_ids()[:30]
+        await log_calls(client, db, debts, 300)
+        deleted, doubled, changed = tamper(sb)
+        for i in (30, 131):
+            await client.followups.create(**call(debts, i))  # a second integration
+        async with Outbox(client, db, drain=False) as outbox:
+            plan = await outbox.plan_verify()
+            before = sb.requests_made("read")
+            report = await outbox.verify()
+            spent = sb.requests_made("read") - before
+        assert isinstance(report, DeliveryReport)
+        assert (report.checked, report.confirmed) == (300, 291)
+        assert keys(report.missing) == deleted
+        assert keys(report.doubled) == doubled
+        assert keys(report.diverged) == changed
+        assert all(set(f.fields) == {"status"} for f in report.diverged)
+        assert all(f.fields["status"][1] == "cancelled" for f in report.diverged)
+        assert all(len(f.followup_ids) == 2 for f in report.doubled)
+        assert report.reads == spent
+        # Within the plan: each followup not on its day's list costs one look under its debt.
+        assert report.reads <= plan.reads + len(report.missing)
+        assert report.reads <= 300 / 5
+        assert report.started_at <= report.finished_at
+
+
+@pytest.mark.timeout(30)
+async def test_a_keyless_create_is_verified_by_its_followup_id(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    async with Sandbox(followups=500) as sb, fast_client(sb) as client:
+        debts = sb.debt_ids()[:2]
+        async with Outbox(client, db, poll=0.02) as outbox:
+            for i in range(3):
+                await outbox.create(**call(debts, i, keyed=False))
+            await outbox.join(timeout=10)
+            created = [f["id"] for f in sb.created_followups()]
+            sb.delete_followup(created[0])
+            report = await outbox.verify()
+        assert (report.checked, report.confirmed) == (3, 2)
+        assert keys(report.missing) == {created[0]}
+        assert report.missing[0].followup_ids == (created[0],)
+
+
+@pytest.mark.timeout(30)
+async def test_bad_arguments_cost_no_read(tmp_path: Path) -> None:
+    async with Sandbox(followups=50) as sb, fast_client(sb) as client:
+        async with Outbox(client, tmp_path / "o.db", drain=False) as outbox:
+            from datetime import datetime
+
+            with pytest.raises(ValidationError, match="since: must be an aware datetime"):
+                await outbox.verify(datetime(2024, 1, 1))
+            with pytest.raises(ValidationError, match="concurrency: must be an integer >= 1"):
+                await outbox.verify(concurrency=0)
+            with pytest.raises(ValidationError, match="until: must be a datetime or epoch"):
+                await outbox.plan_verify(until="yesterday")  # type: ignore[arg-type]
+        assert sb.requests_made() == 0
+
+
+def report_json(text: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+@pytest.mark.timeout(60)
+async def test_both_stores_requeue_missing_creates_each_once(store: str) -> None:
+    async with Sandbox(followups=2000) as sb, fast_client(sb) as client:
+        debts = sb.debt_ids()[:8]
+        await log_calls(client, store, debts, 40)
+        gone = {"call-3", "call-17"}
+        for key in gone:
+            sb.delete_followup(by_call_id(sb, key)["id"])
+        sb.change_followup(by_call_id(sb, "call-5")["id"], duration_ms=99, notes="not ours")
+        async with outbox_of(client, store, poll=0.02) as outbox:
+            await outbox.update("call-9", status="failed")  # the last fields written win
+            await outbox.join(timeout=10)
+            report = await outbox.verify()
+            assert keys(report.missing) == gone
+            assert keys(report.diverged) == {"call-5"}
+            # Only the fields the outbox wrote are compared (notes it never wrote).
+            assert report.diverged[0].fields == {"duration_ms": [1005, 99]}
+            assert report.confirmed == 37
+            assert await outbox.last_verify() == report
+            assert await outbox.requeue(report.missing) == 2
+            await outbox.join(timeout=10)
+            again = await outbox.verify()
+        for key in gone:
+            assert sb.created_per_call_id()[key] == 2  # the first create, and the one again
+            assert len(sb.created_followups(call_id=key)) == 1
+        assert (again.checked, again.confirmed, keys(again.diverged)) == (40, 39, {"call-5"})
