@@ -7,7 +7,12 @@ those, within the reads its plan counted.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import io
 import json
+import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,8 @@ from typing import Any
 import pytest
 
 from getbill_async import DeliveryReport, GetBillClient, Outbox, ValidationError
+from getbill_async.cli._log import LogOptions, run_log
+from getbill_async.outbox._cli import add_parser, run_async
 from getbill_async.sandbox import Sandbox
 from tests.outbox_helpers import fast_client
 from tests.redis_fixtures import RedisServer
@@ -169,3 +176,89 @@ async def test_both_stores_requeue_missing_creates_each_once(store: str) -> None
             assert sb.created_per_call_id()[key] == 2  # the first create, and the one again
             assert len(sb.created_followups(call_id=key)) == 1
         assert (again.checked, again.confirmed, keys(again.diverged)) == (40, 39, {"call-5"})
+
+
+async def getbill(sb: Sandbox, *argv: str) -> tuple[int, str, str]:
+    """``getbill ...`` in a process of its own, against the sandbox (which keeps serving)."""
+    env = {**os.environ, "GETBILL_TOKEN": sb.token, "GETBILL_BASE_URL": sb.base_url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "getbill_async.cli", *argv,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def outbox_cli(sb: Sandbox, *argv: str) -> tuple[int, str]:
+    """``getbill outbox ...``'s handler, in this process (a process costs seconds to start)."""
+    parser = argparse.ArgumentParser(prog="getbill")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["outbox", *argv])
+    if hasattr(args, "base_url"):
+        args.base_url = sb.base_url
+    out = io.StringIO()
+    return await run_async(args, out), out.getvalue()
+
+
+@pytest.mark.timeout(90)
+async def test_cli_exit_status_json_and_requeue_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = str(tmp_path / "o.db")
+    async with Sandbox(followups=2000) as sb, fast_client(sb) as client:
+        monkeypatch.setenv("GETBILL_TOKEN", sb.token)
+        debts = sb.debt_ids()[:6]
+        await log_calls(client, db, debts, 30)
+        code, out = await outbox_cli(sb, "verify", "--db", db, "--no-progress")
+        assert code == 0
+        assert out.startswith(f"verify {db}: 30 checked, 30 confirmed, 0 missing,")
+        code, out = await outbox_cli(sb, "verify", "--db", db, "--plan")
+        assert code == 0 and out.startswith("verify plan: 30 followups in ")
+
+        sb.delete_followup(by_call_id(sb, "call-4")["id"])
+        sb.change_followup(by_call_id(sb, "call-7")["id"], status="failed")
+        code, out = await outbox_cli(sb, "verify", "--db", db, "--no-progress")
+        assert code == 1
+        lines = out.splitlines()
+        assert "28 confirmed, 1 missing, 0 doubled, 1 diverged" in lines[0]
+        assert lines[1].split()[:3] == ["state", "key", "followup"]
+        assert lines[2].startswith("missing   call-4 ")
+        assert lines[3].startswith("diverged  call-7 ")
+        assert 'status: "deal_found" -> "failed"' in lines[3]
+
+        # The real command, in a process of its own: its exit status, and --json.
+        code, out, _ = await getbill(sb, "outbox", "verify", "--db", db, "--json")
+        data = report_json(out)
+        assert code == 1 and (data["checked"], data["confirmed"]) == (30, 28)
+        assert [f["key"] for f in data["missing"]] == ["call-4"]
+        assert data["diverged"][0]["fields"] == {"status": ["deal_found", "failed"]}
+
+        code, out = await outbox_cli(sb, "requeue", "--missing", "--db", db)
+        assert code == 0 and out.startswith("requeued 1 of 1 missing followups")
+        code, out = await outbox_cli(sb, "drain", "--db", db, "--timeout", "20")
+        assert code == 0 and out.startswith("sent 1 writes, looked up 1")
+        assert sb.created_per_call_id()["call-4"] == 2
+        assert len(sb.created_followups(call_id="call-4")) == 1
+        code, out = await outbox_cli(sb, "requeue", "--missing", "--db", db)
+        assert "requeued already" in out
+
+
+@pytest.mark.timeout(90)
+async def test_log_verify_checks_a_bulk_logs_results(tmp_path: Path) -> None:
+    source, results = tmp_path / "calls.csv", tmp_path / "results.jsonl"
+    async with Sandbox(followups=1000) as sb, fast_client(sb) as client:
+        debts = sb.debt_ids()[:4]
+        rows = ["debt_id,type,status,call_date,call_id"]
+        days = [f"2024-05-0{1 + i % 3}T10:00:00+00:00" for i in range(12)]
+        rows += [f"{debts[i % 4]},call,sent,{days[i]},log-{i}" for i in range(12)]
+        source.write_text("\n".join(rows) + "\n")
+        options = LogOptions(input=source, results=results)
+        assert await run_log(options, client) == 0
+        sb.delete_followup(by_call_id(sb, "log-5")["id"])
+        argv = ["log", "--verify", "--results", str(results), "--json"]
+        code, out, _ = await getbill(sb, *argv)
+        assert code == 1 and [f["key"] for f in report_json(out)["missing"]] == ["log-5"]
+        assert report_json(out)["confirmed"] == 11
+        code, _, err = await getbill(sb, "log", "--verify", "--results", str(tmp_path / "x"))
+        assert code == 2 and "not found" in err

@@ -14,6 +14,7 @@ keeping what the API refuses as dead letters. See the guide "Logging from a serv
 from ._cli import add_parser, run
 from ._outbox import Outbox
 from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
+from ._verify_cli import print_report
 from ._verify_plan import VerifyPlan
 from ._verify_types import DeliveryFinding, DeliveryReport
 
@@ -28,5 +29,6 @@ __all__ = [
     "OutboxStoreError",
     "VerifyPlan",
     "add_parser",
+    "print_report",
     "run",
 ]

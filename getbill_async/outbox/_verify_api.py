@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .._client import GetBillClient
     from ._drain import Drainer
 
-__all__ = ["Verifying"]
+__all__ = ["Verifying", "resend"]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -125,18 +125,31 @@ class Verifying:
         return DeliveryReport.of(state["report"])
 
     async def _resend(self, selectors: Iterable[Any]) -> int:
-        """Send missing followups again: each one's create goes back to pending with the
-        last fields written, to be looked up by its ``call_id`` first (created once)."""
-        findings = _findings(selectors)
-        items = {w.entry: w for w in written(await self._store.sent_entries(), None, None)}
-        count = 0
-        for finding in findings:
-            item = items.get(finding.entry) if finding.entry is not None else None
-            if item is None:
-                continue  # its create is no longer kept (past retention), or not done
-            body = build_create(None, dict(item.fields))
-            fields = json.loads(_encode(body))
-            if await self._store.resend(finding.entry, fields):  # type: ignore[arg-type]
-                count += 1
+        """Send missing followups again (see ``resend``)."""
+        count = await resend(self._store, _findings(selectors))
         self._drainer.wake()
         return count
+
+
+async def resend(store: Store, findings: Iterable[DeliveryFinding]) -> int:
+    """Put each missing followup's create back to pending with the last fields written, to
+    be looked up by its ``call_id`` before it is sent (so it is created once).
+
+    Args:
+        store: the outbox's store.
+        findings: ``report.missing``.
+
+    Returns:
+        How many went back; a followup whose create the store no longer keeps (past the
+        retention window) cannot.
+    """
+    items = {w.entry: w for w in written(await store.sent_entries(), None, None)}
+    count = 0
+    for finding in findings:
+        item = None if finding.entry is None else items.get(finding.entry)
+        if item is None or item.entry is None:
+            continue
+        fields = json.loads(_encode(build_create(None, dict(item.fields))))
+        if await store.resend(item.entry, fields):
+            count += 1
+    return count
