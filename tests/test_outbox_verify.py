@@ -12,6 +12,8 @@ import asyncio
 import io
 import json
 import os
+import signal
+import sqlite3
 import sys
 import uuid
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from getbill_async import DeliveryReport, GetBillClient, Outbox, ValidationError
+from getbill_async import DeliveryReport, GetBillClient, NotFoundError, Outbox, ValidationError
 from getbill_async.cli._log import LogOptions, run_log
 from getbill_async.outbox._cli import add_parser, run_async
 from getbill_async.sandbox import Sandbox
@@ -262,3 +264,89 @@ async def test_log_verify_checks_a_bulk_logs_results(tmp_path: Path) -> None:
         assert report_json(out)["confirmed"] == 11
         code, _, err = await getbill(sb, "log", "--verify", "--results", str(tmp_path / "x"))
         assert code == 2 and "not found" in err
+
+
+def checkpoint(db: str) -> dict[str, Any]:
+    """The verifier's state in an outbox file, read as another process would."""
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT v FROM meta WHERE k = 'verify'").fetchone()
+    conn.close()
+    return {} if row is None else report_json(row[0])
+
+
+def reads_of(log: list[tuple[str, str]], group: str) -> list[str]:
+    """The list reads of a group (``day:D`` or ``debt:X``), probes (``limit=1``) left out."""
+    kind, _, value = group.partition(":")
+    wanted = f"date_from={value}" if kind == "day" else f"debt_id={value}"
+    return [path for _, path in log if wanted in path and "limit=1&" not in path + "&"]
+
+
+def probes_of(log: list[tuple[str, str]], day: str) -> list[str]:
+    return [path for _, path in log if f"date_from={day}" in path and "limit=1&" in path + "&"]
+
+
+@pytest.mark.timeout(120)
+async def test_a_verify_killed_mid_run_resumes_without_reading_a_group_twice(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "o.db")
+    days = [f"2024-02-{d:02d}" for d in range(1, 29)]
+    async with Sandbox(followups=3000) as sb, fast_client(sb) as client:
+        debts = sb.debt_ids()[:20]  # 5 debts a day: a day's list is cheaper
+        async with outbox_of(client, db, poll=0.02) as outbox:
+            for i in range(280):
+                when = f"{days[i % 28]}T10:{i % 60:02d}:00+00:00"
+                fields = {"debt_id": debts[i % 20], "type": "call", "call_date": when}
+                await outbox.create(**fields, status="sent", call_id=f"k-{i}")
+            await outbox.join(timeout=30)
+        sb.latency = 0.15  # reads slow enough to be killed among them
+        env = {**os.environ, "GETBILL_TOKEN": sb.token, "GETBILL_BASE_URL": sb.base_url}
+        argv = ["outbox", "verify", "--db", db, "--concurrency", "1", "--no-progress"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "getbill_async.cli", *argv, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        while len(checkpoint(db).get("done", {})) < 5:
+            assert proc.returncode is None, "the verify ended before it was killed"
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        before = checkpoint(db)
+        assert before["phase"] == "running" and len(before["done"]) < 28
+        killed_at = len(sb.request_log())
+        sb.latency = 0.0
+        async with outbox_of(client, db, drain=False) as outbox:
+            report = await outbox.verify()
+        log = sb.request_log()
+        assert report.resumed and (report.checked, report.confirmed) == (280, 280)
+        assert len(before["done"]) >= 5 and len(before["totals"]) == 28  # all 28 days probed
+        for group in before["done"]:
+            assert reads_of(log[killed_at:], group) == [], group
+        assert all(len(probes_of(log, day)) == 1 for day in days)  # none probed again
+        groups = [f"day:{day}" for day in days]
+        assert all(0 < len(reads_of(log, g)) <= 2 for g in groups)
+        assert sum(len(reads_of(log, g)) == 2 for g in groups) <= 1  # the one cut off
+        assert report.reads >= len(log) - killed_at  # this run's reads, and the killed one's
+
+
+@pytest.mark.timeout(30)
+async def test_the_sandbox_deletes_a_followup_behind_the_apis_back() -> None:
+    async with Sandbox(followups=200) as sb, fast_client(sb) as client:
+        debt = sb.debt_ids()[0]
+        first = await client.followups.list(debt_id=debt, limit=100)
+        everything = await client.followups.list(limit=100)
+        gone = first.data[0].id
+        sb.delete_followup(gone)
+        with pytest.raises(NotFoundError):
+            await client.followups.get(gone)
+        with pytest.raises(NotFoundError):
+            await client.followups.update(gone, status="failed")
+        after = await client.followups.list(debt_id=debt, limit=100)
+        assert [f.id for f in after.data] == [f.id for f in first.data[1:]]
+        assert (
+            await client.followups.list(limit=100)
+        ).pagination.total == everything.pagination.total - 1
+        assert gone not in sb.followup_ids() and sb.followup(gone) is None
+        assert (await client.debts.get(debt)).followups_count == first.pagination.total - 1
+        with pytest.raises(ValueError, match="unknown followup_id"):
+            sb.delete_followup(gone)

@@ -220,6 +220,17 @@ class Sandbox:
         """The bytes the media host serves for `/media/{folder}/{name}`."""
         return media_content(folder, name)
 
+    @property
+    def latency(self) -> float:
+        """Seconds added before each API answer; may be changed while it runs."""
+        return self._state.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("latency must be >= 0")
+        self._state.latency = seconds
+
     # observation -------------------------------------------------------------------------
 
     @property
@@ -248,6 +259,11 @@ class Sandbox:
         store = self._store
         found = [dict(store.record(row)) for row in store.created_rows if row not in store.deleted]
         return found if call_id is None else [f for f in found if f.get("call_id") == call_id]
+
+    def request_log(self) -> list[tuple[str, str]]:
+        """The most recent 100,000 API requests (not /token) as ``(method, path?query)``,
+        oldest first, in the order they reached the sandbox."""
+        return list(self._state.seen)
 
     def requests_made(self, cls: str | None = None) -> int:
         """API requests that reached the sandbox (not /token), answered or not.
