@@ -95,13 +95,25 @@ class _Result:
             self.found[state] += other.found[state]
 
 
-def judge(item: Written, seen: list[Followup], result: _Result) -> bool:
+class Seen:
+    """The followups of a list read in full, by id and by (``call_id``, debt)."""
+
+    def __init__(self, followups: list[Followup]) -> None:
+        self.by_id = {f.id: f for f in followups}
+        self.by_call: dict[tuple[str, str], list[Followup]] = {}
+        for f in followups:
+            if f.call_id is not None:
+                self.by_call.setdefault((f.call_id, f.debt_id), []).append(f)
+
+
+def judge(item: Written, seen: Seen, result: _Result) -> bool:
     """Compare ``item`` with the followups of a list read in full; False when it is not
     among them (neither by id nor by ``call_id`` under its debt)."""
-    by_id = [f for f in seen if f.id == item.followup_id]
-    same = []
-    if item.call_id is not None:
-        same = [f for f in seen if f.call_id == item.call_id and f.debt_id == item.debt_id]
+    mine = seen.by_id.get(item.followup_id)
+    by_id = [] if mine is None else [mine]
+    same: list[Followup] = []
+    if item.call_id is not None and item.debt_id is not None:
+        same = seen.by_call.get((item.call_id, item.debt_id), [])
     ids = [*dict.fromkeys(f.id for f in by_id + same)]
     if not ids:
         return False
@@ -306,7 +318,7 @@ class Verifier:
 
     # reading -------------------------------------------------------------------------------
 
-    async def _list(self, **filters: Any) -> list[Followup]:
+    async def _list(self, **filters: Any) -> Seen:
         """Every followup under ``filters``, page by page (100 a read)."""
         seen: dict[str, Followup] = {}
         page, pages = 1, 1
@@ -318,14 +330,14 @@ class Verifier:
                 seen.setdefault(followup.id, followup)
             pages = answer.pagination.pages
             page += 1
-        return list(seen.values())
+        return Seen(list(seen.values()))
 
-    async def _by_id(self, followup_id: str) -> list[Followup]:
+    async def _by_id(self, followup_id: str) -> Seen:
         self._extra += 1
         try:
-            return [await self._client.followups.get(followup_id)]
+            return Seen([await self._client.followups.get(followup_id)])
         except NotFoundError:
-            return []
+            return Seen([])
 
     async def _group(self, group: Group, items: list[Written]) -> _Result:
         """Read one group in full and judge its followups (looking again, under its debt or
@@ -342,7 +354,7 @@ class Verifier:
             for item in lost:
                 _missing(item, result)
             return result
-        debts: dict[str, list[Followup]] = {}
+        debts: dict[str, Seen] = {}
         for item in lost:
             if item.call_id is None or item.debt_id is None:
                 again = await self._by_id(item.followup_id)
