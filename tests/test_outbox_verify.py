@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import os
+import random
 import signal
 import sqlite3
 import sys
@@ -21,10 +22,20 @@ from typing import Any
 
 import pytest
 
-from getbill_async import DeliveryReport, GetBillClient, NotFoundError, Outbox, ValidationError
+from getbill_async import (
+    DeliveryReport,
+    GetBillClient,
+    LocalBudget,
+    NotFoundError,
+    Outbox,
+    RateLimit,
+    ValidationError,
+)
 from getbill_async.cli._log import LogOptions, run_log
 from getbill_async.export import NullProgress
 from getbill_async.outbox._cli import add_parser, run_async
+from getbill_async.outbox._verify_plan import make_plan
+from getbill_async.outbox._verify_types import Written
 from getbill_async.sandbox import Sandbox
 from tests.outbox_helpers import fast_client
 from tests.redis_fixtures import RedisServer
@@ -358,3 +369,61 @@ async def test_the_sandbox_deletes_a_followup_behind_the_apis_back() -> None:
         assert (await client.debts.get(debt)).followups_count == first.pagination.total - 1
         with pytest.raises(ValueError, match="unknown followup_id"):
             sb.delete_followup(gone)
+
+
+def layout(rng: random.Random) -> tuple[list[Written], dict[str, int]]:
+    """Followups on a few days and debts, some undated, some of unknown debt; and how many
+    followups (everyone's) each day holds."""
+    days = [f"2024-07-{d:02d}" for d in range(1, rng.randint(1, 8) + 1)]
+    debts = [f"d{j}" for j in range(rng.randint(1, 60))]
+    items = []
+    for i in range(rng.randint(1, 400)):
+        roll = rng.random()
+        fields = {} if roll < 0.1 else {"call_date": f"{rng.choice(days)}T10:00:00+00:00"}
+        debt = None if roll > 0.95 else rng.choice(debts)
+        items.append(Written(f"c{i}", f"c{i}", debt, f"f{i}", fields, 0.0))
+    totals = {day: rng.choice([0, 30, 3_000, 40_000]) for day in days}
+    for w in items:
+        if w.day is not None:
+            totals[w.day.isoformat()] += 1
+    return items, totals
+
+
+@pytest.mark.timeout(30)
+async def test_a_plan_never_counts_more_reads_than_followups() -> None:
+    status = LocalBudget(RateLimit()).status
+    for seed in range(300):
+        items, totals = layout(random.Random(seed))
+        probed: list[str] = []
+
+        async def probe(
+            day: str, totals: dict[str, int] = totals, probed: list[str] = probed
+        ) -> int:
+            probed.append(day)
+            return totals[day]
+
+        plan = await make_plan(items, totals={}, probe=probe, status=status, concurrency=4)
+        assert plan.reads <= plan.followups == len(items), seed
+        assert plan.probes == len(probed) == len(set(probed))
+        covered = [f for group in plan.groups for f in group.followups]
+        assert sorted(covered) == sorted(w.followup_id for w in items)  # each once
+        again = await make_plan(
+            items, totals=plan.totals, probe=probe, status=status, concurrency=4
+        )
+        assert again.groups == plan.groups and again.probes == 0  # a resume decides alike
+
+
+@pytest.mark.timeout(30)
+async def test_a_day_with_few_other_followups_is_read_by_day() -> None:
+    status = LocalBudget(RateLimit()).status
+    items = [
+        Written(f"c{i}", f"c{i}", f"d{i % 40}", f"f{i}", {"call_date": "2024-07-01T10:00:00Z"}, 0)
+        for i in range(500)
+    ]
+
+    async def probe(day: str) -> int:
+        return 530  # ours and 30 others
+
+    plan = await make_plan(items, totals={}, probe=probe, status=status, concurrency=4)
+    assert (plan.reads, plan.probes, plan.by_day, plan.by_debt) == (7, 1, 1, 0)
+    assert plan.reads <= len(items) / 5
