@@ -190,7 +190,11 @@ class Verifier:
         page = await self._client.followups.list(
             date_from=day, date_to=day, limit=1, stats=self.stats
         )
-        return int(page.pagination.total)
+        total = int(page.pagination.total)
+        if self.state:  # a run (not a plan alone): a kill must not probe this day again
+            self.state["totals"][day] = total
+            await self._save()
+        return total
 
     async def _items(self, since: float | None, until: float | None) -> list[Written]:
         return written(await self._store.sent_entries(), since, until)
@@ -259,8 +263,9 @@ class Verifier:
         by_id = {w.followup_id: w for w in items}
         todo = [g for g in plan.groups if g.name not in done]
         if self._progress is not None:
-            before = int(self.state["reads"])
-            self._progress.start(before + plan.reads, len(items), before, total.checked)
+            spent = int(self.state["reads"]) + self.reads
+            left = sum(g.reads for g in todo)
+            self._progress.start(spent + left, len(items), spent, total.checked)
         await self._read_all(todo, by_id, total)
         return await self._finish(total, resumed)
 
