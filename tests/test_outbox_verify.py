@@ -139,6 +139,8 @@ async def test_a_keyless_create_is_verified_by_its_followup_id(tmp_path: Path) -
             created = [f["id"] for f in sb.created_followups()]
             sb.delete_followup(created[0])
             report = await outbox.verify()
+        lanes = (await client.budget_status()).reads.lanes  # verify reads in the bulk lane
+        assert (lanes["bulk"], lanes["interactive"]) == (report.reads, 0)
         assert (report.checked, report.confirmed) == (3, 2)
         assert keys(report.missing) == {created[0]}
         assert report.missing[0].followup_ids == (created[0],)
