@@ -236,6 +236,9 @@ async def test_cli_exit_status_json_and_requeue_missing(
         code, out = await outbox_cli(sb, "verify", "--db", db, "--no-progress")
         assert code == 0
         assert out.startswith(f"verify {db}: 30 checked, 30 confirmed, 0 missing,")
+        later = ["--since", "2999-01-01", "--no-progress"]  # nothing finished since then
+        code, out = await outbox_cli(sb, "verify", "--db", db, *later)
+        assert code == 0 and f"verify {db}: 0 checked, 0 confirmed" in out
         code, out = await outbox_cli(sb, "verify", "--db", db, "--plan")
         assert code == 0 and out.startswith("verify plan: 30 followups in ")
 
