@@ -31,7 +31,9 @@ from getbill_async import (
     RateLimit,
     ValidationError,
 )
+from getbill_async.cli import build_parser
 from getbill_async.cli._log import LogOptions, run_log
+from getbill_async.cli._log_verify import verify_log
 from getbill_async.export import NullProgress
 from getbill_async.outbox._cli import add_parser, run_async
 from getbill_async.outbox._verify_plan import make_plan
@@ -271,7 +273,9 @@ async def test_cli_exit_status_json_and_requeue_missing(
 
 
 @pytest.mark.timeout(90)
-async def test_log_verify_checks_a_bulk_logs_results(tmp_path: Path) -> None:
+async def test_log_verify_checks_a_bulk_logs_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source, results = tmp_path / "calls.csv", tmp_path / "results.jsonl"
     async with Sandbox(followups=1000) as sb, fast_client(sb) as client:
         debts = sb.debt_ids()[:4]
@@ -286,8 +290,9 @@ async def test_log_verify_checks_a_bulk_logs_results(tmp_path: Path) -> None:
         code, out, _ = await getbill(sb, *argv)
         assert code == 1 and [f["key"] for f in report_json(out)["missing"]] == ["log-5"]
         assert report_json(out)["confirmed"] == 11
-        code, _, err = await getbill(sb, "log", "--verify", "--results", str(tmp_path / "x"))
-        assert code == 2 and "not found" in err
+        args = build_parser().parse_args(["log", "--verify", "--results", str(tmp_path / "x")])
+        assert await verify_log(args, client) == 2
+    assert "x.outbox not found: no run wrote" in capsys.readouterr().err
 
 
 def checkpoint(db: str) -> dict[str, Any]:
