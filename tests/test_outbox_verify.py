@@ -437,3 +437,20 @@ async def test_a_day_with_few_other_followups_is_read_by_day() -> None:
     plan = await make_plan(items, totals={}, probe=probe, status=status, concurrency=4)
     assert (plan.reads, plan.probes, plan.by_day, plan.by_debt) == (7, 1, 1, 0)
     assert plan.reads <= len(items) / 5
+
+
+@pytest.mark.timeout(30)
+async def test_an_update_by_followup_id_is_read_back_by_its_id(tmp_path: Path) -> None:
+    async with Sandbox(followups=100) as sb, fast_client(sb) as client:
+        seeded = sb.followup_ids()[:2]
+        async with Outbox(client, tmp_path / "o.db", poll=0.02) as outbox:
+            for followup_id in seeded:
+                await outbox.update(followup_id, status="failed", summary="re-dialled")
+            await outbox.join(timeout=10)
+            sb.change_followup(seeded[1], summary="edited")
+            plan = await outbox.plan_verify()
+            report = await outbox.verify()
+        assert (plan.by_id, plan.reads) == (2, 2)
+        assert (report.checked, report.confirmed, report.reads) == (2, 1, 2)
+        assert report.diverged[0].key == seeded[1]
+        assert report.diverged[0].fields == {"summary": ["re-dialled", "edited"]}
