@@ -227,9 +227,7 @@ class Sandbox:
 
     @latency.setter
     def latency(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("latency must be >= 0")
-        self._state.latency = seconds
+        self._state.latency = max(0.0, seconds)
 
     # observation -------------------------------------------------------------------------
 
@@ -375,15 +373,9 @@ class Sandbox:
 
     def delete_followup(self, followup_id: str) -> None:
         """Delete a followup without HTTP (an agent deleting it in GetBill's app; the API
-        documents no delete). It is gone from every list and count, and ``GET`` answers 404.
-
-        Raises:
-            ValueError: An unknown (or already deleted) id.
-        """
-        row = self._store.followup_row(followup_id)
-        if row is None:
-            raise ValueError(f"unknown followup_id {followup_id!r}")
-        self._store.delete(row)
+        documents no delete): it leaves every list and count, ``GET`` answers 404, and an
+        unknown (or deleted) id raises ``ValueError``."""
+        self._store.delete(followup_id)
 
     def insert_followups(self, n: int, debt_id: str | None = None) -> list[str]:
         """Add `n` followups without HTTP (new data arriving); they come first in list order.

@@ -284,8 +284,11 @@ class Store:
                     rows.insert(bisect_left(rows, row), row)
         return record
 
-    def delete(self, row: int) -> None:
+    def delete(self, followup_id: str) -> None:
         """Take a row out of every list, count and lookup (a deletion on the server's side)."""
+        row = self.followup_row(followup_id)
+        if row is None:
+            raise ValueError(f"unknown followup_id {followup_id!r}")
         self.deleted.add(row)
         self._encoded.pop(row, None)
         lists = list(self._cache.values())
