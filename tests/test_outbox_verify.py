@@ -315,8 +315,9 @@ def probes_of(log: list[tuple[str, str]], day: str) -> list[str]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 async def test_a_verify_killed_mid_run_resumes_without_reading_a_group_twice(
-    tmp_path: Path,
+    tmp_path: Path, how: signal.Signals
 ) -> None:
     db = str(tmp_path / "o.db")
     days = [f"2024-02-{d:02d}" for d in range(1, 29)]
@@ -338,8 +339,8 @@ async def test_a_verify_killed_mid_run_resumes_without_reading_a_group_twice(
         while len(checkpoint(db).get("done", {})) < 5:
             assert proc.returncode is None, "the verify ended before it was killed"
             await asyncio.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
+        proc.send_signal(how)
+        assert await proc.wait() == (-signal.SIGKILL if how == signal.SIGKILL else 130)
         before = checkpoint(db)
         assert before["phase"] == "running" and len(before["done"]) < 28
         killed_at = len(sb.request_log())
