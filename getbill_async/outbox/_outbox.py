@@ -20,7 +20,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,8 +34,7 @@ from ._eta import eta_seconds
 from ._sqlite_store import SQLiteStore
 from ._store import Enqueued, Store, StoreFull
 from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
-from ._verify_api import Verifying
-from ._verify_types import DeliveryFinding
+from ._verify_api import Selector, Verifying
 
 if TYPE_CHECKING:
     from .._client import GetBillClient
@@ -360,11 +359,7 @@ class Outbox(Verifying):
         """
         return await self._store.dead_entries()
 
-    async def requeue(
-        self,
-        *selectors: str | int | DeliveryFinding | Iterable[DeliveryFinding],
-        held: bool = False,
-    ) -> int:
+    async def requeue(self, *selectors: Selector, held: bool = False) -> int:
         """Send dead entries again, after a fix: all of them, or those named by key
         (``call_id`` or followup id) or by entry id (``DeadEntry.id``). Given a verify's
         ``report.missing`` (``DeliveryFinding`` items), send those followups again instead:

@@ -19,7 +19,6 @@ from ..errors import ValidationError
 from ..support import require
 from ._store import Enqueued, StoreFull
 from ._types import Claimed, DeadEntry, OutboxStoreError, StoreCounts
-from ._verify_store import RedisVerifyMixin
 
 __all__ = ["RedisStore", "persistence_warning"]
 
@@ -31,6 +30,7 @@ from redis.asyncio.cluster import RedisCluster  # noqa: E402
 from redis.exceptions import RedisClusterException, RedisError  # noqa: E402
 
 from . import _redis_lua as lua  # noqa: E402
+from ._delivery_store import RedisVerifyMixin  # noqa: E402
 
 _SCRIPTS = (
     *("ENQUEUE_CREATE", "ENQUEUE_UPDATE", "CLAIM", "RENEW", "FINISH"),

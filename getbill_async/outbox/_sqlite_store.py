@@ -14,11 +14,11 @@ import socket
 import sqlite3
 from typing import Any, Literal
 
+from ._delivery_store import SQLiteVerifyMixin
 from ._sqlite import Batch, SQLiteWriter
 from ._sqlite_creates import CREATES, backlog
 from ._store import Enqueued, StoreFull, same_fields
 from ._types import Claimed, DeadEntry, EntryEvent, StoreCounts
-from ._verify_store import SQLiteVerifyMixin
 
 __all__ = ["SQLiteStore", "owner_alive"]
 

@@ -18,7 +18,6 @@ from collections.abc import Awaitable
 from typing import Any, Literal, Protocol
 
 from ._types import Claimed, DeadEntry, StoreCounts
-from ._verify_types import SentEntry
 
 __all__ = ["Enqueued", "Store", "StoreFull", "same_fields"]
 
@@ -75,12 +74,3 @@ class Store(Protocol):
     async def requeue(self, keys: list[str], ids: list[int], held: bool) -> int: ...
 
     async def prune(self, before: float) -> int: ...
-
-    # What ``Outbox.verify`` reads and keeps (see ``_verify_store``).
-    async def sent_entries(self) -> list[SentEntry]: ...
-
-    async def verify_state(self) -> str | None: ...
-
-    async def save_verify_state(self, text: str | None) -> None: ...
-
-    async def resend(self, seq: int, fields: dict[str, Any]) -> bool: ...

@@ -25,7 +25,7 @@ from ..errors import NotFoundError, ValidationError
 from ..export import Progress
 from ..models import Followup
 from ..transport import CallStats
-from ._store import Store
+from ._delivery_store import VerifiableStore
 from ._verify_plan import PAGE, Group, VerifyPlan, make_plan
 from ._verify_types import DeliveryFinding, DeliveryReport, Written, written
 
@@ -167,7 +167,7 @@ class Verifier:
     def __init__(
         self,
         client: Any,
-        store: Store,
+        store: VerifiableStore,
         *,
         concurrency: int = 4,
         progress: Progress | None = None,
@@ -372,7 +372,7 @@ class Verifier:
         return result
 
 
-async def read_state(store: Store) -> dict[str, Any] | None:
+async def read_state(store: VerifiableStore) -> dict[str, Any] | None:
     """The verifier's state kept in ``store`` (a checkpoint, or the last report), if any."""
     text = await store.verify_state()
     return None if text is None else dict(json.loads(text))

@@ -15,6 +15,7 @@ import msgspec
 
 from ..export import Progress
 from ..support import build_create
+from ._delivery_store import VerifiableStore, verifiable
 from ._store import Store
 from ._verify import Verifier, bad, epoch, read_state
 from ._verify_plan import VerifyPlan
@@ -24,9 +25,11 @@ if TYPE_CHECKING:
     from .._client import GetBillClient
     from ._drain import Drainer
 
-__all__ = ["Verifying", "resend"]
+__all__ = ["Selector", "Verifying", "resend"]
 
 _encode = msgspec.json.Encoder().encode
+#: What ``Outbox.requeue`` takes: keys and entry ids, or a verify's findings (``report.missing``).
+Selector = str | int | DeliveryFinding | Iterable[DeliveryFinding]
 
 
 def _findings(selectors: Iterable[Any]) -> list[DeliveryFinding]:
@@ -57,7 +60,8 @@ class Verifying:
     def _verifier(self, concurrency: int, progress: Progress | None = None) -> Verifier:
         _positive("concurrency", concurrency)
         view = self._client.with_options(priority="bulk")
-        return Verifier(view, self._store, concurrency=concurrency, progress=progress)
+        store = verifiable(self._store)
+        return Verifier(view, store, concurrency=concurrency, progress=progress)
 
     async def verify(
         self,
@@ -119,19 +123,19 @@ class Verifying:
 
     async def last_verify(self) -> DeliveryReport | None:
         """The report of the last verify that finished (kept in the store), or None."""
-        state = await read_state(self._store)
+        state = await read_state(verifiable(self._store))
         if state is None or state.get("phase") != "done":
             return None
         return DeliveryReport.of(state["report"])
 
     async def _resend(self, selectors: Iterable[Any]) -> int:
         """Send missing followups again (see ``resend``)."""
-        count = await resend(self._store, _findings(selectors))
+        count = await resend(verifiable(self._store), _findings(selectors))
         self._drainer.wake()
         return count
 
 
-async def resend(store: Store, findings: Iterable[DeliveryFinding]) -> int:
+async def resend(store: VerifiableStore, findings: Iterable[DeliveryFinding]) -> int:
     """Put each missing followup's create back to pending with the last fields written, to
     be looked up by its ``call_id`` before it is sent (so it is created once).
 

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from ..export import make_progress
+from ._delivery_store import verifiable
 from ._store import Store
 from ._verify_api import resend
 from ._verify_types import DeliveryFinding, DeliveryReport
@@ -112,10 +113,11 @@ async def run_verify(args: argparse.Namespace, out: TextIO) -> int:
     return print_report(report, args.db if "@" not in args.db else "outbox", out, as_json=args.json)
 
 
-async def requeue_missing(store: Store, out: TextIO) -> int:
+async def requeue_missing(outbox_store: Store, out: TextIO) -> int:
     """Put back to pending the followups the last finished verify found missing."""
     from ._verify import read_state
 
+    store = verifiable(outbox_store)
     state: dict[str, Any] | None = await read_state(store)
     if state is None or state.get("phase") != "done":
         print("no finished verify in this outbox: run `getbill outbox verify` first", file=out)

@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._verify_types import SentEntry
 
 if TYPE_CHECKING:
     from ._sqlite import Batch, SQLiteWriter
 
-__all__ = ["RESEND", "RedisVerifyMixin", "SQLiteVerifyMixin"]
+__all__ = ["RESEND", "RedisVerifyMixin", "SQLiteVerifyMixin", "VerifiableStore", "verifiable"]
 
 _SENT = (
     "SELECT seq, key, op, state, debt_id, fields, followup_id, finished FROM entries "
@@ -33,6 +33,32 @@ _RESEND = (
     "check_first = (key IS NOT NULL), attempts = 0, next_try = 0, finished = NULL "
     "WHERE seq = ? AND state = 'done' AND op = 'create'"
 )
+
+
+@runtime_checkable
+class VerifiableStore(Protocol):
+    """What ``Outbox.verify`` needs of a store, beside ``Store`` (both stores have it)."""
+
+    async def sent_entries(self) -> list[SentEntry]: ...
+
+    async def verify_state(self) -> str | None: ...
+
+    async def save_verify_state(self, text: str | None) -> None: ...
+
+    async def resend(self, seq: int, fields: dict[str, Any]) -> bool: ...
+
+
+def verifiable(store: object) -> VerifiableStore:
+    """``store`` as a ``VerifiableStore``.
+
+    Raises:
+        OutboxStoreError: a store of another kind, which cannot read back what it sent.
+    """
+    from ._types import OutboxStoreError
+
+    if not isinstance(store, VerifiableStore):
+        raise OutboxStoreError(f"{type(store).__name__} cannot verify: it keeps no sent entries")
+    return store
 
 
 class SQLiteVerifyMixin:
