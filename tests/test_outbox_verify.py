@@ -68,9 +68,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.url
 
 
+def name_of(store: str) -> str:
+    """The outbox's name: one of its own in Redis, the default for a file."""
+    redis = store.startswith("redis")
+    return "verify-" + uuid.uuid5(uuid.NAMESPACE_URL, store).hex[:8] if redis else "default"
+
+
 def outbox_of(client: GetBillClient, store: str, **options: Any) -> Outbox:
-    name = "verify-" + uuid.uuid5(uuid.NAMESPACE_URL, store).hex[:8]
-    return Outbox(client, store, name=name if store.startswith("redis") else None, **options)
+    return Outbox(client, store, name=name_of(store), **options)
 
 
 async def log_calls(client: GetBillClient, db: Path | str, debts: list[str], n: int) -> None:
@@ -169,7 +174,9 @@ def report_json(text: str) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(60)
-async def test_both_stores_requeue_missing_creates_each_once(store: str) -> None:
+async def test_both_stores_requeue_missing_creates_each_once(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with Sandbox(followups=2000) as sb, fast_client(sb) as client:
         debts = sb.debt_ids()[:8]
         await log_calls(client, store, debts, 40)
@@ -201,6 +208,10 @@ async def test_both_stores_requeue_missing_creates_each_once(store: str) -> None
             assert len(sb.created_followups(call_id=key)) == 1
         assert (again.checked, again.confirmed) == (40, 38)
         assert keys(again.diverged) == {"call-5", "call-11"} and not again.missing
+        monkeypatch.setenv("GETBILL_TOKEN", sb.token)  # the same store from a shell
+        argv = ["verify", "--db", store, "--name", name_of(store), "--json"]
+        code, out = await outbox_cli(sb, *argv)
+        assert code == 1 and report_json(out)["checked"] == 40
 
 
 async def getbill(sb: Sandbox, *argv: str) -> tuple[int, str, str]:
