@@ -180,6 +180,7 @@ class Verifier:
         self._extra = 0  # reads counted by hand (GET by id)
         self._lock = asyncio.Lock()
         self.state: dict[str, Any] = {}
+        self._checked = 0  # followups judged so far (progress)
 
     @property
     def reads(self) -> int:
@@ -266,6 +267,7 @@ class Verifier:
             spent = int(self.state["reads"]) + self.reads
             left = sum(g.reads for g in todo)
             self._progress.start(spent + left, len(items), spent, total.checked)
+        self._checked = total.checked
         await self._read_all(todo, by_id, total)
         return await self._finish(total, resumed)
 
@@ -283,7 +285,7 @@ class Verifier:
                     total.add(result)
                     self.state["done"][group.name] = result.as_dict()
                     await self._save()
-                    await self._show(total)
+                    self._checked = total.checked
 
         workers = [asyncio.create_task(worker()) for _ in range(self._concurrency)]
         try:
@@ -293,17 +295,26 @@ class Verifier:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
-    async def _show(self, total: _Result) -> None:
-        if self._progress is None:
+    async def _show(self) -> None:
+        """A read was answered: tell the progress (as an export tells it of a page), with
+        the budget's figure when the line will be shown."""
+        progress = self._progress
+        if progress is None or not self.state:
             return
-        try:
-            budget = (await self._client.budget_status()).reads
-        except Exception:  # progress must not fail a verify
-            budget = None
-        self._progress.update(int(self.state["reads"]) + self.reads, total.checked, budget)
+        pages = int(self.state["reads"]) + self.reads
+        due = getattr(progress, "due", None)
+        budget = None
+        if due is None or due(pages):
+            try:
+                budget = (await self._client.budget_status()).reads
+            except Exception:  # progress must not fail a verify
+                budget = None
+        progress.update(pages, self._checked, budget)
 
     async def _finish(self, total: _Result, resumed: bool) -> DeliveryReport:
         if self._progress is not None:
+            self._checked = total.checked
+            await self._show()
             self._progress.finish()
         report = DeliveryReport(
             checked=total.checked,
@@ -335,6 +346,7 @@ class Verifier:
                 seen.setdefault(followup.id, followup)
             pages = answer.pagination.pages
             page += 1
+            await self._show()
         return Seen(list(seen.values()))
 
     async def _by_id(self, followup_id: str) -> Seen:
@@ -343,6 +355,8 @@ class Verifier:
             return Seen([await self._client.followups.get(followup_id)])
         except NotFoundError:
             return Seen([])
+        finally:
+            await self._show()
 
     async def _group(self, group: Group, items: list[Written]) -> _Result:
         """Read one group in full and judge its followups (looking again, under its debt or
