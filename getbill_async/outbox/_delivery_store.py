@@ -22,7 +22,8 @@ from ._verify_types import SentEntry
 if TYPE_CHECKING:
     from ._sqlite import Batch, SQLiteWriter
 
-__all__ = ["RESEND", "RedisVerifyMixin", "SQLiteVerifyMixin", "VerifiableStore", "verifiable"]
+__all__ = ["RedisVerifyMixin", "SQLiteVerifyMixin", "VerifiableStore", "resend_script"]
+__all__ += ["verifiable"]
 
 _SENT = (
     "SELECT seq, key, op, state, debt_id, fields, followup_id, finished FROM entries "
@@ -98,9 +99,8 @@ class SQLiteVerifyMixin:
         return await self.writer.run(op)
 
 
-# KEYS as every outbox script has them (see ``_redis_lua``); ARGV: seq, the fields as JSON.
-RESEND = """
-local entries, pending, done = KEYS[1], KEYS[2], KEYS[4]
+# After the store's own prelude (its KEYS, ``get``, ``put``); ARGV: seq, the fields as JSON.
+_RESEND_LUA = """
 local seq, fields = ARGV[1], ARGV[2]
 local raw = redis.call('HGET', entries, seq)
 if not raw then return 0 end
@@ -109,18 +109,29 @@ if e.state ~= 'done' or e.op ~= 'create' then return 0 end
 e.state, e.fields, e.followup_id, e.error = 'pending', fields, nil, nil
 e.attempts, e.next_try, e.finished = 0, 0, nil
 if e.key ~= nil then e.check = 1 else e.check = 0 end
-redis.call('HSET', entries, seq, cjson.encode(e))
+put(e)
 redis.call('ZREM', done, seq)
 redis.call('ZADD', pending, e.seq, e.seq)
-return 1
 """
+
+
+def resend_script() -> str:
+    """``RESEND``: the store's own prelude, so it names the keys as the store's scripts do
+    and keeps the store's indexes of what can be claimed (``settle``) where it has them."""
+    from . import _redis_lua as lua
+
+    prelude = str(vars(lua).get("COMMON") or vars(lua).get("_COMMON"))
+    keep = "settle(e)\n" if "local function settle(" in prelude else ""
+    return prelude + _RESEND_LUA + keep + "return 1\n"
+
+
 _CHUNK = 500
 
 
 class RedisVerifyMixin:
     """The verifier's methods of ``RedisStore`` (see the module docstring)."""
 
-    keys: list[str]
+    prefix: str
     _redis: Any
     _scripts: dict[str, Any]
 
@@ -137,7 +148,7 @@ class RedisVerifyMixin:
             raise OutboxStoreError(f"Redis outbox: {exc}") from None
 
     async def sent_entries(self) -> list[SentEntry]:
-        entries, done, inflight = self.keys[0], self.keys[3], self.keys[2]
+        entries, done, inflight = (f"{self.prefix}:{k}" for k in ("entries", "done", "inflight"))
         seqs = [*await self._call("ZRANGE", done, 0, -1)]
         seqs += await self._call("ZRANGE", inflight, 0, -1)
         found: list[SentEntry] = []
@@ -161,16 +172,16 @@ class RedisVerifyMixin:
         return sorted(found, key=lambda entry: entry.seq)
 
     async def verify_state(self) -> str | None:
-        raw = await self._call("HGET", self.keys[7], "verify")
+        raw = await self._call("HGET", f"{self.prefix}:meta", "verify")
         return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
 
     async def save_verify_state(self, text: str | None) -> None:
         if text is None:
-            await self._call("HDEL", self.keys[7], "verify")
+            await self._call("HDEL", f"{self.prefix}:meta", "verify")
         else:
-            await self._call("HSET", self.keys[7], "verify", text)
+            await self._call("HSET", f"{self.prefix}:meta", "verify", text)
 
     async def resend(self, seq: int, fields: dict[str, Any]) -> bool:
         if "RESEND" not in self._scripts and self._redis is not None:
-            self._scripts["RESEND"] = self._redis.register_script(RESEND)
+            self._scripts["RESEND"] = self._redis.register_script(resend_script())
         return bool(await self._run("RESEND", seq, json.dumps(fields)))
