@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Union
 
 import msgspec
 
-from ._events import UndecodedEvent, WebhookEvent, decode_event, verify_signature
+from ._events import UndecodedEvent, WebhookEvent, _checked_keys, _signed_by, decode_event
 from ._support import DuplicateFilter, _settle, _Slots
 
 log = logging.getLogger("getbill_async.webhooks")
@@ -75,7 +75,7 @@ class _ReceiverCore:
 
     def __init__(
         self,
-        secret: str,
+        secret: str | Sequence[str],
         callback: WebhookCallback,
         *,
         max_body: int = DEFAULT_MAX_BODY,
@@ -84,8 +84,7 @@ class _ReceiverCore:
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
         duplicates: DuplicateFilter | None = None,
     ) -> None:
-        if not secret:
-            raise ValueError("the webhook secret is empty")
+        keys = _checked_keys(secret)
         if max_body < 1:
             raise ValueError(f"max_body must be >= 1, got {max_body!r}")
         if acknowledge not in _ACKNOWLEDGE:
@@ -94,7 +93,7 @@ class _ReceiverCore:
             raise ValueError(f"deadline must be in (0, 3600] seconds, got {deadline!r}")
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent!r}")
-        self._secret = secret
+        self._keys = keys
         self._callback = callback
         self.max_body = max_body
         self.acknowledge = acknowledge
@@ -110,6 +109,7 @@ class _ReceiverCore:
         self.failed = 0
         self.busy = 0
         self.undecoded = 0
+        self.previous_secret = 0
 
     def __repr__(self) -> str:
         # Never the secret: the settings and the counters only.
@@ -129,8 +129,11 @@ class _ReceiverCore:
         due = loop.time() + self.deadline
         if body is None:
             return self._refuse(413, "body too large")
-        if not verify_signature(body, signature, self._secret):
+        key = _signed_by(body, signature, self._keys)
+        if key is None:
             return self._refuse(401, "missing or invalid signature")
+        if key > 0:
+            self.previous_secret += 1
         event = decode_event(body)
         self.received += 1
         if isinstance(event, UndecodedEvent):
