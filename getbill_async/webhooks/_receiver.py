@@ -38,7 +38,8 @@ class WebhookReceiver(_ReceiverCore):
     204 when it returned within ``deadline`` seconds of the request's arrival, 500 when it
     raised, 503 when the deadline passed (it is then cancelled): a retrying sender sends the
     event again, and only a success is remembered as handled. A copy that arrives while the
-    first is still running waits for its outcome instead of running the callback twice.
+    first is still running waits for its outcome instead of running the callback twice, up
+    to its deadline (then 503); with ``DuplicateFilter(redis=...)``, across workers too.
 
     At most ``max_concurrent`` callbacks run at once; a request that finds no free slot
     within the deadline is answered 503 with ``Retry-After``. A plain (non-async) callback
@@ -60,7 +61,8 @@ class WebhookReceiver(_ReceiverCore):
         acknowledge: ``"before"`` (answer, then run the callback) or ``"after"``.
         deadline: seconds from a request's arrival to its answer (8; GetBill waits 10).
         max_concurrent: callbacks running at once (64).
-        duplicates: a ``DuplicateFilter`` that runs the callback once per body, or None.
+        duplicates: a ``DuplicateFilter`` that runs the callback once per body, or None;
+            in memory it is per process, in Redis (``redis=``) shared by every worker.
 
     Raises:
         TypeError: ``secret`` is neither a str nor a sequence of str.
