@@ -16,7 +16,9 @@ marker, and does nothing else: a test that asks for neither runs exactly as with
   sandbox's limits as its budget and quick retries, closed after the test.
 
 Both are async fixtures, run on the test's event loop: with pytest-asyncio active they are
-pytest-asyncio fixtures (strict and auto modes); without it (not installed, or
+pytest-asyncio fixtures (strict and auto modes) that follow the test's loop scope (its
+``asyncio`` marker's ``loop_scope``, else ``asyncio_default_test_loop_scope``), whatever
+``asyncio_default_fixture_loop_scope`` says; without it (not installed, or
 ``-p no:asyncio``), plain async fixtures, which anyio's pytest plugin runs for
 ``@pytest.mark.anyio`` tests. Nothing of the sandbox or of aiohttp's server is imported
 until a test asks for a fixture.
