@@ -2,7 +2,8 @@
 
 Set by the environment (the test that starts uvicorn sets it):
 ``GETBILL_TEST_SECRET``; ``GETBILL_TEST_RECORD``, a file each worker appends to (``ready
-<pid>`` when it starts, ``run <pid>`` each time the callback runs); ``GETBILL_TEST_REDIS``,
+<pid>`` when it starts, ``run <reference> <pid>`` each time the callback runs on a payment);
+``GETBILL_TEST_REDIS``,
 a Redis URL for a shared duplicate filter (empty: the in-memory one), and
 ``GETBILL_TEST_PREFIX``, its key prefix; ``GETBILL_TEST_DELAY``, seconds the callback takes.
 Each answer carries ``X-Worker: <pid>``, so a test sees which worker answered.
@@ -34,7 +35,8 @@ def record(line: str) -> None:
 
 
 async def on_event(event: WebhookEvent) -> None:
-    record("run")
+    data = getattr(event, "data", None)
+    record(f"run {data['reference'] if isinstance(data, dict) else '-'}")
     await asyncio.sleep(DELAY)
 
 
