@@ -182,6 +182,9 @@ class _ReceiverCore:
             # Handled (or, acknowledged before, about to be): a copy may run it again once
             # the claim expires. Nothing better is possible without Redis.
             log.error("webhook %s handled but not marked as handled: %s", event.type, exc)
+        except BaseException:
+            reply.begin()  # cancelled: a callback acknowledged before still starts
+            raise
         return reply
 
     async def _release(self, marks: Marks, digest: bytes) -> None:
