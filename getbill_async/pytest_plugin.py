@@ -26,6 +26,7 @@ until a test asks for a fixture.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import types
 from collections.abc import AsyncIterator, Callable
@@ -128,18 +129,41 @@ async def _sandbox(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
         yield sandbox
 
 
-async def _client(getbill_sandbox: Sandbox) -> AsyncIterator[GetBillClient]:
+async def _client(
+    request: pytest.FixtureRequest, getbill_sandbox: Sandbox
+) -> AsyncIterator[GetBillClient]:
     """A GetBillClient of getbill_sandbox (its token, its limits as the budget, quick
     retries), closed after the test."""
-    from getbill_async import GetBillClient, RateLimit, RetryPolicy
+    from getbill_async import GetBillClient, Hooks, RateLimit, RetryPolicy
+
+    home = asyncio.get_running_loop()
+
+    def on_its_loop(attempt: object) -> None:
+        # The sandbox serves on `home` only: a request from another loop (a fixture of the
+        # user's, on a loop of another scope) would wait for an answer that never comes.
+        # pytest.fail is no Exception, so the client's hook guard lets it through at once.
+        if asyncio.get_running_loop() is not home:
+            pytest.fail(_other_loop(request), pytrace=False)
 
     async with GetBillClient(
         getbill_sandbox.token,
         base_url=getbill_sandbox.base_url,
         rate_limit=RateLimit(**getbill_sandbox.limits()),
         retry=RetryPolicy(base=0.001, cap=0.05),
+        hooks=Hooks(on_request=on_its_loop),
     ) as client:
         yield client
+
+
+def _other_loop(request: pytest.FixtureRequest) -> str:
+    scope = loop_scope_of(request.node)
+    return (
+        f"getbill_client was used on another event loop than the test's ({scope}-scoped), "
+        "where its sandbox serves: an async fixture that uses it runs on a loop of another "
+        f"scope. Give that fixture loop_scope={scope!r} "
+        f"(@pytest_asyncio.fixture(loop_scope={scope!r})), or set "
+        f"asyncio_default_fixture_loop_scope = {scope!r} to match the tests' loop scope"
+    )
 
 
 def _fixture_module(wrap: Callable[..., Any]) -> types.ModuleType:

@@ -220,9 +220,8 @@ def test_importing_the_plugin_imports_no_sandbox_and_no_extra() -> None:
 
 
 LOOP_SCOPES = """
-import asyncio
-
 import pytest
+import pytest_asyncio
 
 pytestmark = pytest.mark.getbill_sandbox(followups=12)
 
@@ -254,13 +253,23 @@ class TestOnAClassLoop:
 
     async def test_two(self, getbill_sandbox, getbill_client):
         await check(getbill_sandbox, getbill_client)
+
+
+@pytest_asyncio.fixture  # on the session loop, as the setting says; the test's is another
+async def first_page(getbill_client):
+    return await getbill_client.followups.list(limit=5)
+
+
+async def test_a_fixture_of_its_own_on_another_loop_fails_at_once(first_page):
+    pass
 """
 
 
 @pytest.mark.timeout(150)
 def test_the_fixtures_follow_the_test_loop_scope(pytester: pytest.Pytester) -> None:
     """The fixtures' loop scope setting and the tests' differ: the fixtures still run on
-    each test's loop (they once hung there for minutes, then failed with a timeout)."""
+    each test's loop (they once hung there for minutes, then failed with a timeout), and a
+    fixture of the user's on another loop fails at once, naming the settings to change."""
     pytester.makepyprojecttoml(
         "[tool.pytest.ini_options]\n"
         'asyncio_mode = "auto"\n'
@@ -272,4 +281,12 @@ def test_the_fixtures_follow_the_test_loop_scope(pytester: pytest.Pytester) -> N
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "-W", "error", "--timeout", "20", timeout=140
     )
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=5, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "getbill_client was used on another event loop than the test's (module-scoped),*"
+            "Give that fixture loop_scope='module' (@pytest_asyncio.fixture(loop_scope='module')),"
+            " or set asyncio_default_fixture_loop_scope = 'module'*",
+        ]
+    )
+    assert "Timeout" not in result.stdout.str()
