@@ -347,3 +347,48 @@ async def test_a_planned_sweep_loads_what_incremental_runs_cannot_see(
     assert {undated.id, late.id} <= held and gone not in held
     left, right = tmp_path / "swept.duckdb", tmp_path / "reference.duckdb"
     assert differences(left, right, "followups") == (0, 0, 501)
+
+
+@pytest.mark.timeout(120)
+async def test_a_net_zero_change_during_a_run_loses_no_change(tmp_path: Path) -> None:
+    # One followup leaves the window on the first page and another enters further down while
+    # the walk runs: total stays put, and the first followup of page 2 slides onto page 1.
+    async with Sandbox(followups=2000, seed=51) as sb:
+        window = "2024-12-01"  # the second run's date_from: 2025-01-01 less lag_days=31
+        listed = sb.followup_ids(date_from=window)
+        every = sb.followup_ids()
+        entering = next(
+            f
+            for f in every[every.index(listed[60]) :]
+            if f not in set(listed) and (sb.followup(f) or {}).get("call_date")
+        )
+        leaving, sliding = listed[5], listed[20]
+        changed: list[bool] = []
+
+        async def before(request: web.Request) -> None:
+            if request.query.get("page", "1") != "1" and "date_from" in request.query:
+                if not changed:
+                    changed.append(True)
+                    sb.change_followup(leaving, call_date="2020-01-02T10:00:00+00:00")
+                    sb.change_followup(entering, call_date="2024-12-20T10:00:00+00:00")
+
+        async with recorder(sb.root_url, before) as api:
+            base = api.url + sb.base_url.removeprefix(sb.root_url)
+            pipe = pipeline(tmp_path, "netzero")
+
+            def source(today: str) -> Any:
+                return getbill_source(
+                    sb.token, base_url=base, today=today, lag_days=31, page_limit=20
+                )
+
+            await run(pipe, source("2024-12-31"))
+            sb.change_followup(sliding, status="deal_found", notes="agreed on the phone")
+            total = len(sb.followup_ids(date_from=window))
+            await run(pipe, source("2025-01-01"))
+        assert changed and total == len(sb.followup_ids(date_from=window))  # net zero
+    with duckdb.connect(str(tmp_path / "netzero.duckdb"), read_only=True) as db:
+        found = db.execute(
+            "SELECT status, notes FROM getbill.followups WHERE id = ?", [sliding]
+        ).fetchall()
+    assert found == [("deal_found", "agreed on the phone")]  # the change that slid, loaded
+    assert _state(pipe)["last_run"]["proved"]
