@@ -309,7 +309,6 @@ async def test_a_planned_sweep_loads_what_incremental_runs_cannot_see(
         GetBillClient(sb.token, base_url=sb.base_url) as writer,
     ):
         watch = ReadsAtPlan(sb)
-        logger.addHandler(watch)
         pipe = pipeline(tmp_path, "swept")
 
         def source(today: date) -> Any:
@@ -331,9 +330,12 @@ async def test_a_planned_sweep_loads_what_incremental_runs_cannot_see(
         assert _state(pipe)["last_run"]["sweep"] is False
 
         before = sb.requests_made("read")
-        await run(pipe, source(day + timedelta(days=7)))  # the sweep is due
+        logger.addHandler(watch)
+        try:
+            await run(pipe, source(day + timedelta(days=7)))  # the sweep is due
+        finally:
+            logger.removeHandler(watch)
         spent = sb.requests_made("read") - before
-        logger.removeHandler(watch)
         await run(pipeline(tmp_path, "reference"), getbill_source(sb.token, base_url=sb.base_url))
     (message, reads_then), *_ = watch.plans
     planned = reads_for(501, 100)
