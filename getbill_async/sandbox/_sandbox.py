@@ -357,6 +357,18 @@ class Sandbox:
         self._state.emit("followup.updated", record, fields)
         return dict(record)
 
+    def delete_followup(self, followup_id: str) -> None:
+        """Delete a followup on the server's side (the API documents no DELETE): from now on
+        no list, filter or lookup shows it.
+
+        Raises:
+            ValueError: An unknown id.
+        """
+        row = self._store.followup_row(followup_id)
+        if row is None:
+            raise ValueError(f"unknown followup_id {followup_id!r}")
+        self._store.delete(row)
+
     def insert_followups(self, n: int, debt_id: str | None = None) -> list[str]:
         """Add `n` followups without HTTP (new data arriving); they come first in list order.
 
