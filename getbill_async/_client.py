@@ -164,10 +164,14 @@ class GetBillClient:
         self.base_url = _check_url("base_url", base_url, allow_insecure).rstrip("/")
         self.retry = retry or RetryPolicy()
         self._auth: TokenSource = token_source(
-            token, timeout=timeout, retry=self.retry, max_response_bytes=max_response_bytes
+            token,
+            base_url=self.base_url,
+            timeout=timeout,
+            retry=self.retry,
+            max_response_bytes=max_response_bytes,
         )
         if isinstance(self._auth, OAuthTokenSource):
-            _check_url("token_url", self._auth.credentials.token_url, allow_insecure)
+            _check_url("token_url", self._auth.token_url, allow_insecure)
         if rate_limit is None or isinstance(rate_limit, RateLimit):
             self.budget: Budget = LocalBudget(rate_limit)
         elif isinstance(rate_limit, Budget):

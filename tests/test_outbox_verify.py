@@ -332,15 +332,15 @@ async def test_a_verify_killed_mid_run_resumes_without_reading_a_group_twice(
 ) -> None:
     db = str(tmp_path / "o.db")
     days = [f"2024-02-{d:02d}" for d in range(1, 29)]
-    async with Sandbox(followups=3000) as sb, fast_client(sb) as client:
+    # Reads slow enough to be stopped among them; the calls logged 32 at a time.
+    async with Sandbox(followups=3000, latency=0.15) as sb, fast_client(sb) as client:
         debts = sb.debt_ids()[:20]  # 5 debts a day: a day's list is cheaper
-        async with outbox_of(client, db, poll=0.02) as outbox:
+        async with outbox_of(client, db, poll=0.02, concurrency=32) as outbox:
             for i in range(280):
                 when = f"{days[i % 28]}T10:{i % 60:02d}:00+00:00"
                 fields = {"debt_id": debts[i % 20], "type": "call", "call_date": when}
                 await outbox.create(**fields, status="sent", call_id=f"k-{i}")
             await outbox.join(timeout=30)
-        sb.latency = 0.15  # reads slow enough to be killed among them
         env = {**os.environ, "GETBILL_TOKEN": sb.token, "GETBILL_BASE_URL": sb.base_url}
         argv = ["outbox", "verify", "--db", db, "--concurrency", "1", "--no-progress"]
         proc = await asyncio.create_subprocess_exec(
@@ -355,7 +355,6 @@ async def test_a_verify_killed_mid_run_resumes_without_reading_a_group_twice(
         before = checkpoint(db)
         assert before["phase"] == "running" and len(before["done"]) < 28
         killed_at = len(sb.request_log())
-        sb.latency = 0.0
         async with outbox_of(client, db, drain=False) as outbox:
             report = await outbox.verify()
         log = sb.request_log()

@@ -220,15 +220,6 @@ class Sandbox:
         """The bytes the media host serves for `/media/{folder}/{name}`."""
         return media_content(folder, name)
 
-    @property
-    def latency(self) -> float:
-        """Seconds added before each API answer; may be changed while it runs."""
-        return self._state.latency
-
-    @latency.setter
-    def latency(self, seconds: float) -> None:
-        self._state.latency = max(0.0, seconds)
-
     # observation -------------------------------------------------------------------------
 
     @property
@@ -259,8 +250,7 @@ class Sandbox:
         return found if call_id is None else [f for f in found if f.get("call_id") == call_id]
 
     def request_log(self) -> list[tuple[str, str]]:
-        """The most recent 100,000 API requests (not /token) as ``(method, path?query)``,
-        oldest first, in the order they reached the sandbox."""
+        """The last 100,000 API requests as ``(method, path?query)``, oldest first."""
         return list(self._state.seen)
 
     def requests_made(self, cls: str | None = None) -> int:
@@ -372,10 +362,16 @@ class Sandbox:
         return dict(record)
 
     def delete_followup(self, followup_id: str) -> None:
-        """Delete a followup without HTTP (an agent deleting it in GetBill's app; the API
-        documents no delete): it leaves every list and count, ``GET`` answers 404, and an
-        unknown (or deleted) id raises ``ValueError``."""
-        self._store.delete(followup_id)
+        """Delete a followup on the server's side (the API documents no DELETE): from now on
+        no list, filter or lookup shows it.
+
+        Raises:
+            ValueError: An unknown id.
+        """
+        row = self._store.followup_row(followup_id)
+        if row is None:
+            raise ValueError(f"unknown followup_id {followup_id!r}")
+        self._store.delete(row)
 
     def insert_followups(self, n: int, debt_id: str | None = None) -> list[str]:
         """Add `n` followups without HTTP (new data arriving); they come first in list order.

@@ -94,7 +94,7 @@ class Store:
         self.overrides: dict[int, dict[str, Any]] = {}
         self.created_per_call_id: Counter[str] = Counter()
         self.created_rows: list[int] = []  # rows committed by POST /followups, in order
-        self.deleted: set[int] = set()  # rows deleted on the server's side (no API for it)
+        self.deleted: set[int] = set()  # rows deleted on the server's side (no list shows them)
         counts = Counter(self.cols.debt)
         self.debt_counts = array("i", (counts.get(d, 0) for d in range(self.debts)))
         self._cache: OrderedDict[FollowupFilter, array[int]] = OrderedDict()
@@ -284,21 +284,19 @@ class Store:
                     rows.insert(bisect_left(rows, row), row)
         return record
 
-    def delete(self, followup_id: str) -> None:
-        """Take a row out of every list, count and lookup (a deletion on the server's side)."""
-        row = self.followup_row(followup_id)
-        if row is None:
-            raise ValueError(f"unknown followup_id {followup_id!r}")
+    def delete(self, row: int) -> None:
+        """Delete a row: no list, filter or lookup shows it any more."""
         self.deleted.add(row)
         self._encoded.pop(row, None)
-        lists = list(self._cache.values())
+        owner = self.cols.debt[row]
+        lists = [*self._cache.values()]
         if self._groups is not None:
-            lists.append(self._groups[self.cols.debt[row]])
+            lists.append(self._groups[owner])
         for rows in lists:
             at = bisect_left(rows, row)
             if at < len(rows) and rows[at] == row:
                 del rows[at]
-        self.debt_counts[self.cols.debt[row]] -= 1
+        self.debt_counts[owner] -= 1
 
     def insert(self, count: int, debt_row: int | None = None) -> list[str]:
         """Add `count` seeded-like rows (newest of all); their ids, newest first."""
