@@ -138,7 +138,8 @@ class Wire:
             if request.kind == "write":
                 raise ambiguous(request, too_large) from None  # it may have been committed
             raise
-        except RuntimeError:
+        except (RuntimeError, AssertionError, AttributeError):
+            # "Session is closed"; aiohttp 3.10.x fails on its missing connector instead
             if self.session.closed:
                 raise ConfigurationError(
                     f"{request.describe()}: the client was closed while this call ran"
