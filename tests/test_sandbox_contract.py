@@ -1,4 +1,4 @@
-"""The sandbox against its own OpenAPI description, and its validation over extreme datetimes.
+"""The sandbox against its own OpenAPI description (`GET /openapi.json`), statefully too.
 
 The contract run drives the sandbox from `GET /openapi.json` with a contract-testing tool:
 every operation with valid and invalid input, then the stateful phase (a debt listed feeds a
@@ -7,7 +7,8 @@ answer a 5xx, and every answer must match the description. Bounded: a few seeds,
 examples each, well under a minute in all. The tool speaks blocking HTTP, so it runs in a
 worker thread while the sandbox serves on the test's own loop.
 
-Each class of input that once answered a 5xx has its own test below.
+Each class of input that once answered a 5xx has its own test in `test_sandbox_dates.py`
+(the only class so far: datetimes whose UTC instant leaves years 1..9999).
 """
 
 from __future__ import annotations
