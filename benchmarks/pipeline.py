@@ -20,6 +20,10 @@ The sandbox runs in two places:
 Each placement runs on asyncio's default loop and, when installed, on uvloop; blocks of
 rounds alternate between the loops, so a slower minute of the machine falls on both.
 
+The time ratios are context, not a goal: on a shared machine fresh processes of the same code
+spread wider (1.01x to 1.25x) than the gap they would judge. The guard on the request path is
+``pipeline_instructions.py``: the same two sides, counted in instructions per page.
+
     python benchmarks/pipeline.py [--pages 50] [--rounds 6] [--repeats 4] [--json out.json]
 """
 
@@ -32,7 +36,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,16 +45,15 @@ from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
-from yarl import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median, table, write_json  # noqa: E402
+from _sides import LIMIT, hand_pages, sdk_pages  # noqa: E402
 
 from getbill_async import GetBillClient, RateLimit  # noqa: E402
 from getbill_async.models import Followup, Page  # noqa: E402
 from getbill_async.sandbox import Sandbox  # noqa: E402
 
-LIMIT = 100
 FOLLOWUPS = 1_000  # ten pages of 100, fetched in turn
 HUGE = 10**9  # a budget (client and server) that never gets in the way
 T = TypeVar("T")
@@ -141,26 +144,6 @@ def cpu_of(pid: int | None) -> float:
 
 
 # --- the two sides -----------------------------------------------------------------------
-
-
-async def sdk_pages(client: GetBillClient, pages: Sequence[int]) -> None:
-    for number in pages:
-        await client.followups.list(page=number, limit=LIMIT)
-
-
-async def hand_pages(
-    http: aiohttp.ClientSession,
-    base_url: str,
-    headers: dict[str, str],
-    decoder: msgspec.json.Decoder[Page[Followup]],
-    pages: Sequence[int],
-) -> None:
-    for number in pages:
-        url = URL(f"{base_url}/followups?page={number}&limit={LIMIT}", encoded=True)
-        async with http.get(url, headers=headers) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"page {number}: HTTP {resp.status}")
-            decoder.decode(await resp.read())
 
 
 async def timed(
@@ -332,14 +315,17 @@ def main() -> None:
             }
         )
 
+    # Context, no goal: the 1.15x goal on time is retired (the spread between fresh processes
+    # of the same code was larger than the gap judged); pipeline_instructions.py guards
+    # the path.
     for (placement, name), cell in cells.items():
         add(
             f"SDK vs hand-written, wall/page, sandbox {placement}, {name}",
             median(cell.wall_ratios),
-            1.15,
+            None,
         )
         if placement == "own process":
-            add(f"SDK vs hand-written, client CPU/page, {name}", median(cell.cpu_ratios), 1.15)
+            add(f"SDK vs hand-written, client CPU/page, {name}", median(cell.cpu_ratios), None)
         add(
             f"SDK with otel API (no OpenTelemetry SDK) vs without, wall/page, sandbox "
             f"{placement}, {name}",

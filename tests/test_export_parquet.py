@@ -12,9 +12,11 @@ import pytest
 
 from getbill_async import GetBillClient
 from getbill_async.sandbox import Sandbox
+from tests.loopback import serve
 from tests.test_export import StopAfter
 from tests.test_export_durability import newer_api, newer_client  # noqa: F401 - a fixture
 from tests.test_extras import BLOCKER
+from tests.test_sync import bad_date_app
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -131,3 +133,30 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path: Path) -> None:
         "getbill export: Parquet export needs pyarrow, which is not installed: "
         "pip install 'getbill-async[parquet]'"
     ]
+
+
+async def test_dates_beyond_the_calendar_in_utc_are_kept_as_the_instants_sent(
+    tmp_path: Path,
+) -> None:
+    # A lying server: year 1 at +01:00 is year 0 in UTC, year 9999 at -01:00 is year 10000.
+    # Python's datetime cannot hold either in UTC; Arrow's timestamps can, so the file keeps
+    # the instant the server sent (DuckDB reads it), and the export does not fail.
+    sent = ["0001-01-01T00:00:00.0+01:00", "9999-12-31T23:30:00-01:00", "2024-01-10T10:30:00Z"]
+    items: list[dict[str, object]] = [
+        {"id": f"f{i}", "debt_id": "d", "status": "sent", "type": "call", "call_date": stamp}
+        for i, stamp in enumerate(sent)
+    ]
+    out = tmp_path / "f.parquet"
+    async with serve(bad_date_app(items)) as url, GetBillClient("t", base_url=f"{url}/v1") as c:
+        report = await c.followups.export(out, format="parquet")
+        assert report.items == 3
+        for suffix in ("jsonl", "csv"):
+            await c.followups.export(tmp_path / f"f.{suffix}")
+    micros = pq.read_table(out, columns=["call_date"]).column(0).cast(pa.int64()).to_pylist()
+    day, epoch_to_year_1 = 86_400 * 10**6, 719_162 * 86_400 * 10**6
+    assert micros[0] == -epoch_to_year_1 - 3_600 * 10**6
+    assert micros[1] == 2_932_897 * day + 1_800 * 10**6  # 10000-01-01T00:30:00Z
+    stamps = duckdb.sql(f"select epoch_us(call_date) from '{out}' order by id").fetchall()
+    assert [s[0] for s in stamps] == micros
+    lines = (tmp_path / "f.jsonl").read_bytes().splitlines()
+    assert [msgspec.json.decode(line)["call_date"] for line in lines] == sent

@@ -193,3 +193,28 @@ async def test_an_item_whose_date_is_mended_leaves_the_rejects(tmp_path: Path) -
         second = await c.followups.sync(out, state=state, format="jsonl", today="2024-01-12")
     assert second.rejected == 0 and not (out / "_rejected.jsonl").exists()
     assert len((out / "date=2024-01-10" / "part.jsonl").read_bytes().splitlines()) == 3
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+async def test_a_date_whose_utc_day_leaves_the_calendar_is_kept_aside_not_a_crash(
+    tmp_path: Path, fmt: Literal["jsonl", "parquet"]
+) -> None:
+    # A lying server: well-formed datetimes whose UTC instant is in year 0 or year 10000.
+    def item(i: int, **dates: str) -> dict[str, object]:
+        return {"id": f"f{i}", "debt_id": "d", "status": "sent", "type": "call", **dates}
+
+    items = [
+        item(0, call_date="2024-01-10T10:30:00+00:00"),
+        item(1, call_date="0001-01-01T00:00:00.0+01:00"),
+        item(2, scheduled_at="9999-12-31T23:30:00-01:00"),
+        item(3, call_date="0001-01-01T00:30:00-01:00"),  # 01:30 UTC on day one: filed
+        item(4, call_date="9999-12-31T23:59:59.999999+00:00"),  # the last instant: filed
+    ]
+    out, state = tmp_path / "out", tmp_path / "sync.json"
+    async with serve(bad_date_app(items)) as url, GetBillClient("t", base_url=f"{url}/v1") as c:
+        report = await c.followups.sync(out, state=state, format=fmt, today="2024-01-11")
+    assert report.rejected == 2
+    rejected = (out / "_rejected.jsonl").read_bytes().splitlines()
+    assert sorted(line.split(b'"')[3] for line in rejected) == [b"f1", b"f2"]
+    days = sorted(p.name for p in out.glob("date=*"))
+    assert days == ["date=0001-01-01", "date=2024-01-10", "date=9999-12-31"]

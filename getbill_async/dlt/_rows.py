@@ -1,8 +1,8 @@
 """From the API's items to dlt's rows: column hints from the models, dates parsed to UTC.
 
 Every field an item carries is kept (a field the SDK does not know yet becomes a column);
-only the documented dates and datetimes are parsed, and a value that does not parse is kept
-as it came.
+only the documented dates and datetimes are parsed, and a value that does not parse (or whose
+UTC instant falls outside years 1..9999) is kept as it came.
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ def _stamp(value: Any, kind: type) -> Any:
     if isinstance(parsed, datetime):
         if parsed.tzinfo is None:  # the docs always give an offset; a bare time is UTC
             return parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)
+        try:
+            return parsed.astimezone(timezone.utc)
+        except OverflowError:  # a UTC instant in year 0 or 10000: no datetime holds it
+            return value
     return parsed
 
 

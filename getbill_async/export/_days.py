@@ -1,5 +1,9 @@
 """How a sync files the followups it fetched: by UTC activity day, one partition each, and
-the items whose dates do not decode aside in ``REJECTED`` (see ``_sync``'s docstring)."""
+the items whose dates do not decode aside in ``REJECTED`` (see ``_sync``'s docstring).
+
+A date that decodes but whose UTC day falls outside years 1..9999 (``0001-01-01T00:00:00+01:00``
+is a moment of year 0 in UTC) has no partition a reader could parse as a date either: it is
+rejected the same way, kept byte for byte, never a crash of the sync."""
 
 from __future__ import annotations
 
@@ -43,8 +47,12 @@ def activity_day(line: bytes) -> tuple[str, str | None]:
         except msgspec.DecodeError:
             return "", None
     moment = found.call_date or found.scheduled_at
-    day = NO_DATE if moment is None else moment.astimezone(timezone.utc).date().isoformat()
-    return found.id, day
+    if moment is None:
+        return found.id, NO_DATE
+    try:
+        return found.id, moment.astimezone(timezone.utc).date().isoformat()
+    except OverflowError:  # the UTC day is in year 0 or year 10000
+        return found.id, None
 
 
 class Rejects:

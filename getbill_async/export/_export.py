@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .._constants import LOGGER_NAME
-from ..budget import ClassStatus
 from ..support import FileLock
 from ..transport import KeyedPage, PageWalk
 from ._checkpoint import (
@@ -149,8 +148,6 @@ class _Run:
         self.client, self.out, self.options, self.progress = client, out, options, progress
         self.checkpoint_path = out.with_name(out.name + ".checkpoint")
         self.sink = _sink(out, options)
-        self.reads: ClassStatus | None = None
-        self.status_at = -1.0
 
     def open(self) -> tuple[Checkpoint, int, PageWalk[msgspec.Raw]]:
         """The checkpoint to go on from, the pages a resume repaired, and the walk."""
@@ -208,9 +205,13 @@ class _Run:
                 await self._progress(number, written)
 
     async def _progress(self, number: int, written: int) -> None:
-        if time.monotonic() - self.status_at >= 1.0:  # a Redis budget asks Redis
-            self.reads, self.status_at = (await self.client.budget_status()).reads, time.monotonic()
-        self.progress.update(number, written, self.reads)
+        # The budget figure is the ledger's as the page is shown (a Redis budget asks Redis):
+        # asked only for the pages the progress says it will show, never reused later.
+        due = getattr(self.progress, "due", None)
+        reads = None
+        if due is None or due(number):
+            reads = (await self.client.budget_status()).reads
+        self.progress.update(number, written, reads)
 
     def finish(self, walk: PageWalk[msgspec.Raw], checkpoint: Checkpoint) -> None:
         self.commit(checkpoint)

@@ -2,6 +2,12 @@
 
 The ETA knows the budget: when the pages left outnumber the reads left in this window, the
 job cannot go faster than the window lets it, and the ETA says so.
+
+The budget figure a line shows is the ledger's at the moment the line is shown (the one the
+client's ``budget_status()`` reads, so it agrees with any summary taken from there): the
+export asks for it for every page the progress says it will show (``due``), and never shows
+an older one. Slots of pages still in flight count as taken, so the figure runs ahead of the
+pages written by at most the pages fetched ahead.
 """
 
 from __future__ import annotations
@@ -33,10 +39,15 @@ class Progress(Protocol):
     def update(self, pages: int, items: int, budget: ClassStatus | None) -> None:
         """A page was written.
 
+        An implementation may also define ``due(pages) -> bool``, telling whether the update
+        of page ``pages`` will be shown: the export then asks the budget for the pages shown
+        only (and passes None for the others). Without it, the budget is asked for each page.
+
         Args:
             pages: the last page done.
             items: items done so far.
-            budget: the read budget's status (None before it is known).
+            budget: the read budget's status as of this page (None before it is known, or
+                for a page that ``due`` said is not shown).
         """
         ...
 
@@ -82,12 +93,26 @@ class _Base:
         self.pages = 0
         self.items = 0
         self.started = time.monotonic()
+        self._due = (-1, False)  # (page, shown): the last answer of `due`
 
     def start(self, total_pages: int, total_items: int, done_pages: int, done_items: int) -> None:
         self.total_pages, self.total_items = total_pages, total_items
         self.first_pages = self.pages = done_pages
         self.items = done_items
         self.started = time.monotonic()
+
+    def due(self, pages: int) -> bool:
+        """Whether the update of page ``pages`` will be shown (the export asks the budget
+        for those only); the answer holds for that page's ``update``."""
+        self._due = (pages, self._shows(pages))
+        return self._due[1]
+
+    def _showing(self, pages: int) -> bool:
+        asked, shown = self._due
+        return shown if asked == pages else self._shows(pages)
+
+    def _shows(self, pages: int) -> bool:
+        return True
 
     def describe(self, budget: ClassStatus | None) -> str:
         elapsed = max(1e-6, time.monotonic() - self.started)
@@ -111,9 +136,12 @@ class LineProgress(_Base):
         self.stream = stream
         self.every = every
 
+    def _shows(self, pages: int) -> bool:
+        return pages % self.every == 0 or pages == self.total_pages
+
     def update(self, pages: int, items: int, budget: ClassStatus | None) -> None:
         self.pages, self.items = pages, items
-        if pages % self.every == 0 or pages == self.total_pages:
+        if self._showing(pages):
             print(self.describe(budget), file=self.stream, flush=True)
 
     def finish(self) -> None:
@@ -128,12 +156,14 @@ class BarProgress(_Base):
         self.stream = stream
         self._last = 0.0
 
+    def _shows(self, pages: int) -> bool:
+        return pages == self.total_pages or time.monotonic() - self._last >= 0.1
+
     def update(self, pages: int, items: int, budget: ClassStatus | None) -> None:
         self.pages, self.items = pages, items
-        now = time.monotonic()
-        if now - self._last < 0.1 and pages != self.total_pages:
+        if not self._showing(pages):
             return
-        self._last = now
+        self._last = time.monotonic()
         width = 24
         done = int(width * pages / self.total_pages) if self.total_pages else width
         bar = "█" * done + "░" * (width - done)
@@ -147,6 +177,9 @@ class BarProgress(_Base):
 
 class NullProgress(_Base):
     """A progress that shows nothing (it still counts, for whoever asks)."""
+
+    def _shows(self, pages: int) -> bool:
+        return False
 
     def update(self, pages: int, items: int, budget: ClassStatus | None) -> None:
         """Count a page (see ``Progress.update``).

@@ -14,7 +14,8 @@ nothing left is removed. Followups without a date, or dated before the lag windo
 seen again by a full run (a new state file).
 
 Rejected items: a followup whose ``call_date`` or ``scheduled_at`` does not decode as an ISO
-8601 date-time (``"2024-01-22 10:30"``) cannot be filed by day. It is kept, byte for byte,
+8601 date-time (``"2024-01-22 10:30"``), or whose UTC day falls outside years 1..9999
+(``"0001-01-01T00:00:00+01:00"``), cannot be filed by day. It is kept, byte for byte,
 in ``DIR/_rejected.jsonl`` (JSONL whatever the format; the leading ``_`` keeps Hive readers
 away from it), one line per id: a full run rewrites the file with its own rejects; a later
 run adds its rejects, replacing the line of an id it rejects again and dropping the line of

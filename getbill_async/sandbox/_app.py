@@ -24,10 +24,11 @@ from aiohttp.typedefs import Handler
 
 from ._auth import bearer_grant, token_handler
 from ._data import STATUSES, TYPES
+from ._openapi import OPENAPI_PATH, openapi_document
 from ._ratelimit import SlidingWindow
 from ._state import State
 from ._store import FollowupFilter
-from ._validate import Details, parse_body_fields, parse_day, parse_page
+from ._validate import Details, parse_body_fields, parse_day, parse_page, validation_status
 
 __all__ = ["API_PREFIX", "build_app", "followup_filter"]
 
@@ -273,7 +274,7 @@ async def create_followup(request: web.Request, state: State) -> Answer:
         return error(400, "Validation failed", details)
     fields, details = parse_body_fields(body, create=True)
     if details:
-        return error(400, "Validation failed", details)
+        return error(validation_status(details), "Validation failed", details)
     debt = state.store.debt_row(fields["debt_id"])
     if debt is None:
         message = "Must be a valid encrypted debt ID that belongs to your company"
@@ -294,7 +295,7 @@ async def update_followup(request: web.Request, state: State) -> Answer:
         return error(400, "Validation failed", details)
     fields, details = parse_body_fields(body, create=False)
     if details:
-        return error(400, "Validation failed", details)
+        return error(validation_status(details), "Validation failed", details)
     record = state.store.update(row, fields)
     state.emit("followup.updated", record, fields)
     return 200, {"error": False, "message": "Followup updated successfully", "data": record}
@@ -340,6 +341,12 @@ def build_app(state: State) -> web.Application:
     p = API_PREFIX
     read, write, debts = "followups:read", "followups:write", "debts:read"
     app.router.add_post("/token", token_handler(state))
+    document = msgspec.json.encode(openapi_document(API_PREFIX))
+
+    async def describe(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
+    app.router.add_get(OPENAPI_PATH, describe)
     routes = (
         ("GET", "/followups", read, "read", list_followups),
         ("POST", "/followups", write, "write", create_followup),

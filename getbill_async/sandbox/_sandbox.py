@@ -14,6 +14,7 @@ from ._app import API_PREFIX, build_app, followup_filter
 from ._data import ALL_SCOPES, STATUSES, TYPES
 from ._faults import FaultDraw, FaultPlan
 from ._media import MediaHost, MediaRequest, media_content
+from ._openapi import OPENAPI_PATH
 from ._ratelimit import Clock, RateLimiter
 from ._state import OAuthClient, SandboxStats, State, TokenGrant, check_scopes
 from ._store import Store
@@ -155,6 +156,11 @@ class Sandbox:
     @property
     def token_url(self) -> str:
         return self.root_url + "/token"
+
+    @property
+    def openapi_url(self) -> str:
+        """The sandbox's OpenAPI description (JSON), for contract tools."""
+        return self.root_url + OPENAPI_PATH
 
     @property
     def port(self) -> int:

@@ -8,6 +8,9 @@ so a client sending something the docs do not describe hears about it:
   must hold a real value when present;
 - an ISO 8601 datetime needs a date and a time; one without an offset is taken as UTC; values are
   stored normalized to UTC (`2024-01-22T10:30:00+00:00`);
+- a well-formed datetime whose UTC instant falls outside years 1..9999 (`0001-01-01T00:00:00+01:00`
+  is 23:00 on the last day of year 0) cannot be stored normalized: it is a 422 naming the field
+  (the request is understood, the value is not storable), never a 500;
 - `date_from` after `date_to` is a 400 on `date_to`;
 - unknown query parameters are ignored.
 """
@@ -28,6 +31,7 @@ __all__ = [
     "parse_body_fields",
     "parse_day",
     "parse_page",
+    "validation_status",
 ]
 
 Details = dict[str, list[str]]
@@ -37,6 +41,10 @@ _STATUS_MSG = "Must be one of: " + ", ".join(STATUSES)
 _TYPE_MSG = "Must be one of: " + ", ".join(TYPES)
 _DIRECTION_MSG = "Must be one of: " + ", ".join(DIRECTIONS)
 _ISO_MSG = "Must be in ISO 8601 format (e.g. 2024-01-22T10:30:00+00:00)"
+_RANGE_MSG = (
+    "Must fall between 0001-01-01T00:00:00+00:00 and 9999-12-31T23:59:59.999999+00:00 "
+    "once converted to UTC"
+)
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _INTEGER = re.compile(r"[+-]?\d{1,18}")
 
@@ -93,6 +101,8 @@ def parse_day(text: str) -> int | None:
 
 
 def _iso(value: Any) -> str | None:
+    """The value normalized to UTC; None when malformed; raises OverflowError when the UTC
+    instant falls outside the years datetime holds (1..9999)."""
     if not isinstance(value, str) or "T" not in value.upper():
         return None
     if value[-1:] in ("Z", "z"):
@@ -115,7 +125,10 @@ def _field(name: str, value: Any) -> tuple[Any, str | None]:
     if value is None and name != "is_retry" and name != "debt_id":
         return None, None
     if name in ("call_date", "scheduled_at"):
-        normalized = _iso(value)
+        try:
+            normalized = _iso(value)
+        except OverflowError:
+            return None, _RANGE_MSG
         return (normalized, None) if normalized is not None else (None, _ISO_MSG)
     if name == "direction":
         return (value, None) if value in DIRECTIONS else (None, _DIRECTION_MSG)
@@ -157,3 +170,10 @@ def parse_body_fields(body: Any, *, create: bool) -> tuple[dict[str, Any], Detai
         else:
             fields[name] = normalized
     return fields, details
+
+
+def validation_status(details: Details) -> int:
+    """The status a failed validation answers: 422 when every message is about a value that is
+    well formed but cannot be stored (a datetime out of range), else 400."""
+    messages = [message for found in details.values() for message in found]
+    return 422 if messages and all(m == _RANGE_MSG for m in messages) else 400
