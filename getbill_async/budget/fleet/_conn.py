@@ -16,6 +16,7 @@ import contextlib
 import logging
 from typing import TypeAlias
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -122,13 +123,23 @@ class Wakeups:
         self._events = {channel: asyncio.Event() for channel in channels}
         self._task: asyncio.Task[None] | None = None
         self._pubsub: aioredis.client.PubSub | None = None
+        # redis-py's asyncio cluster client has pub/sub from 8.0 on; before, waiters poll.
+        self._listens = hasattr(client, "pubsub")
+        if not self._listens:
+            log.warning(
+                "redis-py %s has no pub/sub on a Redis Cluster client (it came in 8.0): "
+                "waiters on this budget wake by polling (RedisBudget(poll=...)); "
+                "install 'redis>=8' for wake-ups",
+                redis.__version__,
+            )
 
     def event(self, channel: str) -> asyncio.Event:
         return self._events[channel]
 
     async def sleep(self, event: asyncio.Event, seconds: float) -> None:
         """Until ``event`` is set or ``seconds`` pass (listening, if not yet)."""
-        if self._task is None or self._task.done():  # a lost listener starts again here
+        # A lost listener starts again here.
+        if self._listens and (self._task is None or self._task.done()):
             self._task = asyncio.ensure_future(self._listen())
         try:
             await asyncio.wait_for(event.wait(), seconds)
