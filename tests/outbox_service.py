@@ -40,6 +40,16 @@ def final_fields(i: int) -> dict[str, object]:
     return {"status": "no_answer", "duration_ms": 2000 + i}
 
 
+def outbox(client: GetBillClient, args: argparse.Namespace, name: str = "default") -> Outbox:
+    """The service's outbox: a short lease, the margin and the grace a tenth of it each (the
+    client's timeout is half of it: see ``main``)."""
+    lease = args.lease
+    return Outbox(
+        client, args.db, name=name, concurrency=args.concurrency, poll=0.05,
+        lease=lease, lease_margin=lease / 10, grace=lease / 10,
+    )  # fmt: skip
+
+
 def read_progress(path: Path) -> int:
     try:
         return int(path.read_text())
@@ -57,7 +67,7 @@ async def chaos(args: argparse.Namespace, client: GetBillClient) -> None:
     debts = args.debts.split(",")
     progress = Path(args.progress)
     plan = steps(args.calls)
-    async with Outbox(client, args.db, concurrency=args.concurrency, poll=0.05, lease=5) as box:
+    async with outbox(client, args) as box:
         for index in range(read_progress(progress), len(plan)):
             kind, i = plan[index]
             if kind == "create":
@@ -79,8 +89,7 @@ async def once(args: argparse.Namespace, client: GetBillClient) -> None:
 
 
 async def drain(args: argparse.Namespace, client: GetBillClient) -> None:
-    options = {"name": args.name, "lease": args.lease, "poll": 0.05}
-    async with Outbox(client, args.db, concurrency=args.concurrency, **options) as box:
+    async with outbox(client, args, args.name) as box:
         print("draining", flush=True)
         await box.join()
         counters = box.drainer.counters
@@ -95,7 +104,7 @@ async def main() -> int:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--debts", default="")
     parser.add_argument("--name", default="default")
-    parser.add_argument("--lease", type=float, default=30.0)
+    parser.add_argument("--lease", type=float, default=5.0)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--window", type=float, default=3600.0)
@@ -104,7 +113,11 @@ async def main() -> int:
     limit = RateLimit(reads=100_000, writes=args.writes, window=args.window)
     retry = RetryPolicy(base=0.01, cap=0.2)
     token = os.environ["GETBILL_TOKEN"]
-    async with GetBillClient(token, base_url=args.base_url, rate_limit=limit, retry=retry) as c:
+    timeout = args.lease / 2
+    client = GetBillClient(
+        token, base_url=args.base_url, rate_limit=limit, retry=retry, timeout=timeout
+    )
+    async with client as c:
         modes = {"once": once, "chaos": chaos, "drain": drain}
         await modes[args.mode](args, c)
     return 0

@@ -167,7 +167,7 @@ FINISH = (
     _COMMON
     + """
 local seq, owner, state, followup_id, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local delay, check = tonumber(ARGV[6]), tonumber(ARGV[7])
+local delay, check, refund = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8] or '0')
 local raw = redis.call('HGET', entries, seq)
 if not raw then return 0 end
 local e = cjson.decode(raw)
@@ -175,6 +175,7 @@ if e.state ~= 'in_flight' or e.owner ~= owner then return 0 end
 redis.call('ZREM', inflight, seq)
 e.state, e.owner, e.lease_until, e.check, e.finished = state, nil, nil, check, now
 e.next_try = now + delay
+if refund == 1 and e.attempts > 0 then e.attempts = e.attempts - 1 end
 if followup_id ~= '' then e.followup_id = followup_id end
 if err ~= '' then e.error = err else e.error = nil end
 put(e)

@@ -12,12 +12,12 @@ import json
 import os
 import socket
 import sqlite3
-from typing import Any, Literal
+from typing import Any
 
 from ._sqlite import Batch, SQLiteWriter
 from ._sqlite_creates import CREATES, backlog
 from ._store import Enqueued, StoreFull, same_fields
-from ._types import Claimed, DeadEntry, EntryEvent, StoreCounts
+from ._types import Claimed, DeadEntry, EntryEvent, Outcome, StoreCounts
 
 __all__ = ["SQLiteStore", "owner_alive"]
 
@@ -200,28 +200,22 @@ class SQLiteStore:
 
         await self.writer.run(op)
 
-    async def finish(
-        self,
-        seq: int,
-        owner: str,
-        state: Literal["done", "dead", "held", "pending"],
-        *,
-        now: float,
-        followup_id: str | None = None,
-        error: dict[str, Any] | None = None,
-        next_try: float = 0.0,
-        check: bool = False,
-    ) -> None:
-        error_text = None if error is None else json.dumps(error)
+    async def finish(self, seq: int, owner: str, outcome: Outcome, *, now: float) -> None:
+        error_text = None if outcome.error is None else json.dumps(outcome.error)
+        values = (
+            *(outcome.state, outcome.followup_id, error_text, outcome.next_try),
+            *(int(outcome.check), now, int(not outcome.attempted), seq, owner),
+        )
 
         def op(conn: sqlite3.Connection, batch: Batch) -> None:
             cursor = conn.execute(
                 "UPDATE entries SET state = ?, followup_id = COALESCE(?, followup_id), "
                 "error = ?, next_try = ?, check_first = ?, finished = ?, owner = NULL, "
-                "lease_until = NULL WHERE seq = ? AND owner = ? AND state = 'in_flight'",
-                (state, followup_id, error_text, next_try, int(check), now, seq, owner),
+                "lease_until = NULL, attempts = MAX(0, attempts - ?) "
+                "WHERE seq = ? AND owner = ? AND state = 'in_flight'",
+                values,
             )
-            if cursor.rowcount and state == "dead":
+            if cursor.rowcount and outcome.state == "dead":
                 _bury_followers(conn, seq)
 
         await self.writer.run(op)
