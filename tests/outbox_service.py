@@ -2,6 +2,8 @@
 
 ``once DB``: enqueue one create, then SIGKILL itself the moment ``create()`` returned.
 ``drain URL --name N``: drain an outbox until nothing is pending, then print what it sent.
+``keyless DB``: enqueue ``--calls`` creates without call_id (summaries ``kl-0``...), drain
+until SIGTERM, then ``close(grace=--grace)`` and exit.
 ``chaos DB PROGRESS``: enqueue ``--calls`` calls (each created with a call_id; the even ones
 updated at once, while their create is still pending; the odd ones updated after the first
 backlog drained), draining as it goes. It records the index of its next step in PROGRESS
@@ -44,9 +46,10 @@ def outbox(client: GetBillClient, args: argparse.Namespace, name: str = "default
     """The service's outbox: a short lease, the margin and the grace a tenth of it each (the
     client's timeout is half of it: see ``main``)."""
     lease = args.lease
+    grace = lease / 10 if args.grace is None else args.grace
     return Outbox(
         client, args.db, name=name, concurrency=args.concurrency, poll=0.05,
-        lease=lease, lease_margin=lease / 10, grace=lease / 10,
+        lease=lease, lease_margin=lease / 10, grace=grace,
     )  # fmt: skip
 
 
@@ -96,15 +99,33 @@ async def drain(args: argparse.Namespace, client: GetBillClient) -> None:
         print(f"sent {counters.sent} looked_up {counters.looked_up}", flush=True)
 
 
+async def keyless(args: argparse.Namespace, client: GetBillClient) -> None:
+    debts = args.debts.split(",")
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    box = outbox(client, args)
+    await box.open()
+    for i in range(args.calls):
+        await box.create(debt_id=debts[i % len(debts)], type="call", summary=f"kl-{i}")
+    print("enqueued", flush=True)
+    waits = [asyncio.ensure_future(box.join()), asyncio.ensure_future(stopped.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
+    await box.close(grace=args.grace)
+    print("closed", flush=True)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("once", "chaos", "drain"))
+    parser.add_argument("mode", choices=("once", "chaos", "drain", "keyless"))
     parser.add_argument("db")
     parser.add_argument("progress", nargs="?", default="progress.txt")
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--debts", default="")
     parser.add_argument("--name", default="default")
     parser.add_argument("--lease", type=float, default=5.0)
+    parser.add_argument("--grace", type=float, default=None)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--window", type=float, default=3600.0)
@@ -118,7 +139,7 @@ async def main() -> int:
         token, base_url=args.base_url, rate_limit=limit, retry=retry, timeout=timeout
     )
     async with client as c:
-        modes = {"once": once, "chaos": chaos, "drain": drain}
+        modes = {"once": once, "chaos": chaos, "drain": drain, "keyless": keyless}
         await modes[args.mode](args, c)
     return 0
 
