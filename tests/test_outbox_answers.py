@@ -8,14 +8,18 @@ test chooses, then 201.
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from getbill_async import GetBillClient, Outbox, RetryPolicy
+from getbill_async import GetBillClient, Outbox, RateLimit, RedisBudget, RetryPolicy
+from getbill_async.sandbox import Sandbox
+from tests.redis_fixtures import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -94,3 +98,24 @@ async def test_408_425_and_429_are_retried(tmp_path: Path, status: int) -> None:
             await box.join(timeout=10)
             assert (await box.status()).dead == 0
     assert api.created == ["r-1"]
+
+
+@pytest.mark.timeout(40)
+async def test_an_unavailable_budget_is_not_an_attempt(tmp_path: Path) -> None:
+    server = RedisServer()  # down for now: the shared write budget cannot be reached
+    budget = RedisBudget(server.url, f"ob-{uuid.uuid4().hex[:8]}", RateLimit(), timeout=0.2)
+    try:
+        async with Sandbox(followups=20) as sb:
+            client = GetBillClient(sb.token, base_url=sb.base_url, rate_limit=budget)
+            async with client, Outbox(client, tmp_path / "o.db", poll=0.02, give_up_after=2) as box:
+                await box.create(debt_id=sb.debt_ids()[0], type="call", call_id="bu-1")
+                await asyncio.sleep(2.0)  # claimed again and again, never sent
+                status = await box.status()
+                assert (status.dead, status.pending + status.in_flight) == (0, 1)
+                server.start()
+                await box.join(timeout=20)
+                assert (await box.status()).done == 1
+            assert sb.created_per_call_id() == {"bu-1": 1}
+    finally:
+        await budget.aclose()
+        server.close()
