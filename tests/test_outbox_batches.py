@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from getbill_async import GetBillClient, Outbox, OutboxFullError
+from getbill_async.outbox import OutboxStoreError
 from getbill_async.outbox._sqlite import Batch
 from getbill_async.outbox._sqlite_store import SQLiteStore
 from getbill_async.outbox._store import StoreFull
@@ -92,7 +93,8 @@ async def test_a_failing_operation_in_the_batch_rolls_back_alone(store: SQLiteSt
     after = [store.enqueue_create(f"f-{i}", "debt-1", "{}", now, 100) for i in range(2, 6)]
     answers = await asyncio.gather(*before, failing, *after, return_exceptions=True)
     assert answers[:3] == ["added"] * 3
-    assert isinstance(answers[3], sqlite3.IntegrityError)
+    assert isinstance(answers[3], OutboxStoreError)  # the documented error, naming the file
+    assert isinstance(answers[3].__cause__, sqlite3.IntegrityError)
     assert answers[4:] == ["duplicate", "added", "added", "added"]
     assert [key for key, _ in rows(store)] == [f"f-{i}" for i in range(6)]
 

@@ -32,7 +32,7 @@ from ..support import available, build_create, build_update, check_id
 from ._drain import Drainer, wait_event
 from ._eta import eta_seconds
 from ._sqlite_store import SQLiteStore
-from ._store import Enqueued, Store, StoreFull
+from ._store import Enqueued, Store, StoreFull, account_of
 from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
 
 if TYPE_CHECKING:
@@ -92,10 +92,15 @@ class Outbox:
             a token fault, a write not sent) is dead instead of retried (None: never; a
             write whose outcome is unknown is always looked up, never given up, and a
             wait for the write budget never counts).
+        account: a name for the GetBill account the writes go to (not a secret). The store
+            is bound to the first account that opens it: the client's base URL, its OAuth
+            client id, and this name; another account is refused. With a static token
+            (which can rotate) the name is what tells two accounts apart: give one.
 
     Raises:
         ValidationError: an option out of range (the error names it).
-        OutboxStoreError: (on open) the file is not an outbox; it is left untouched.
+        OutboxStoreError: (on open) the file is not an outbox (it is left untouched),
+            cannot be written, or belongs to another account.
     """
 
     def __init__(
@@ -113,8 +118,12 @@ class Outbox:
         poll: float = 0.5,
         on_event: Callable[[EntryEvent], None] | None = None,
         give_up_after: int | None = None,
+        account: str | None = None,
     ) -> None:
         _positive("concurrency", concurrency, integer=True)
+        if account is not None and (not isinstance(account, str) or not account.strip()):
+            raise _bad("account", f"must be a non-empty name, got {account!r}")
+        self._account = account_of(client.base_url, client.client_id, account)
         _positive("max_pending", max_pending, integer=True)
         for field, value in (("lease", lease), ("retention", retention), ("poll", poll)):
             _positive(field, value)
@@ -158,9 +167,10 @@ class Outbox:
         """Open the store and, with ``drain=True``, start draining. ``async with`` calls it.
 
         Raises:
-            OutboxStoreError: the file is not an outbox database (it is left untouched).
+            OutboxStoreError: the file is not an outbox database (it is left untouched),
+                cannot be written, or the store belongs to another account.
         """
-        await self._store.open()
+        await self._store.open(self._account)
         self._open = True
         if self._drain:
             self._task = asyncio.create_task(self._drainer.run())

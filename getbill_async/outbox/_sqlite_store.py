@@ -93,8 +93,8 @@ class SQLiteStore:
         self.writer = SQLiteWriter(path)
         self.path = self.writer.path
 
-    async def open(self) -> None:
-        await self.writer.open()
+    async def open(self, account: str | None = None) -> None:
+        await self.writer.open(account)
 
     async def close(self) -> None:
         await self.writer.close()
@@ -117,7 +117,7 @@ class SQLiteStore:
             batch.pop("backlog", None)
             return "added" if conn.execute(_ADD_TAGGED, row).rowcount else "duplicate"
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, adds=True)
 
     async def tagged(self) -> list[EntryEvent]:
         """Every tagged entry, in the order it was enqueued, with its state and outcome."""
@@ -163,7 +163,7 @@ class SQLiteStore:
                 return "merged"
             return _insert(conn, batch, (key, "update", None, json.dumps(fields), now), limit)
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, adds=True)
 
     async def claim(self, owner: str, n: int, lease: float, now: float) -> list[Claimed]:
         def op(conn: sqlite3.Connection, batch: Batch) -> list[Claimed]:
