@@ -130,3 +130,21 @@ async def test_a_full_outbox_raises_for_the_creates_over_the_limit_only(
         assert all(isinstance(result, OutboxFullError) for result in done[5:])
         await box.create(debt_id="d", type="call", call_id="l-2")  # a replay, even when full
         assert (await box.status()).pending == 5
+
+
+async def test_a_batch_whose_statement_fails_midway_adds_each_create_at_most_once(
+    store: SQLiteStore,
+) -> None:
+    # A trigger that fails the statement at one row, after the rows before it were written:
+    # a real partial write. Whatever the batch then does, each keyless create it answered
+    # "added" is in the file once, and none it did not answer so.
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "CREATE TRIGGER boom AFTER INSERT ON entries WHEN NEW.key = 'boom' "
+            "BEGIN SELECT RAISE(FAIL, 'boom'); END"
+        )
+    conn.close()
+    answers = await creates(store, [None, None, "boom", None], limit=100)
+    added = sum(1 for answer in answers if answer == "added")
+    assert [key for key, _ in rows(store)] == [None] * added
+    assert isinstance(answers[2], OutboxStoreError)

@@ -17,8 +17,9 @@ event loop may be busy. Two things let both sides work at once:
   those callers run on the event loop (and queue their next writes) while the second half
   is being written, and from then on the two halves take turns;
 - a batch made only of one grouped operation (creates, most often) runs as a single
-  statement that is its own transaction: the INSERT, the check that there is room, and
-  the commit, all without the GIL.
+  statement in a transaction of its own: the INSERT and the check that there is room
+  run without the GIL. A failure rolls it back whole, so the batch that runs next never
+  adds a row twice.
 
 Several processes may open one file: each has its own writer; ``BEGIN IMMEDIATE`` and a busy
 timeout serialise their transactions. A file that is not an outbox (corrupt, or another
@@ -74,10 +75,10 @@ class Grouped:
     Attributes:
         run: runs inside the batch's transaction; an argument it refuses (``StoreFull``)
             must have written nothing.
-        alone: for a batch that holds nothing else: one statement that is its own
-            transaction, so the thread holds the GIL only before and after it (the event
-            loop runs meanwhile); None when it wrote nothing, and the batch then goes
-            through ``run`` (a failure there is reported as usual).
+        alone: for a batch that holds nothing else: one statement, in a transaction of its
+            own, so the thread holds the GIL only around it (the event loop runs
+            meanwhile); None when it wrote nothing, and the batch then goes through
+            ``run`` (a failure rolls it back first, and is reported as usual).
     """
 
     run: Callable[[sqlite3.Connection, Batch, list[Any]], Answers]
@@ -292,12 +293,17 @@ def _alone(conn: sqlite3.Connection, batch: list[_Item]) -> Answers | None:
     op = batch[0][0]
     if not isinstance(op, Grouped) or op.alone is None or any(i[0] is not op for i in batch):
         return None
+    # Its own transaction, not autocommit: a statement that fails midway may have written
+    # the rows before the failing one, and the batch that runs next would add them again.
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        return op.alone(conn, [item[1] for item in batch])
+        answers = op.alone(conn, [item[1] for item in batch])
+        conn.execute("COMMIT" if answers is not None else "ROLLBACK")
     except Exception:
-        # The statement wrote all or nothing; either way the transaction answers each
-        # caller (rows it finds already written are answered as duplicates).
-        return None
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return None  # nothing written: the batch's transaction answers each caller
+    return answers
 
 
 def _transaction(conn: sqlite3.Connection, batch: list[_Item], *, savepoints: bool) -> Answers:
