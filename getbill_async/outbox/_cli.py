@@ -22,7 +22,8 @@ from .._constants import DEFAULT_BASE_URL, DEFAULT_WINDOW, DEFAULT_WRITES
 from ..errors import GetBillError
 from ..support import available, require
 from ._eta import status_of
-from ._outbox import Outbox, store_for
+from ._options import store_for
+from ._outbox import Outbox
 from ._store import Store
 from ._types import OutboxStatus
 

@@ -23,13 +23,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from ..errors import ValidationError
 from ..models import FollowupCreate, FollowupUpdate
 from ..support import AsyncClosing, available, build_create, build_update, check_id
 from ._drain import Drainer, wait_event
 from ._eta import status_of
+from ._options import bad as _bad
+from ._options import positive as _positive
+from ._options import store_for
 from ._sqlite_store import SQLiteStore
-from ._store import Enqueued, Store, StoreFull
+from ._store import Enqueued, Store, StoreFull, account_of
 from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
 
 if TYPE_CHECKING:
@@ -44,30 +46,6 @@ DEFAULT_GRACE = 10.0
 DEFAULT_LEASE_MARGIN = 5.0
 _WHEN_FULL = ("wait", "raise")
 _encode = msgspec.json.Encoder().encode
-
-
-def _bad(field: str, reason: str, allowed: tuple[str, ...] | None = None) -> ValidationError:
-    text = f"{field}: {reason}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-    return ValidationError(text, field=field, allowed=allowed, details={field: [reason]})
-
-
-def _positive(field: str, value: object, *, integer: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-        kind = "an integer" if integer else "a number"
-        raise _bad(field, f"must be {kind} > 0, got {value!r}")
-
-
-def store_for(store: str | os.PathLike[str] | Store, name: str | None) -> Store:
-    """The store behind ``store``: a SQLite file, a Redis outbox, or a store given as is."""
-    if isinstance(store, (str, os.PathLike)):
-        text = os.fspath(store)
-        if text.startswith(("redis://", "rediss://", "unix://")):
-            from ._redis_store import RedisStore  # needs the redis extra
-
-            return RedisStore(text, name=name or "default")
-        return SQLiteStore(text)
-    return store
 
 
 class Outbox(AsyncClosing):
@@ -96,10 +74,15 @@ class Outbox(AsyncClosing):
             a token fault, a write not sent) is dead instead of retried (None: never; a
             write whose outcome is unknown is always looked up, never given up, and a
             wait for the write budget never counts).
+        account: a name for the GetBill account the writes go to (not a secret). The store
+            is bound to the first account that opens it: the client's base URL, its OAuth
+            client id, and this name; another account is refused. With a static token
+            (which can rotate) the name is what tells two accounts apart: give one.
 
     Raises:
         ValidationError: an option out of range (the error names it).
-        OutboxStoreError: (on open) the file is not an outbox; it is left untouched.
+        OutboxStoreError: (on open) the file is not an outbox (it is left untouched),
+            cannot be written, or belongs to another account.
     """
 
     def __init__(
@@ -119,8 +102,12 @@ class Outbox(AsyncClosing):
         poll: float = 0.5,
         on_event: Callable[[EntryEvent], None] | None = None,
         give_up_after: int | None = None,
+        account: str | None = None,
     ) -> None:
         _positive("concurrency", concurrency, integer=True)
+        if account is not None and (not isinstance(account, str) or not account.strip()):
+            raise _bad("account", f"must be a non-empty name, got {account!r}")
+        self._account = account_of(client.base_url, client.client_id, account)
         _positive("max_pending", max_pending, integer=True)
         numbers = {"lease_margin": lease_margin, "retention": retention, "poll": poll}
         for field, value in {**numbers, **({} if lease is None else {"lease": lease})}.items():
@@ -171,11 +158,12 @@ class Outbox(AsyncClosing):
         """Open the store and, with ``drain=True``, start draining. ``async with`` calls it.
 
         Raises:
-            OutboxStoreError: the file is not an outbox database (it is left untouched).
+            OutboxStoreError: the file is not an outbox database (it is left untouched),
+                cannot be written, or the store belongs to another account.
         """
         if self._drain:
             self._check_lease()
-        await self._store.open()
+        await self._store.open(self._account)
         self._open = True
         if self._drain:
             self._drainer.start()

@@ -1,13 +1,20 @@
 """The Lua scripts of the Redis outbox store; each runs atomically on the Redis server.
 
-KEYS, the same nine for every script, all under one hash tag (one cluster slot):
-``entries`` (hash: entry id -> the entry as JSON), ``pending`` (sorted set of entry ids, by
-id: oldest first), ``inflight`` (by lease end), ``done`` (by when finished), ``dead`` and
-``held`` (by id), ``keys`` (hash: key -> JSON list of its entry ids, oldest first), ``meta``
-(hash: the id counter, the writes saved by merging, the format), ``unkeyed`` (creates without
-a ``call_id``, by id, until pruned: ``COUNTS`` intersects it with ``pending`` instead of reading
-every pending entry, which would stall the Redis that the fleet's budget shares). Times are
-Redis's own clock
+KEYS, the same for every script, all under one hash tag (one cluster slot): ``entries``
+(hash: entry id -> the entry as JSON), ``pending`` (sorted set of entry ids, by id: oldest
+first), ``inflight`` (by lease end), ``done`` (by when finished), ``dead`` (by when refused)
+and ``held`` (by id), ``keys`` (hash: key -> JSON list of its entry ids, oldest first),
+``meta`` (hash: the id counter, the writes saved by merging, the format, the account, how
+far entries are indexed), ``unkeyed`` (creates without a ``call_id``, by id, until pruned:
+``COUNTS`` intersects it with ``pending`` instead of reading every pending entry, which would
+stall the Redis that the fleet's budget shares), ``ready`` and ``later``: the pending
+entries a claim may take, the first unfinished entry of each key and every create without
+one, by id when due and by when due otherwise. A claim moves what has come due from
+``later`` to ``ready`` and takes the oldest of ``ready``: the same rule as the SQLite store's
+query, without reading the entries it cannot take. Each change of state keeps the two sets
+right for its key (``settle``). Entries a release before these sets enqueued (or one still
+running beside this one) are indexed by ``CLAIM`` and ``COUNTS``, a bounded number a call,
+oldest first, so no script reads a large store whole. Times are Redis's own clock
 (``TIME``), so drainers on several machines agree on when a lease ends.
 """
 
@@ -16,11 +23,16 @@ from __future__ import annotations
 __all__ = ["CLAIM", "COUNTS", "DEAD", "ENQUEUE_CREATE", "ENQUEUE_UPDATE", "FINISH"]
 __all__ += ["PRUNE", "RENEW", "REQUEUE", "SUFFIXES"]
 
-SUFFIXES = ("entries", "pending", "inflight", "done", "dead", "held", "keys", "meta", "unkeyed")
+SUFFIXES = (
+    *("entries", "pending", "inflight", "done", "dead", "held", "keys", "meta", "unkeyed"),
+    *("ready", "later"),
+)
+INDEX_STEP = 1000  # entries of an earlier release indexed per call, at most
 
 _COMMON = """
-local entries, pending, inflight, done, dead, held, keys, meta, unkeyed =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local entries, pending, inflight, done, dead, held, keys, meta, unkeyed, ready, later =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
+  KEYS[11]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local function get(seq) return cjson.decode(redis.call('HGET', entries, seq)) end
@@ -31,6 +43,51 @@ local function seqs_of(key)
   return {}
 end
 local function backlog() return redis.call('ZCARD', pending) + redis.call('ZCARD', inflight) end
+local function unfinished(e)
+  return e.state == 'pending' or e.state == 'in_flight' or e.state == 'held'
+end
+local function place(e)
+  if e.next_try <= now then
+    redis.call('ZREM', later, e.seq)
+    redis.call('ZADD', ready, e.seq, e.seq)
+  else
+    redis.call('ZREM', ready, e.seq)
+    redis.call('ZADD', later, e.next_try, e.seq)
+  end
+end
+local function unplace(seq)
+  redis.call('ZREM', ready, seq)
+  redis.call('ZREM', later, seq)
+end
+local function refresh(key)
+  local first = true
+  for _, seq in ipairs(seqs_of(key)) do
+    local o = get(seq)
+    if unfinished(o) then
+      if first and o.state == 'pending' then place(o)
+      elseif o.state == 'pending' then unplace(o.seq) end
+      first = false
+    end
+  end
+end
+local function settle(e)
+  if e.key ~= nil then refresh(e.key)
+  elseif e.state == 'pending' then place(e)
+  else unplace(e.seq) end
+end
+local function index(step)
+  local top = tonumber(redis.call('HGET', meta, 'seq') or '0')
+  local upto = tonumber(redis.call('HGET', meta, 'indexed') or '0')
+  if upto >= top then return end
+  local seqs = redis.call('ZRANGEBYSCORE', pending, '(' .. upto, '+inf', 'LIMIT', 0, step)
+  for _, seq in ipairs(seqs) do
+    local e = get(seq)
+    if e.key == nil and e.op == 'create' then redis.call('ZADD', unkeyed, e.seq, e.seq) end
+    settle(e)
+  end
+  if #seqs < step then upto = top else upto = tonumber(seqs[#seqs]) end
+  redis.call('HSET', meta, 'indexed', upto)
+end
 local function insert(key, op, debt_id, fields)
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   local e = {seq = seq, op = op, state = 'pending', fields = fields, enqueued = now,
@@ -45,6 +102,10 @@ local function insert(key, op, debt_id, fields)
   if key == '' and op == 'create' then redis.call('ZADD', unkeyed, seq, seq) end
   put(e)
   redis.call('ZADD', pending, seq, seq)
+  settle(e)
+  if tonumber(redis.call('HGET', meta, 'indexed') or '0') == seq - 1 then
+    redis.call('HSET', meta, 'indexed', seq)
+  end
   return 'added'
 end
 """
@@ -96,48 +157,63 @@ return insert(key, 'update', '', fields)
 """
 )
 
+_RECLAIM = """
+local function reclaim()
+  for _, seq in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now)) do
+    local e = get(seq)
+    redis.call('ZREM', inflight, seq)
+    e.owner, e.lease_until, e.check = nil, nil, 1
+    if e.op == 'create' and e.key == nil then
+      e.state = 'held'
+      e.error = cjson.encode({message = 'sent by a drainer that stopped; no call_id to look it up'})
+      redis.call('ZADD', held, seq, seq)
+    else
+      e.state = 'pending'
+      redis.call('ZADD', pending, seq, seq)
+    end
+    put(e)
+    settle(e)
+  end
+end
+"""
+
 CLAIM = (
     _COMMON
-    + """
+    + _RECLAIM
+    + f"""
 local owner, n, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-for _, seq in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now)) do
-  local e = get(seq)
-  redis.call('ZREM', inflight, seq)
-  e.owner, e.lease_until, e.check = nil, nil, 1
-  if e.op == 'create' and e.key == nil then
-    e.state = 'held'
-    e.error = cjson.encode({message = 'sent by a drainer that stopped; no call_id to look it up'})
-    redis.call('ZADD', held, seq, seq)
-  else
-    e.state = 'pending'
-    redis.call('ZADD', pending, seq, seq)
-  end
-  put(e)
+reclaim()
+index({INDEX_STEP})
+for _, seq in ipairs(redis.call('ZRANGEBYSCORE', later, '-inf', now)) do
+  redis.call('ZREM', later, seq)
+  redis.call('ZADD', ready, seq, seq)
 end
+"""
+    + """
 local claimed = {}
-for _, seq in ipairs(redis.call('ZRANGE', pending, 0, 999)) do
-  if #claimed >= n then break end
-  local e = get(seq)
-  local free = e.next_try <= now
+for _, seq in ipairs(redis.call('ZRANGE', ready, 0, n - 1)) do
+  local raw = redis.call('HGET', entries, seq)
+  local e = raw and cjson.decode(raw)
+  if not e or e.state ~= 'pending' then  -- left by a release that did not keep the set
+    redis.call('ZREM', ready, seq)
+  else
   local target = nil
-  if free and e.key ~= nil then
+  if e.key ~= nil then
     for _, other in ipairs(seqs_of(e.key)) do
       local o = get(other)
-      if o.seq < e.seq and (o.state == 'pending' or o.state == 'in_flight' or o.state == 'held')
-      then free = false end
       if o.op == 'create' then target = o.followup_id or false end
     end
   end
-  if free then
-    e.state, e.owner, e.lease_until = 'in_flight', owner, now + lease
-    e.attempts = e.attempts + 1
-    redis.call('ZREM', pending, seq)
-    redis.call('ZADD', inflight, e.lease_until, seq)
-    put(e)
-    if e.op == 'update' then
-      if target == nil then e.target = e.key elseif target then e.target = target end
-    end
-    table.insert(claimed, cjson.encode(e))
+  e.state, e.owner, e.lease_until = 'in_flight', owner, now + lease
+  e.attempts = e.attempts + 1
+  redis.call('ZREM', ready, seq)
+  redis.call('ZREM', pending, seq)
+  redis.call('ZADD', inflight, e.lease_until, seq)
+  put(e)
+  if e.op == 'update' then
+    if target == nil then e.target = e.key elseif target then e.target = target end
+  end
+  table.insert(claimed, cjson.encode(e))
   end
 end
 return claimed
@@ -180,35 +256,32 @@ if followup_id ~= '' then e.followup_id = followup_id end
 if err ~= '' then e.error = err else e.error = nil end
 put(e)
 local sets = {done = done, dead = dead, held = held, pending = pending}
-redis.call('ZADD', sets[state], state == 'done' and now or e.seq, seq)
+redis.call('ZADD', sets[state], (state == 'done' or state == 'dead') and now or e.seq, seq)
 if state == 'dead' and e.op == 'create' and e.key ~= nil then
   local why = cjson.encode({message = "the create of '" .. e.key .. "' is dead (entry " ..
                             e.seq .. ")"})
   for _, other in ipairs(seqs_of(e.key)) do
     local o = get(other)
     if o.seq > e.seq and o.state == 'pending' then
-      o.state, o.error = 'dead', why
+      o.state, o.error, o.finished = 'dead', why, now
       redis.call('ZREM', pending, o.seq)
-      redis.call('ZADD', dead, o.seq, o.seq)
+      redis.call('ZADD', dead, now, o.seq)
+      unplace(o.seq)
       put(o)
     end
   end
 end
+settle(e)
 return 1
 """
 )
 
 COUNTS = (
     _COMMON
+    + f"""
+index({INDEX_STEP})
+"""
     + """
-if not redis.call('HGET', meta, 'unkeyed') then
-  -- A store made before the index: index its creates without a key, once.
-  for _, raw in ipairs(redis.call('HVALS', entries)) do
-    local e = cjson.decode(raw)
-    if e.op == 'create' and e.key == nil then redis.call('ZADD', unkeyed, e.seq, e.seq) end
-  end
-  redis.call('HSET', meta, 'unkeyed', 1)
-end
 local oldest = -1
 local first = redis.call('ZRANGE', pending, 0, 0)
 if #first > 0 then oldest = get(first[1]).enqueued end
@@ -229,12 +302,13 @@ return {redis.call('ZCARD', pending), redis.call('ZCARD', inflight), redis.call(
 DEAD = (
     _COMMON
     + """
-local out = {}
+local seqs = {}
 for _, set in ipairs({dead, held}) do
-  for _, seq in ipairs(redis.call('ZRANGE', set, 0, -1)) do
-    table.insert(out, redis.call('HGET', entries, seq))
-  end
+  for _, seq in ipairs(redis.call('ZRANGE', set, 0, -1)) do table.insert(seqs, tonumber(seq)) end
 end
+table.sort(seqs)
+local out = {}
+for _, seq in ipairs(seqs) do table.insert(out, redis.call('HGET', entries, seq)) end
 return out
 """
 )
@@ -258,6 +332,7 @@ for _, set in ipairs(sets) do
       e.state, e.error, e.next_try, e.attempts, e.check = 'pending', nil, 0, 0, 0
       put(e)
       redis.call('ZADD', pending, e.seq, e.seq)
+      settle(e)
       table.insert(chosen, seq)
     end
   end

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from ..support import require
-from ._store import Enqueued, StoreFull
+from ._store import Enqueued, StoreFull, check_account
 from ._types import Claimed, DeadEntry, OutboxStoreError, Outcome, StoreCounts
 
 __all__ = ["RedisStore", "persistence_warning"]
@@ -50,6 +50,10 @@ def persistence_warning(config: dict[str, Any]) -> str | None:
     return None
 
 
+def _text(raw: bytes | str | None) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def _entry(raw: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(raw)
     return data
@@ -76,15 +80,36 @@ class RedisStore:
         host = self.url.rpartition("@")[2]
         return f"{host} {self.prefix}"
 
-    async def open(self) -> None:
+    async def open(self, account: str | None = None) -> None:
+        """Connect; refuse an outbox of another account (see ``check_account``)."""
         try:
             self._redis = await self._connect()
             for name in _SCRIPTS:
                 self._scripts[name] = self._redis.register_script(getattr(lua, name))
             await self._redis.hsetnx(self.keys[7], "format", "getbill-outbox/1")
+            recorded = await self._redis.hget(self.keys[7], "account")
+        except (RedisError, RedisClusterException, OSError) as exc:
+            await self.close()
+            raise OutboxStoreError(f"outbox at {self.where}: {exc}") from None
+        try:
+            text = _text(recorded)
+            if check_account(self.where, text, account) and account:
+                await self._record_account(account)
+        except BaseException:
+            await self.close()
+            raise
+        await self._check_persistence()
+
+    async def _record_account(self, account: str) -> None:
+        """Record ``account`` unless another opener recorded one meanwhile (then check it)."""
+        assert self._redis is not None
+        try:
+            if await self._redis.hsetnx(self.keys[7], "account", account):
+                return
+            recorded = await self._redis.hget(self.keys[7], "account")
         except (RedisError, RedisClusterException, OSError) as exc:
             raise OutboxStoreError(f"outbox at {self.where}: {exc}") from None
-        await self._check_persistence()
+        check_account(self.where, _text(recorded), account)
 
     async def _connect(self) -> Redis | RedisCluster:
         single = Redis.from_url(self.url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)

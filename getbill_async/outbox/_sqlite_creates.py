@@ -10,9 +10,9 @@ answered exactly as if each had run alone, in order:
   replay, a ``duplicate``, even when full.
 
 A list that is the whole batch goes as one ``INSERT OR IGNORE ... WHERE`` there is room for
-all of it: one statement is its own transaction, so the writer thread needs the GIL only
-before and after it. When that statement adds nothing (no room, or every row a duplicate)
-the batch runs in the writer's transaction instead, row by row against the backlog.
+all of it, in a transaction of its own, so the writer thread needs the GIL only around
+it. When that statement adds nothing (no room, or every row a duplicate), or fails (rolled
+back whole), the batch runs in the writer's transaction instead, row by row.
 """
 
 from __future__ import annotations

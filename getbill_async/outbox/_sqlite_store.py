@@ -1,25 +1,26 @@
 """The outbox's entries in one SQLite file (see ``_sqlite`` for durability and group commit).
 
 A lease is a row's ``owner`` and ``lease_until``: an in-flight entry whose lease has ended,
-or whose owner is a process of this machine that no longer runs, is taken back (to be
-looked up before it is sent again). Times are wall-clock seconds, shared by processes.
+or whose owner no longer holds its lock (see ``_sqlite_owners``: it has ended), is taken back
+(to be looked up before it is sent again). Times are wall-clock seconds, shared by processes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
-import socket
 import sqlite3
 from typing import Any
 
 from ._sqlite import Batch, SQLiteWriter
 from ._sqlite_creates import CREATES, backlog
+from ._sqlite_owners import OwnerLocks
 from ._store import Enqueued, StoreFull, same_fields
-from ._types import Claimed, DeadEntry, EntryEvent, Outcome, StoreCounts
+from ._types import Claimed, DeadEntry, EntryEvent, OutboxStoreError, Outcome, StoreCounts
 
-__all__ = ["SQLiteStore", "owner_alive"]
+__all__ = ["SQLiteStore"]
 
 _CLAIMABLE = """
 SELECT seq, key, op, debt_id, fields, check_first, attempts, tag FROM entries AS e
@@ -54,21 +55,6 @@ _REQUEUE = (
 _REQUEUE_WITH_HELD = _REQUEUE.replace("state = 'dead'", "state IN ('dead', 'held')")
 
 
-def owner_alive(owner: str) -> bool:
-    """False only when ``owner`` is a process of this machine that no longer runs."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return True
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _insert(conn: sqlite3.Connection, batch: Batch, row: tuple[Any, ...], limit: int) -> Enqueued:
     if limit and backlog(conn, batch) >= limit:
         raise StoreFull
@@ -92,12 +78,22 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.writer = SQLiteWriter(path)
         self.path = self.writer.path
+        self.owners = OwnerLocks(self.path)
 
-    async def open(self) -> None:
-        await self.writer.open()
+    async def open(self, account: str | None = None) -> None:
+        await self.writer.open(account)
 
     async def close(self) -> None:
-        await self.writer.close()
+        keep = set(self.owners.held)
+        if keep:
+            try:
+                keep = await self.writer.run(functools.partial(_in_flight, owners=keep))
+            except OutboxStoreError:
+                pass  # keep every file: the lock, released, still tells we have ended
+        try:
+            await self.writer.close()
+        finally:
+            self.owners.release(keep)  # after the last write: our entries may be taken back
 
     def enqueue_create(
         self, key: str | None, debt_id: str, fields: str, now: float, limit: int
@@ -117,7 +113,7 @@ class SQLiteStore:
             batch.pop("backlog", None)
             return "added" if conn.execute(_ADD_TAGGED, row).rowcount else "duplicate"
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, adds=True)
 
     async def tagged(self) -> list[EntryEvent]:
         """Every tagged entry, in the order it was enqueued, with its state and outcome."""
@@ -163,11 +159,13 @@ class SQLiteStore:
                 return "merged"
             return _insert(conn, batch, (key, "update", None, json.dumps(fields), now), limit)
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, adds=True)
 
     async def claim(self, owner: str, n: int, lease: float, now: float) -> list[Claimed]:
+        self.owners.hold(owner)  # before any entry is ours: others must see us alive
+
         def op(conn: sqlite3.Connection, batch: Batch) -> list[Claimed]:
-            _reclaim(conn, now)
+            _reclaim(conn, now, self.owners)
             claimed = []
             for seq, key, kind, debt_id, text, check, attempts, tag in conn.execute(
                 _CLAIMABLE, (now, n)
@@ -188,7 +186,7 @@ class SQLiteStore:
 
     async def reclaim(self, now: float) -> None:
         """Take back the entries in flight whose drainer is gone (see the module docstring)."""
-        await self.writer.run(lambda conn, batch: _reclaim(conn, now))
+        await self.writer.run(lambda conn, batch: _reclaim(conn, now, self.owners))
 
     async def renew(self, owner: str, seqs: list[int], until: float) -> None:
         def op(conn: sqlite3.Connection, batch: Batch) -> None:
@@ -275,14 +273,21 @@ class SQLiteStore:
         return await self.writer.run(op)
 
 
-def _reclaim(conn: sqlite3.Connection, now: float) -> None:
-    """Entries in flight past their lease, or held by a process of this machine that no
-    longer runs, go back: to pending, to be looked up first; a create without key, held."""
+def _reclaim(conn: sqlite3.Connection, now: float, locks: OwnerLocks) -> None:
+    """Entries in flight past their lease, or held by an owner that has ended (its lock is
+    free), go back: to pending, to be looked up first; a create without key, held."""
     owners = conn.execute("SELECT DISTINCT owner FROM entries WHERE state = 'in_flight'").fetchall()
     conn.execute(_RECLAIM, (now, None))
     for (other,) in owners:
-        if other is not None and not owner_alive(other):
+        if other is not None and not locks.alive(other):
             conn.execute(_RECLAIM, (float("-inf"), other))
+    locks.sweep({other for (other,) in owners})
+
+
+def _in_flight(conn: sqlite3.Connection, batch: Batch, *, owners: set[str]) -> set[str]:
+    """Which of ``owners`` hold entries in flight."""
+    sql = "SELECT DISTINCT owner FROM entries WHERE state = 'in_flight'"
+    return {row[0] for row in conn.execute(sql)} & owners
 
 
 def _target(conn: sqlite3.Connection, key: str | None) -> str | None:

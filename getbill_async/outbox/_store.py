@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Literal, Protocol
 
-from ._types import Claimed, DeadEntry, Outcome, StoreCounts
+from ._types import Claimed, DeadEntry, OutboxStoreError, Outcome, StoreCounts
 
-__all__ = ["Enqueued", "Store", "StoreFull", "same_fields"]
+__all__ = ["Enqueued", "Store", "StoreFull", "account_of", "check_account", "same_fields"]
 
 Enqueued = Literal["added", "merged", "duplicate", "unchanged"]
 
@@ -33,10 +33,41 @@ def same_fields(desired: dict[str, Any], fields: dict[str, Any]) -> bool:
     return all(name in desired and desired[name] == value for name, value in fields.items())
 
 
+def account_of(base_url: str, client_id: str | None, name: str | None) -> str:
+    """The account a store is bound to: the API's base URL, the OAuth client's id (with
+    OAuth credentials) and the name the user gave (``Outbox(account=...)``), never a secret.
+    A static token can rotate, so with one alone the name is what tells accounts apart."""
+    parts = [base_url]
+    if client_id is not None:
+        parts.append(f"client {client_id}")
+    if name is not None:
+        parts.append(f"account {name}")
+    return " ".join(parts)
+
+
+def check_account(where: str, recorded: str | None, account: str | None) -> bool:
+    """Whether a store that ``recorded`` an account (None: none yet) may be opened by
+    ``account`` (None: an opener that sends nothing, e.g. ``getbill outbox status``); True
+    when the account is still to be recorded.
+
+    Raises:
+        OutboxStoreError: the store belongs to another account.
+    """
+    if account is None or recorded == account:
+        return False
+    if recorded is None:
+        return True
+    raise OutboxStoreError(
+        f"outbox {where} belongs to {recorded!r}, not to {account!r}: each account needs "
+        "an outbox of its own (another file, or another name)"
+    )
+
+
 class Store(Protocol):
     """A durable home for outbox entries; every method returns once its change is durable."""
 
-    async def open(self) -> None: ...
+    async def open(self, account: str | None = None) -> None:
+        """Open (or make) the store, bound to ``account`` (see ``check_account``)."""
 
     async def close(self) -> None: ...
 
