@@ -119,3 +119,48 @@ async def test_an_unavailable_budget_is_not_an_attempt(tmp_path: Path) -> None:
     finally:
         await budget.aclose()
         server.close()
+
+
+class Updates:
+    """PUT /followups/{id}: refuses the first update (422), applies the rest to one record."""
+
+    def __init__(self) -> None:
+        self.record: dict[str, object] = {"id": "f1", "debt_id": "d1", "type": "call"}
+        self.record |= {"status": "in_progress"}
+        self.puts = 0
+        self.app = web.Application()
+        self.app.router.add_put("/followups/{id}", self.update)
+
+    async def update(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.puts += 1
+        if self.puts == 1:
+            answer = {"error": True, "message": "Validation failed", "code": 422}
+            return web.json_response(answer, status=422, headers=_limits())
+        self.record |= body
+        answer = {"error": False, "message": "Followup updated", "data": self.record}
+        return web.json_response(answer, status=200, headers=_limits())
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "o.db")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url.rpartition("/")[0] + "/8"
+
+
+async def test_a_requeued_update_does_not_undo_the_later_ones(store: str) -> None:
+    api = Updates()
+    name = f"rq-{uuid.uuid4().hex[:8]}"
+    async for base in serve(api):
+        async with client_of(base) as client, Outbox(client, store, name=name, poll=0.02) as box:
+            await box.update("f1", status="no_answer", summary="first call")
+            await box.join(timeout=5)
+            assert [d.status for d in await box.dead()] == [422]
+            await box.update("f1", status="deal_found")
+            await box.join(timeout=5)
+            assert await box.requeue() == 1
+            await box.join(timeout=5)
+            assert await box.dead() == []
+    assert (api.record["status"], api.record["summary"]) == ("deal_found", "first call")

@@ -330,8 +330,21 @@ for _, set in ipairs(sets) do
     if pick then
       redis.call('ZREM', set, seq)
       e.state, e.error, e.next_try, e.attempts, e.check = 'pending', nil, 0, 0, 0
+      if e.op == 'update' and e.key ~= nil then
+        -- Sent after the key's later writes, it must not undo them: it keeps only the
+        -- fields none of them sets; with none left, there is nothing to send.
+        local f = cjson.decode(e.fields)
+        for _, other in ipairs(seqs_of(e.key)) do
+          local o = get(other)
+          if o.seq > e.seq and o.state ~= 'dead' then
+            for k, _ in pairs(cjson.decode(o.fields)) do f[k] = nil end
+          end
+        end
+        if next(f) == nil then e.state, e.finished = 'done', now else e.fields = cjson.encode(f) end
+      end
       put(e)
-      redis.call('ZADD', pending, e.seq, e.seq)
+      if e.state == 'done' then redis.call('ZADD', done, now, e.seq)
+      else redis.call('ZADD', pending, e.seq, e.seq) end
       settle(e)
       table.insert(chosen, seq)
     end
