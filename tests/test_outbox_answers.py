@@ -58,7 +58,7 @@ class Answers:
         return web.json_response(answer, status=201, headers=_limits())
 
 
-async def serve(api: Answers) -> AsyncIterator[str]:
+async def serve(api: Answers | Updates) -> AsyncIterator[str]:
     runner = web.AppRunner(api.app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
