@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BudgetExhaustedError, GetBillError
+from ..support import wait_event
 from ..transport import SENT, SentRecord
 from ._outcomes import applied, backoff, cut_off, judge
 from ._store import Store
 from ._types import Claimed, EntryEvent, Outcome
 
-__all__ = ["Counters", "Drainer", "wait_event"]
+__all__ = ["Counters", "Drainer"]
 
 log = logging.getLogger("getbill_async.outbox")
 PRUNE_EVERY = 60.0
@@ -52,19 +53,6 @@ class Counters:
     dead: int = 0
     retried: int = 0
     by_op: dict[str, int] = field(default_factory=dict)
-
-
-async def wait_event(event: asyncio.Event, seconds: float) -> None:
-    """Wait until ``event`` is set or ``seconds`` pass, whichever comes first.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that lands as the
-    event is set, and a caller looping on it (``Outbox.join``) would then never end.
-    """
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=seconds)
-    finally:
-        waiter.cancel()
 
 
 class Drainer:

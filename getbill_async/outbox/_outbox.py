@@ -24,8 +24,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from ..models import FollowupCreate, FollowupUpdate
-from ..support import AsyncClosing, available, build_create, build_update, check_id
-from ._drain import Drainer, wait_event
+from ..support import (
+    AsyncClosing,
+    available,
+    build_create,
+    build_update,
+    check_id,
+    wait_event,
+)
+from ._drain import Drainer
 from ._eta import status_of
 from ._options import bad as _bad
 from ._options import positive as _positive

@@ -21,16 +21,16 @@ in case a message was lost).
     async with budget, GetBillClient(token, rate_limit=budget) as client:
         ...
 
-The keys are ``_redis_scripts``'s. Redis's clock must run at the server's rate (any
+The keys are ``_scripts``'s. Redis's clock must run at the server's rate (any
 NTP-disciplined host does); only a step *forward* of the Redis host's clock could free slots
 early.
 
 Redis restarted, or failed over to an empty replica: the ledger is gone, and with it what the
 server had counted. Until an answer is seen again, the scripts admit one request per class at a
 time across the fleet (the cold start), so the first answer's headers rebuild the count; so
-too after eviction or a failover to a lagging replica (see ``_redis_lua``). The cold probe holds
+too after eviction or a failover to a lagging replica (see ``_lua``). The cold probe holds
 its slot for ``cold_lease`` at most. A restart shorter than ``timeout`` is ridden out, and a
-release that failed is sent again once Redis answers (see ``_redis_calls``).
+release that failed is sent again once Redis answers (see ``_calls``).
 """
 
 from __future__ import annotations
