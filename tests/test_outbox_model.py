@@ -1,9 +1,10 @@
 """The outbox, proved against a model: a Hypothesis state machine drives one outbox through
 random sequences of creates (with and without ``call_id``), updates, closes with any grace,
-reopens, simulated kills, store faults (an error before the store acted, or a reply lost
-after it did) and time passing, against a server (the sandbox behind
-``tests/outbox_model.FaultyProxy``) that answers, commits then fails, hangs past the client's
-timeout, or refuses with any status (409, 410, 413 ... included). After every step:
+reopens, simulated kills, a second drainer on the same store, store faults (an error before
+the store acted, or a reply lost after it did) and time passing, against a server (the
+sandbox behind ``tests/outbox_model.FaultyProxy``) that answers, commits then fails, hangs
+past the client's timeout, or refuses with any status (409, 410, 413 ... included). After
+every step:
 
 - each keyed call exists on the server at most once; a create without ``call_id`` is never
   sent twice;
@@ -78,6 +79,7 @@ class OutboxModel(RuleBasedStateMachine):
         self.run(self.box.open())
         self.keys: set[str] = set()
         self.unsure: set[str] = set()  # creates whose enqueue raised: stored or not
+        self.other: Outbox | None = None
         self.tokens = 0
         self.duration = 0
 
@@ -152,6 +154,14 @@ class OutboxModel(RuleBasedStateMachine):
         self.run(self.box.open())
 
     @rule()
+    def second_drainer(self) -> None:
+        """Another process drains the same store (once an example)."""
+        if self.other is None:
+            store = store_for(self.store, self.name)
+            self.other = Outbox(self.client, store, **OPTIONS)
+            self.run(self.other.open())
+
+    @rule()
     def settle(self) -> None:
         self.proxy.mode = "answer"
         self.faulty.before.clear()
@@ -201,6 +211,8 @@ class OutboxModel(RuleBasedStateMachine):
 
             async def down() -> None:
                 await self.box.close(grace=0)
+                if self.other is not None:
+                    await self.other.close(grace=0)
                 await self.client.close()
                 await self.proxy.stop()
                 await self.sandbox.stop()
