@@ -205,7 +205,15 @@ class RedisBudget(AsyncClosing):
                 fallback.end_probe(slot is not None, self._where())
         if slot is None:
             return await fallback.local.acquire(kind, lane=lane, max_wait=max_wait)
+        for late in KINDS if probe else ():  # spent locally while the probe waited
+            await self._bring(late, fallback.take_spent(late, float(self.rate_limit.window)))
         return slot
+
+    async def _bring(self, kind: Kind, left: list[float]) -> None:
+        """Local slots (the seconds each still counts) into the shared ledger, retried."""
+        times, doing = (float(self.rate_limit.window), self.lease), f"bringing local {kind} slots"
+        if left:
+            await self._pending.send(doing, lambda: self._ledger.adopt(kind, times, left, (0, 0)))
 
     async def _adopt(self) -> None:
         """Back from the fallback: bring this worker's local slots into the shared ledger, and
@@ -294,11 +302,7 @@ class RedisBudget(AsyncClosing):
                 self._fallback.spent(kind, window)
                 return
             # Answered after this worker rejoined Redis: it counts there for a window.
-            times = (window, self.lease)
-            doing = f"bringing a local {kind} slot back"
-            await self._pending.send(
-                doing, lambda: self._ledger.adopt(kind, times, [window], (0, 0))
-            )
+            await self._bring(kind, [window])
             return
         slot_id, _, admitted = slot.token.partition(" ")
         limit, window = self._limits(kind)
