@@ -134,6 +134,10 @@ class SQLiteWriter:
         own answer once committed."""
         return self._submit(op, arg, True)
 
+    @property
+    def is_open(self) -> bool:
+        return self._thread is not None
+
     def _submit(self, op: Any, arg: Any, adds: bool) -> asyncio.Future[Any]:
         if self._thread is None:
             raise OutboxStoreError(f"{self.path}: the outbox is not open")

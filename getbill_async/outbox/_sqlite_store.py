@@ -79,11 +79,15 @@ class SQLiteStore:
         self.writer = SQLiteWriter(path)
         self.path = self.writer.path
         self.owners = OwnerLocks(self.path)
+        self._unheard: dict[str, list[int]] = {}  # owner -> what a cancelled claim took
 
     async def open(self, account: str | None = None) -> None:
         await self.writer.open(account)
 
     async def close(self) -> None:
+        unheard, self._unheard = self._unheard, {}
+        if unheard and self.writer.is_open:
+            await self.writer.run(functools.partial(_give_back_all, unheard=unheard))
         keep = set(self.owners.held)
         if keep:
             try:
@@ -162,9 +166,15 @@ class SQLiteStore:
         return await self.writer.run(op, adds=True)
 
     async def claim(self, owner: str, n: int, lease: float, now: float) -> list[Claimed]:
+        """Claim as ``Store.claim``. A caller cancelled while its claim runs never hears
+        what it took: the owner's next claim (or ``close``) gives those entries back first,
+        as they were (they were never sent)."""
         self.owners.hold(owner)  # before any entry is ours: others must see us alive
+        unheard = self._unheard.pop(owner, [])
+        taken: list[int] = []
 
         def op(conn: sqlite3.Connection, batch: Batch) -> list[Claimed]:
+            _give_back(conn, owner, unheard)
             _reclaim(conn, now, self.owners)
             claimed = []
             for seq, key, kind, debt_id, text, check, attempts, tag in conn.execute(
@@ -177,12 +187,18 @@ class SQLiteStore:
                     (owner, now + lease, seq),
                 )
                 fields = json.loads(text)
+                taken.append(seq)
                 claimed.append(
                     Claimed(seq, key, kind, debt_id, fields, target, bool(check), attempts + 1, tag)
                 )
             return claimed
 
-        return await self.writer.run(op)
+        future = self.writer.run(op)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self._unheard[owner] = taken  # filled in by the time the next op runs
+            raise
 
     async def reclaim(self, now: float) -> None:
         """Take back the entries in flight whose drainer is gone (see the module docstring)."""
@@ -288,6 +304,22 @@ def _reclaim(conn: sqlite3.Connection, now: float, locks: OwnerLocks) -> None:
         if other is not None and not locks.alive(other):
             conn.execute(_RECLAIM, (float("-inf"), other))
     locks.sweep({other for (other,) in owners})
+
+
+def _give_back(conn: sqlite3.Connection, owner: str, seqs: list[int]) -> None:
+    """Entries a claim took for ``owner`` that it never heard of: pending again, unsent."""
+    conn.executemany(
+        "UPDATE entries SET state = 'pending', owner = NULL, lease_until = NULL, "
+        "attempts = attempts - 1 WHERE seq = ? AND owner = ? AND state = 'in_flight'",
+        [(seq, owner) for seq in seqs],
+    )
+
+
+def _give_back_all(
+    conn: sqlite3.Connection, batch: Batch, *, unheard: dict[str, list[int]]
+) -> None:
+    for owner, seqs in unheard.items():
+        _give_back(conn, owner, seqs)
 
 
 def _in_flight(conn: sqlite3.Connection, batch: Batch, *, owners: set[str]) -> set[str]:
