@@ -20,6 +20,7 @@ import pytest
 from getbill_async.outbox._redis_store import RedisStore
 from getbill_async.outbox._sqlite_store import SQLiteStore
 from getbill_async.outbox._store import Store, StoreFull
+from getbill_async.outbox._types import Outcome
 
 pytestmark = pytest.mark.timeout(60)
 Make = Callable[[], Store]
@@ -89,7 +90,7 @@ async def test_entries_behind_many_that_are_not_due_are_claimed(store: Store) ->
     assert len(taken) == 1100
     later = time.time() + 600
     for entry in taken:
-        await store.finish(entry.seq, "a", "pending", now=time.time(), next_try=later)
+        await store.finish(entry.seq, "a", Outcome("pending", next_try=later), now=time.time())
     await create(store, "fresh")
     assert [text.split(":")[0] for text in await claim(store, n=5)] == ["fresh"]
     counts = await store.counts()

@@ -213,7 +213,7 @@ FINISH = (
     COMMON
     + """
 local seq, owner, state, followup_id, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local delay, check = tonumber(ARGV[6]), tonumber(ARGV[7])
+local delay, check, refund = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8] or '0')
 local raw = redis.call('HGET', entries, seq)
 if not raw then return 0 end
 local e = cjson.decode(raw)
@@ -221,6 +221,7 @@ if e.state ~= 'in_flight' or e.owner ~= owner then return 0 end
 redis.call('ZREM', inflight, seq)
 e.state, e.owner, e.lease_until, e.check, e.finished = state, nil, nil, check, now
 e.next_try = now + delay
+if refund == 1 and e.attempts > 0 then e.attempts = e.attempts - 1 end
 if followup_id ~= '' then e.followup_id = followup_id end
 if err ~= '' then e.error = err else e.error = nil end
 put(e)
@@ -299,8 +300,21 @@ for _, set in ipairs(sets) do
     if pick then
       redis.call('ZREM', set, seq)
       e.state, e.error, e.next_try, e.attempts, e.check = 'pending', nil, 0, 0, 0
+      if e.op == 'update' and e.key ~= nil then
+        -- Sent after the key's later writes, it must not undo them: it keeps only the
+        -- fields none of them sets; with none left, there is nothing to send.
+        local f = cjson.decode(e.fields)
+        for _, other in ipairs(seqs_of(e.key)) do
+          local o = get(other)
+          if o.seq > e.seq and o.state ~= 'dead' then
+            for k, _ in pairs(cjson.decode(o.fields)) do f[k] = nil end
+          end
+        end
+        if next(f) == nil then e.state, e.finished = 'done', now else e.fields = cjson.encode(f) end
+      end
       put(e)
-      redis.call('ZADD', pending, e.seq, e.seq)
+      if e.state == 'done' then redis.call('ZADD', done, now, e.seq)
+      else redis.call('ZADD', pending, e.seq, e.seq) end
       settle(e)
       table.insert(chosen, seq)
     end

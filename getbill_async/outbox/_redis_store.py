@@ -20,12 +20,12 @@ import json
 import logging
 import secrets
 import time
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import ValidationError
 from ..support import require
 from ._store import Enqueued, StoreFull, check_account
-from ._types import Claimed, DeadEntry, OutboxStoreError, StoreCounts
+from ._types import Claimed, DeadEntry, OutboxStoreError, Outcome, StoreCounts
 
 __all__ = ["RedisStore", "persistence_warning"]
 
@@ -222,22 +222,12 @@ class RedisStore:
     async def renew(self, owner: str, seqs: list[int], until: float) -> None:
         await self._run("RENEW", owner, max(0.0, until - time.time()), *seqs)
 
-    async def finish(
-        self,
-        seq: int,
-        owner: str,
-        state: Literal["done", "dead", "held", "pending"],
-        *,
-        now: float,
-        followup_id: str | None = None,
-        error: dict[str, Any] | None = None,
-        next_try: float = 0.0,
-        check: bool = False,
-    ) -> None:
+    async def finish(self, seq: int, owner: str, outcome: Outcome, *, now: float) -> None:
+        next_try = outcome.next_try
         delay = max(0.0, next_try - time.time()) if next_try else 0.0
-        text = "" if error is None else json.dumps(error)
-        args = (seq, owner, state, followup_id or "", text, delay, int(check))
-        await self._run("FINISH", *args)
+        text = "" if outcome.error is None else json.dumps(outcome.error)
+        args = (seq, owner, outcome.state, outcome.followup_id or "", text, delay)
+        await self._run("FINISH", *args, int(outcome.check), int(not outcome.attempted))
 
     async def counts(self) -> StoreCounts:
         answer = await self._run("COUNTS")

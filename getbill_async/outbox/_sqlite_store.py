@@ -12,13 +12,14 @@ import functools
 import json
 import os
 import sqlite3
-from typing import Any, Literal
+import time
+from typing import Any
 
 from ._sqlite import Batch, SQLiteWriter
 from ._sqlite_creates import CREATES, backlog
 from ._sqlite_owners import OwnerLocks
 from ._store import Enqueued, StoreFull, same_fields
-from ._types import Claimed, DeadEntry, EntryEvent, OutboxStoreError, StoreCounts
+from ._types import Claimed, DeadEntry, EntryEvent, OutboxStoreError, Outcome, StoreCounts
 
 __all__ = ["SQLiteStore"]
 
@@ -50,9 +51,30 @@ _TAGGED = (
 )
 _REQUEUE = (
     "UPDATE entries SET state = 'pending', error = NULL, next_try = 0, attempts = 0, "
-    "check_first = 0 WHERE state = 'dead'"
+    "check_first = 0 WHERE seq = ?"
 )
-_REQUEUE_WITH_HELD = _REQUEUE.replace("state = 'dead'", "state IN ('dead', 'held')")
+
+
+def _unshadow(conn: sqlite3.Connection, seq: int) -> None:
+    """A requeued update goes after its key's later writes: it must not undo them, so it
+    keeps only the fields none of them sets; with none left there is nothing to send."""
+    key, kind, text = conn.execute(
+        "SELECT key, op, fields FROM entries WHERE seq = ?", (seq,)
+    ).fetchone()
+    if kind != "update" or key is None:
+        return
+    later = conn.execute(
+        "SELECT fields FROM entries WHERE key = ? AND seq > ? AND state != 'dead'", (key, seq)
+    ).fetchall()
+    newer = {name for (fields,) in later for name in json.loads(fields)}
+    fields = json.loads(text)
+    kept = {name: value for name, value in fields.items() if name not in newer}
+    if not kept:
+        conn.execute(
+            "UPDATE entries SET state = 'done', finished = ? WHERE seq = ?", (time.time(), seq)
+        )
+    elif kept != fields:
+        conn.execute("UPDATE entries SET fields = ? WHERE seq = ?", (json.dumps(kept), seq))
 
 
 def _insert(conn: sqlite3.Connection, batch: Batch, row: tuple[Any, ...], limit: int) -> Enqueued:
@@ -214,28 +236,22 @@ class SQLiteStore:
 
         await self.writer.run(op)
 
-    async def finish(
-        self,
-        seq: int,
-        owner: str,
-        state: Literal["done", "dead", "held", "pending"],
-        *,
-        now: float,
-        followup_id: str | None = None,
-        error: dict[str, Any] | None = None,
-        next_try: float = 0.0,
-        check: bool = False,
-    ) -> None:
-        error_text = None if error is None else json.dumps(error)
+    async def finish(self, seq: int, owner: str, outcome: Outcome, *, now: float) -> None:
+        error_text = None if outcome.error is None else json.dumps(outcome.error)
+        values = (
+            *(outcome.state, outcome.followup_id, error_text, outcome.next_try),
+            *(int(outcome.check), now, int(not outcome.attempted), seq, owner),
+        )
 
         def op(conn: sqlite3.Connection, batch: Batch) -> None:
             cursor = conn.execute(
                 "UPDATE entries SET state = ?, followup_id = COALESCE(?, followup_id), "
                 "error = ?, next_try = ?, check_first = ?, finished = ?, owner = NULL, "
-                "lease_until = NULL WHERE seq = ? AND owner = ? AND state = 'in_flight'",
-                (state, followup_id, error_text, next_try, int(check), now, seq, owner),
+                "lease_until = NULL, attempts = MAX(0, attempts - ?) "
+                "WHERE seq = ? AND owner = ? AND state = 'in_flight'",
+                values,
             )
-            if cursor.rowcount and state == "dead":
+            if cursor.rowcount and outcome.state == "dead":
                 _bury_followers(conn, seq)
 
         await self.writer.run(op)
@@ -273,17 +289,20 @@ class SQLiteStore:
         return await self.writer.run(op)
 
     async def requeue(self, keys: list[str], ids: list[int], held: bool) -> int:
-        sql = _REQUEUE_WITH_HELD if held else _REQUEUE
+        where = "state IN ('dead', 'held')" if held else "state = 'dead'"
+        wanted, numbers = set(keys), set(ids)
 
         def op(conn: sqlite3.Connection, batch: Batch) -> int:
-            if not keys and not ids:
-                return conn.execute(sql).rowcount
-            total = 0
-            for key in keys:
-                total += conn.execute(sql + " AND key = ?", (key,)).rowcount
-            for seq in ids:
-                total += conn.execute(sql + " AND seq = ?", (seq,)).rowcount
-            return total
+            rows = conn.execute(f"SELECT seq, key FROM entries WHERE {where} ORDER BY seq")
+            chosen = [
+                seq
+                for seq, key in rows.fetchall()
+                if (not wanted and not numbers) or key in wanted or seq in numbers
+            ]
+            for seq in chosen:  # oldest first: each sees the later ones still dead
+                conn.execute(_REQUEUE, (seq,))
+                _unshadow(conn, seq)
+            return len(chosen)
 
         return await self.writer.run(op)
 

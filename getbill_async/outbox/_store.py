@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Literal, Protocol
 
-from ._types import Claimed, DeadEntry, OutboxStoreError, StoreCounts
+from ._types import Claimed, DeadEntry, OutboxStoreError, Outcome, StoreCounts
 
 __all__ = ["Enqueued", "Store", "StoreFull", "account_of", "check_account", "same_fields"]
 
@@ -85,18 +85,9 @@ class Store(Protocol):
 
     async def renew(self, owner: str, seqs: list[int], until: float) -> None: ...
 
-    async def finish(
-        self,
-        seq: int,
-        owner: str,
-        state: Literal["done", "dead", "held", "pending"],
-        *,
-        now: float,
-        followup_id: str | None = None,
-        error: dict[str, Any] | None = None,
-        next_try: float = 0.0,
-        check: bool = False,
-    ) -> None: ...
+    async def finish(self, seq: int, owner: str, outcome: Outcome, *, now: float) -> None:
+        """Record ``outcome`` for an entry ``owner`` holds in flight (nothing, if it no longer
+        holds it); an outcome not ``attempted`` gives the claim's attempt back."""
 
     async def counts(self) -> StoreCounts: ...
 
