@@ -23,29 +23,56 @@ from __future__ import annotations
 from ._redis_lua_common import COMMON, INDEX_STEP, SUFFIXES
 
 __all__ = ["CLAIM", "COUNTS", "DEAD", "ENQUEUE_CREATE", "ENQUEUE_UPDATE", "FINISH"]
-__all__ += ["PRUNE", "RENEW", "REQUEUE", "SUFFIXES"]
+__all__ += ["ENQUEUE_TAGGED", "PRUNE", "RECLAIM", "RENEW", "REQUEUE", "SUFFIXES", "TAGGED"]
 
 
-# KEYS[12]: this enqueue's own record (``<prefix>:enqueue:<id>``): a retry of an enqueue whose
+# KEYS[13]: this enqueue's own record (``<prefix>:enqueue:<id>``): a retry of an enqueue whose
 # answer was lost finds its first answer there instead of adding the create again.
 ENQUEUE_CREATE = (
     COMMON
     + """
 local key, debt_id, fields, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local answered = redis.call('GET', KEYS[12])
+local answered = redis.call('GET', KEYS[13])
 if answered then return answered end
 local function answer()
+  local replay = false  -- the key has a create: a replay even when full
   if key ~= '' then
     for _, seq in ipairs(seqs_of(key)) do
-      if get(seq).op == 'create' then return 'duplicate' end
+      local e = get(seq)
+      if e.op == 'create' then
+        if not e.tag then return 'duplicate' end
+        replay = true
+      end
     end
   end
-  if limit > 0 and backlog() >= limit then return 'full' end
+  if limit > 0 and backlog() >= limit then return replay and 'duplicate' or 'full' end
   return insert(key, 'create', debt_id, fields)
 end
 local result = answer()
-if result ~= 'full' then redis.call('SET', KEYS[12], result, 'PX', ARGV[5]) end
+if result ~= 'full' then redis.call('SET', KEYS[13], result, 'PX', ARGV[5]) end
 return result
+"""
+)
+
+# A create named by its tag (unique in the outbox), not bounded by the limit; ARGV: tag, key,
+# debt id, fields, whether to look it up before sending.
+ENQUEUE_TAGGED = (
+    COMMON
+    + """
+if redis.call('HEXISTS', tags, ARGV[1]) == 1 then return 'duplicate' end
+return insert(ARGV[2], 'create', ARGV[3], ARGV[4], ARGV[1], tonumber(ARGV[5]))
+"""
+)
+
+TAGGED = (
+    COMMON
+    + """
+local seqs = {}
+for _, seq in ipairs(redis.call('HVALS', tags)) do table.insert(seqs, tonumber(seq)) end
+table.sort(seqs)
+local out = {}
+for _, seq in ipairs(seqs) do table.insert(out, redis.call('HGET', entries, seq)) end
+return out
 """
 )
 
@@ -102,13 +129,13 @@ local function reclaim()
 end
 """
 
-# KEYS[12]: the last claim of each owner (hash: owner -> its id, when its lease ends, and
+# KEYS[13]: the last claim of each owner (hash: owner -> its id, when its lease ends, and
 # what it handed out). ARGV: owner, n, lease, this claim's id, the id of the owner's last
 # claim whose answer it received. The same id again is a retry of a claim whose answer was
 # lost: it answers what that claim took (what is still the owner's). A recorded claim that
 # is neither was taken but never heard of: its entries, never sent, go back as they were.
 _CLAIMS = """
-local claims, owner, claim_id, heard = KEYS[12], ARGV[1], ARGV[4], ARGV[5]
+local claims, owner, claim_id, heard = KEYS[13], ARGV[1], ARGV[4], ARGV[5]
 local function ours(seq)
   local raw = redis.call('HGET', entries, seq)
   if not raw then return nil end
@@ -189,6 +216,8 @@ redis.call('HSET', claims, owner,
 return claimed
 """
 )
+
+RECLAIM = COMMON + _RECLAIM + "reclaim()\nreturn 1\n"
 
 RENEW = (
     COMMON
@@ -339,6 +368,7 @@ for _, seq in ipairs(old) do
     if #kept == 0 then redis.call('HDEL', keys, e.key)
     else redis.call('HSET', keys, e.key, cjson.encode(kept)) end
   end
+  if e.tag then redis.call('HDEL', tags, e.tag) end
   redis.call('HDEL', entries, seq)
   redis.call('ZREM', done, seq)
   redis.call('ZREM', unkeyed, seq)

@@ -7,14 +7,14 @@ __all__ = ["COMMON", "INDEX_STEP", "SUFFIXES"]
 
 SUFFIXES = (
     *("entries", "pending", "inflight", "done", "dead", "held", "keys", "meta", "unkeyed"),
-    *("ready", "later"),
+    *("ready", "later", "tags"),
 )
 INDEX_STEP = 1000  # entries of an earlier release indexed per call, at most
 
 COMMON = """
-local entries, pending, inflight, done, dead, held, keys, meta, unkeyed, ready, later =
+local entries, pending, inflight, done, dead, held, keys, meta, unkeyed, ready, later, tags =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11]
+  KEYS[11], KEYS[12]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local function get(seq) return cjson.decode(redis.call('HGET', entries, seq)) end
@@ -70,10 +70,14 @@ local function index(step)
   if #seqs < step then upto = top else upto = tonumber(seqs[#seqs]) end
   redis.call('HSET', meta, 'indexed', upto)
 end
-local function insert(key, op, debt_id, fields)
+local function insert(key, op, debt_id, fields, tag, check)
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   local e = {seq = seq, op = op, state = 'pending', fields = fields, enqueued = now,
-             attempts = 0, next_try = 0, check = 0}
+             attempts = 0, next_try = 0, check = check or 0}
+  if tag then
+    e.tag = tag
+    redis.call('HSET', tags, tag, seq)
+  end
   if key ~= '' then
     e.key = key
     local list = seqs_of(key)

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import ValidationError
 from ..support import require
 from ._store import Enqueued, StoreFull, check_account
-from ._types import Claimed, DeadEntry, OutboxStoreError, Outcome, StoreCounts
+from ._types import Claimed, DeadEntry, EntryEvent, OutboxStoreError, Outcome, StoreCounts
 
 __all__ = ["RedisStore", "persistence_warning"]
 
@@ -41,8 +41,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: E402
 from . import _redis_lua as lua  # noqa: E402
 
 _SCRIPTS = (
-    *("ENQUEUE_CREATE", "ENQUEUE_UPDATE", "CLAIM", "RENEW", "FINISH"),
-    *("COUNTS", "DEAD", "REQUEUE", "PRUNE"),
+    *("ENQUEUE_CREATE", "ENQUEUE_TAGGED", "ENQUEUE_UPDATE", "CLAIM", "RENEW", "FINISH"),
+    *("COUNTS", "DEAD", "REQUEUE", "PRUNE", "RECLAIM", "TAGGED"),
 )
 TIMEOUT = 10.0
 RETRIES = (0.05, 0.25, 1.0)  # pauses before the retries of a call whose answer was lost
@@ -162,7 +162,7 @@ class RedisStore:
         except (RedisError, RedisClusterException, OSError) as exc:
             raise OutboxStoreError(f"outbox at {self.where}: {exc}") from exc
 
-    async def _run_again(self, name: str, *args: Any, key: str) -> Any:
+    async def _run_again(self, name: str, *args: Any, key: str | None = None) -> Any:
         """Run a script whose retry is safe (it carries an id of its own), retrying when its
         answer may have been lost."""
         for pause in (*RETRIES, None):
@@ -215,9 +215,43 @@ class RedisStore:
                     target=e.get("target"),
                     check=bool(e.get("check")),
                     attempts=int(e["attempts"]),
+                    tag=e.get("tag"),
                 )
             )
         return claimed
+
+    async def reclaim(self, now: float) -> None:
+        """Take back the entries in flight whose lease has ended (as the next claim would)."""
+        await self._run("RECLAIM")
+
+    async def enqueue_tagged(
+        self, tag: str, key: str | None, debt_id: str, fields: str, now: float, *, check: bool
+    ) -> Enqueued:
+        """Add a create named by ``tag`` unless the tag is taken (a retry after a lost
+        answer finds its own entry: ``duplicate``, and the entry is there)."""
+        args = (tag, key or "", debt_id, fields, int(check))
+        return self._enqueued(await self._run_again("ENQUEUE_TAGGED", *args))
+
+    async def tagged(self) -> list[EntryEvent]:
+        """Every tagged entry, in the order it was enqueued, with its state and outcome."""
+        events = []
+        for raw in await self._run("TAGGED"):
+            e = _entry(raw)
+            error = json.loads(e["error"]) if e.get("error") else None
+            events.append(
+                EntryEvent(
+                    int(e["seq"]),
+                    e["tag"],
+                    e.get("key"),
+                    e["op"],
+                    e.get("debt_id"),
+                    e["state"],
+                    e.get("followup_id"),
+                    error,
+                    check=bool(e.get("check")),
+                )  # fmt: skip
+            )
+        return events
 
     async def renew(self, owner: str, seqs: list[int], until: float) -> None:
         await self._run("RENEW", owner, max(0.0, until - time.time()), *seqs)
