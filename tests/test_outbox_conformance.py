@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from getbill_async import FollowupCreate, GetBillClient, Outbox
+from getbill_async.outbox._redis_lua_common import INDEX_STEP
 from getbill_async.outbox._redis_store import RedisStore
 from getbill_async.outbox._sqlite_store import SQLiteStore
 from getbill_async.outbox._store import Store, StoreFull
@@ -280,3 +282,40 @@ async def test_an_outbox_on_redis_takes_tagged_creates_and_reclaims(
             assert await outbox.create_tagged("line-1", item) is False
             await outbox.reclaim()
             assert [(e.tag, e.state) for e in await outbox.tagged()] == [("line-1", "pending")]
+
+
+async def test_dead_letters_are_pruned_after_their_time_and_held_ones_kept(store: Store) -> None:
+    await create(store, "x-1")
+    await create(store, None)
+    dead, held = await store.claim("a", 10, 30.0, time.time())
+    await update(store, "x-1", status="failed")  # buried with its create
+    await finish(store, dead.seq, Outcome("dead", error={"status": 404, "message": "no"}))
+    await finish(store, held.seq, Outcome("held"))
+    assert await store.prune(time.time() - 60) == 0
+    await asyncio.sleep(0.1)
+    assert await store.prune(time.time()) == 2
+    assert [(d.state, d.key) for d in await store.dead_entries()] == [("held", None)]
+    counts = await store.counts()
+    assert (counts.dead, counts.held) == (0, 1)
+
+
+async def test_a_redis_store_of_an_earlier_release_is_indexed_a_step_a_call(
+    redis_server: RedisServer,
+) -> None:
+    # A store made before the indexes (creates without call_id; the sets a claim takes from):
+    # no script may read it whole at once, which would stall a Redis the fleet shares.
+    store = RedisStore(redis_server.url, name=f"old-{uuid.uuid4().hex[:8]}")
+    await store.open()
+    try:
+        total = INDEX_STEP * 2 + 500
+        for _ in range(total):
+            await create(store, None)
+        direct = Redis.from_url(redis_server.url)
+        await direct.delete(*(f"{store.prefix}:{s}" for s in ("unkeyed", "ready", "later")))
+        await direct.hdel(f"{store.prefix}:meta", "unkeyed", "indexed")
+        await direct.aclose()
+        seen = [(await store.counts()).unkeyed for _ in range(4)]
+        assert seen == [INDEX_STEP, 2 * INDEX_STEP, total, total]
+        assert len(await store.claim("a", 5, 30.0, time.time())) == 5
+    finally:
+        await store.close()

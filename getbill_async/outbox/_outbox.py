@@ -64,7 +64,7 @@ class Outbox(AsyncClosing):
         lease_margin: seconds before its lease ends, by its own clock, after which a drainer
             sends nothing for an entry (clocks of other drainers, a write still on its way).
         grace: seconds the writes in flight get to finish when the outbox closes.
-        retention: seconds done entries are kept before they are pruned.
+        retention: seconds done and dead entries are kept before they are pruned.
         name: the outbox's name in a Redis store (several outboxes may share one Redis).
         poll: seconds between looks for entries enqueued by other processes.
         on_event: called (on the event loop, so briefly) with an ``EntryEvent`` whenever

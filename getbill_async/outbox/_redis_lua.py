@@ -353,26 +353,47 @@ return #chosen
 """
 )
 
+# ARGV: the retention (s). Done and dead entries finished before it are deleted, a bounded
+# number a call (the drainer prunes every minute). A dead entry of an earlier release is
+# scored by its id, not by when it died: it is scored again by its finish time (or, with
+# none, the retention starts now) instead of being taken for old.
 PRUNE = (
     COMMON
-    + """
+    + f"""
 local cutoff = now - tonumber(ARGV[1])
-local old = redis.call('ZRANGEBYSCORE', done, '-inf', '(' .. cutoff)
-for _, seq in ipairs(old) do
-  local e = get(seq)
+local step = {INDEX_STEP}
+"""
+    + """
+local function forget(e, set)
   if e.key ~= nil then
     local kept = {}
     for _, other in ipairs(seqs_of(e.key)) do
-      if tostring(other) ~= tostring(seq) then table.insert(kept, other) end
+      if tostring(other) ~= tostring(e.seq) then table.insert(kept, other) end
     end
     if #kept == 0 then redis.call('HDEL', keys, e.key)
     else redis.call('HSET', keys, e.key, cjson.encode(kept)) end
   end
   if e.tag then redis.call('HDEL', tags, e.tag) end
-  redis.call('HDEL', entries, seq)
-  redis.call('ZREM', done, seq)
-  redis.call('ZREM', unkeyed, seq)
+  redis.call('HDEL', entries, e.seq)
+  redis.call('ZREM', set, e.seq)
+  redis.call('ZREM', unkeyed, e.seq)
 end
-return #old
+local pruned = 0
+for _, set in ipairs({done, dead}) do
+  for _, seq in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. cutoff, 'LIMIT', 0, step)) do
+    local e = get(seq)
+    if e.finished and e.finished < cutoff then
+      forget(e, set)
+      pruned = pruned + 1
+    else
+      if not e.finished then
+        e.finished = now
+        put(e)
+      end
+      redis.call('ZADD', set, e.finished, seq)
+    end
+  end
+end
+return pruned
 """
 )

@@ -252,7 +252,7 @@ class SQLiteStore:
                 values,
             )
             if cursor.rowcount and outcome.state == "dead":
-                _bury_followers(conn, seq)
+                _bury_followers(conn, seq, now)
 
         await self.writer.run(op)
 
@@ -307,9 +307,16 @@ class SQLiteStore:
         return await self.writer.run(op)
 
     async def prune(self, before: float) -> int:
+        """Delete the done and dead entries finished before ``before`` (held ones wait for
+        a person); a dead entry of an earlier release without a finish time counts from
+        when it was enqueued."""
+
         def op(conn: sqlite3.Connection, batch: Batch) -> int:
-            sql = "DELETE FROM entries WHERE state = 'done' AND finished < ?"
-            return conn.execute(sql, (before,)).rowcount
+            sql = (
+                "DELETE FROM entries WHERE (state = 'done' AND finished < ?) "
+                "OR (state = 'dead' AND COALESCE(finished, enqueued) < ?)"
+            )
+            return conn.execute(sql, (before, before)).rowcount
 
         return await self.writer.run(op)
 
@@ -357,16 +364,16 @@ def _target(conn: sqlite3.Connection, key: str | None) -> str | None:
     return key if row is None else row[0]
 
 
-def _bury_followers(conn: sqlite3.Connection, seq: int) -> None:
+def _bury_followers(conn: sqlite3.Connection, seq: int, now: float) -> None:
     """A dead create takes the pending updates of its key with it (they have no followup)."""
     row = conn.execute("SELECT key, op FROM entries WHERE seq = ?", (seq,)).fetchone()
     if row is None or row[0] is None or row[1] != "create":
         return
     error = json.dumps({"message": f"the create of {row[0]!r} is dead (entry {seq})"})
     conn.execute(
-        "UPDATE entries SET state = 'dead', error = ? WHERE key = ? AND seq > ? "
+        "UPDATE entries SET state = 'dead', error = ?, finished = ? WHERE key = ? AND seq > ? "
         "AND state = 'pending'",
-        (error, row[0], seq),
+        (error, now, row[0], seq),
     )
 
 

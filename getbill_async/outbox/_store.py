@@ -108,4 +108,6 @@ class Store(Protocol):
 
     async def requeue(self, keys: list[str], ids: list[int], held: bool) -> int: ...
 
-    async def prune(self, before: float) -> int: ...
+    async def prune(self, before: float) -> int:
+        """Delete done and dead entries settled before ``before`` (never held ones); how
+        many. A store may delete a bounded number a call."""
