@@ -87,3 +87,38 @@ async def test_a_closed_store_lets_go_of_its_owners_lock(tmp_path: Path) -> None
         await second.close()
     # What is left: the file of the owner still holding an entry (free, after close).
     assert len(list((tmp_path / "closed.db.owners").iterdir())) == 1
+
+
+async def test_a_claim_whose_caller_was_cancelled_gives_its_entries_back_unsent(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cancel.db"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.enqueue_create(None, "debt-1", "{}", time.time(), 0)
+        await store.enqueue_create("c-1", "debt-1", "{}", time.time(), 0)
+        claiming = asyncio.create_task(store.claim("me", 10, 300.0, time.time()))
+        await asyncio.sleep(0)  # the claim is queued for the writer
+        claiming.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await claiming
+        taken = await store.claim("me", 10, 300.0, time.time())
+        assert [(entry.key, entry.check, entry.attempts) for entry in taken] == [
+            (None, False, 1),
+            ("c-1", False, 1),
+        ]
+        claiming = asyncio.create_task(store.claim("other", 10, 300.0, time.time()))
+        await store.enqueue_create("c-2", "debt-1", "{}", time.time(), 0)
+        await asyncio.sleep(0)
+        claiming.cancel()
+        await asyncio.gather(claiming, return_exceptions=True)
+    finally:
+        await store.close()  # what the cancelled claim took goes back, unsent
+    again = SQLiteStore(path)
+    await again.open()
+    try:
+        counts = await again.counts()
+        assert (counts.pending, counts.held) == (1, 0)
+    finally:
+        await again.close()

@@ -37,9 +37,8 @@ from ._eta import status_of
 from ._options import bad as _bad
 from ._options import positive as _positive
 from ._options import store_for
-from ._sqlite_store import SQLiteStore
 from ._store import Enqueued, Store, StoreFull, account_of
-from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
+from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus
 
 if TYPE_CHECKING:
     from .._client import GetBillClient
@@ -72,7 +71,7 @@ class Outbox(AsyncClosing):
         lease_margin: seconds before its lease ends, by its own clock, after which a drainer
             sends nothing for an entry (clocks of other drainers, a write still on its way).
         grace: seconds the writes in flight get to finish when the outbox closes.
-        retention: seconds done entries are kept before they are pruned.
+        retention: seconds done and dead entries are kept before they are pruned.
         name: the outbox's name in a Redis store (several outboxes may share one Redis).
         poll: seconds between looks for entries enqueued by other processes.
         on_event: called (on the event loop, so briefly) with an ``EntryEvent`` whenever
@@ -241,7 +240,7 @@ class Outbox(AsyncClosing):
         durable. A tag already in the outbox makes it a no-op, so a caller that feeds the
         same file again enqueues each row once. Tagged creates are unique by tag, not by
         ``call_id`` (one ``call_id`` may be used on two debts), and are not bounded by
-        ``max_pending`` (their source is). SQLite stores only.
+        ``max_pending`` (their source is).
 
         Args:
             tag: the caller's name for the entry, unique in this outbox.
@@ -253,38 +252,31 @@ class Outbox(AsyncClosing):
 
         Raises:
             ValidationError: a bad field; nothing enqueued.
-            OutboxStoreError: the store is not a SQLite file.
         """
-        store = self._sqlite()
         body = build_create(item, {})
         if not self._open:
             raise RuntimeError("the outbox is not open: use `async with Outbox(...)` or open()")
         text = _encode(body).decode()
-        added = await store.enqueue_tagged(
+        added = await self._store.enqueue_tagged(
             tag, body.call_id, body.debt_id, text, time.time(), check=check
         )
         self._drainer.wake()
         return added == "added"
 
     async def tagged(self) -> list[EntryEvent]:
-        """Every tagged entry with its state and outcome, in the order enqueued (SQLite only).
+        """Every tagged entry with its state and outcome, in the order enqueued.
 
         Returns:
             One ``EntryEvent`` per tagged entry (``found`` is not kept: always False).
         """
-        return await self._sqlite().tagged()
+        return await self._store.tagged()
 
     async def reclaim(self) -> None:
-        """Take back now the entries in flight whose drainer is gone (its lease ended, or its
-        process on this machine no longer runs), as the next claim would: a create with a
-        ``call_id`` is looked up before it is sent again, one without is held (SQLite only).
+        """Take back now the entries in flight whose drainer is gone (its lease ended, or,
+        on a SQLite file, its process ended), as the next claim would: a create with a
+        ``call_id`` is looked up before it is sent again, one without is held.
         """
-        await self._sqlite().reclaim(time.time())
-
-    def _sqlite(self) -> SQLiteStore:
-        if not isinstance(self._store, SQLiteStore):
-            raise OutboxStoreError("tagged entries need a SQLite outbox file")
-        return self._store
+        await self._store.reclaim(time.time())
 
     async def update(self, key: str, item: FollowupUpdate | None = None, /, **fields: Any) -> None:
         """Enqueue ``PUT /followups/{id}``; return once the entry is durable.

@@ -20,112 +20,64 @@ oldest first, so no script reads a large store whole. Times are Redis's own cloc
 
 from __future__ import annotations
 
+from ._redis_lua_common import COMMON, INDEX_STEP, SUFFIXES
+
 __all__ = ["CLAIM", "COUNTS", "DEAD", "ENQUEUE_CREATE", "ENQUEUE_UPDATE", "FINISH"]
-__all__ += ["PRUNE", "RENEW", "REQUEUE", "SUFFIXES"]
+__all__ += ["ENQUEUE_TAGGED", "PRUNE", "RECLAIM", "RENEW", "REQUEUE", "SUFFIXES", "TAGGED"]
 
-SUFFIXES = (
-    *("entries", "pending", "inflight", "done", "dead", "held", "keys", "meta", "unkeyed"),
-    *("ready", "later"),
-)
-INDEX_STEP = 1000  # entries of an earlier release indexed per call, at most
 
-_COMMON = """
-local entries, pending, inflight, done, dead, held, keys, meta, unkeyed, ready, later =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local function get(seq) return cjson.decode(redis.call('HGET', entries, seq)) end
-local function put(e) redis.call('HSET', entries, e.seq, cjson.encode(e)) end
-local function seqs_of(key)
-  local list = redis.call('HGET', keys, key)
-  if list then return cjson.decode(list) end
-  return {}
-end
-local function backlog() return redis.call('ZCARD', pending) + redis.call('ZCARD', inflight) end
-local function unfinished(e)
-  return e.state == 'pending' or e.state == 'in_flight' or e.state == 'held'
-end
-local function place(e)
-  if e.next_try <= now then
-    redis.call('ZREM', later, e.seq)
-    redis.call('ZADD', ready, e.seq, e.seq)
-  else
-    redis.call('ZREM', ready, e.seq)
-    redis.call('ZADD', later, e.next_try, e.seq)
-  end
-end
-local function unplace(seq)
-  redis.call('ZREM', ready, seq)
-  redis.call('ZREM', later, seq)
-end
-local function refresh(key)
-  local first = true
-  for _, seq in ipairs(seqs_of(key)) do
-    local o = get(seq)
-    if unfinished(o) then
-      if first and o.state == 'pending' then place(o)
-      elseif o.state == 'pending' then unplace(o.seq) end
-      first = false
-    end
-  end
-end
-local function settle(e)
-  if e.key ~= nil then refresh(e.key)
-  elseif e.state == 'pending' then place(e)
-  else unplace(e.seq) end
-end
-local function index(step)
-  local top = tonumber(redis.call('HGET', meta, 'seq') or '0')
-  local upto = tonumber(redis.call('HGET', meta, 'indexed') or '0')
-  if upto >= top then return end
-  local seqs = redis.call('ZRANGEBYSCORE', pending, '(' .. upto, '+inf', 'LIMIT', 0, step)
-  for _, seq in ipairs(seqs) do
-    local e = get(seq)
-    if e.key == nil and e.op == 'create' then redis.call('ZADD', unkeyed, e.seq, e.seq) end
-    settle(e)
-  end
-  if #seqs < step then upto = top else upto = tonumber(seqs[#seqs]) end
-  redis.call('HSET', meta, 'indexed', upto)
-end
-local function insert(key, op, debt_id, fields)
-  local seq = redis.call('HINCRBY', meta, 'seq', 1)
-  local e = {seq = seq, op = op, state = 'pending', fields = fields, enqueued = now,
-             attempts = 0, next_try = 0, check = 0}
-  if key ~= '' then
-    e.key = key
-    local list = seqs_of(key)
-    table.insert(list, seq)
-    redis.call('HSET', keys, key, cjson.encode(list))
-  end
-  if debt_id ~= '' then e.debt_id = debt_id end
-  if key == '' and op == 'create' then redis.call('ZADD', unkeyed, seq, seq) end
-  put(e)
-  redis.call('ZADD', pending, seq, seq)
-  settle(e)
-  if tonumber(redis.call('HGET', meta, 'indexed') or '0') == seq - 1 then
-    redis.call('HSET', meta, 'indexed', seq)
-  end
-  return 'added'
-end
-"""
-
+# KEYS[13]: this enqueue's own record (``<prefix>:enqueue:<id>``): a retry of an enqueue whose
+# answer was lost finds its first answer there instead of adding the create again.
 ENQUEUE_CREATE = (
-    _COMMON
+    COMMON
     + """
 local key, debt_id, fields, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-if key ~= '' then
-  for _, seq in ipairs(seqs_of(key)) do
-    if get(seq).op == 'create' then return 'duplicate' end
+local answered = redis.call('GET', KEYS[13])
+if answered then return answered end
+local function answer()
+  local replay = false  -- the key has a create: a replay even when full
+  if key ~= '' then
+    for _, seq in ipairs(seqs_of(key)) do
+      local e = get(seq)
+      if e.op == 'create' then
+        if not e.tag then return 'duplicate' end
+        replay = true
+      end
+    end
   end
+  if limit > 0 and backlog() >= limit then return replay and 'duplicate' or 'full' end
+  return insert(key, 'create', debt_id, fields)
 end
-if limit > 0 and backlog() >= limit then return 'full' end
-return insert(key, 'create', debt_id, fields)
+local result = answer()
+if result ~= 'full' then redis.call('SET', KEYS[13], result, 'PX', ARGV[5]) end
+return result
+"""
+)
+
+# A create named by its tag (unique in the outbox), not bounded by the limit; ARGV: tag, key,
+# debt id, fields, whether to look it up before sending.
+ENQUEUE_TAGGED = (
+    COMMON
+    + """
+if redis.call('HEXISTS', tags, ARGV[1]) == 1 then return 'duplicate' end
+return insert(ARGV[2], 'create', ARGV[3], ARGV[4], ARGV[1], tonumber(ARGV[5]))
+"""
+)
+
+TAGGED = (
+    COMMON
+    + """
+local seqs = {}
+for _, seq in ipairs(redis.call('HVALS', tags)) do table.insert(seqs, tonumber(seq)) end
+table.sort(seqs)
+local out = {}
+for _, seq in ipairs(seqs) do table.insert(out, redis.call('HGET', entries, seq)) end
+return out
 """
 )
 
 ENQUEUE_UPDATE = (
-    _COMMON
+    COMMON
     + """
 local key, fields, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local new = cjson.decode(fields)
@@ -177,11 +129,53 @@ local function reclaim()
 end
 """
 
+# KEYS[13]: the last claim of each owner (hash: owner -> its id, when its lease ends, and
+# what it handed out). ARGV: owner, n, lease, this claim's id, the id of the owner's last
+# claim whose answer it received. The same id again is a retry of a claim whose answer was
+# lost: it answers what that claim took (what is still the owner's). A recorded claim that
+# is neither was taken but never heard of: its entries, never sent, go back as they were.
+_CLAIMS = """
+local claims, owner, claim_id, heard = KEYS[13], ARGV[1], ARGV[4], ARGV[5]
+local function ours(seq)
+  local raw = redis.call('HGET', entries, seq)
+  if not raw then return nil end
+  local e = cjson.decode(raw)
+  if e.state == 'in_flight' and e.owner == owner then return e end
+  return nil
+end
+local last = redis.call('HGET', claims, owner)
+last = last and cjson.decode(last)
+if last and last.id == claim_id then
+  local again = {}
+  for i, seq in ipairs(last.seqs) do
+    if ours(seq) then table.insert(again, last.claimed[i]) end
+  end
+  return again
+end
+if last and last.id ~= heard then
+  for _, seq in ipairs(last.seqs) do
+    local e = ours(seq)
+    if e then
+      redis.call('ZREM', inflight, seq)
+      e.state, e.owner, e.lease_until, e.attempts = 'pending', nil, nil, e.attempts - 1
+      put(e)
+      redis.call('ZADD', pending, e.seq, e.seq)
+      settle(e)
+    end
+  end
+end
+local all = redis.call('HGETALL', claims)  -- one field per drainer: a few
+for i = 1, #all, 2 do
+  if cjson.decode(all[i + 1]).until_ < now then redis.call('HDEL', claims, all[i]) end
+end
+"""
+
 CLAIM = (
-    _COMMON
+    COMMON
     + _RECLAIM
+    + _CLAIMS
     + f"""
-local owner, n, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local n, lease = tonumber(ARGV[2]), tonumber(ARGV[3])
 reclaim()
 index({INDEX_STEP})
 for _, seq in ipairs(redis.call('ZRANGEBYSCORE', later, '-inf', now)) do
@@ -190,7 +184,7 @@ for _, seq in ipairs(redis.call('ZRANGEBYSCORE', later, '-inf', now)) do
 end
 """
     + """
-local claimed = {}
+local claimed, taken = {}, {}
 for _, seq in ipairs(redis.call('ZRANGE', ready, 0, n - 1)) do
   local raw = redis.call('HGET', entries, seq)
   local e = raw and cjson.decode(raw)
@@ -214,14 +208,19 @@ for _, seq in ipairs(redis.call('ZRANGE', ready, 0, n - 1)) do
     if target == nil then e.target = e.key elseif target then e.target = target end
   end
   table.insert(claimed, cjson.encode(e))
+  table.insert(taken, e.seq)
   end
 end
+redis.call('HSET', claims, owner,
+           cjson.encode({id = claim_id, until_ = now + lease, seqs = taken, claimed = claimed}))
 return claimed
 """
 )
 
+RECLAIM = COMMON + _RECLAIM + "reclaim()\nreturn 1\n"
+
 RENEW = (
-    _COMMON
+    COMMON
     + """
 local owner, lease = ARGV[1], tonumber(ARGV[2])
 for i = 3, #ARGV do
@@ -240,7 +239,7 @@ return 1
 )
 
 FINISH = (
-    _COMMON
+    COMMON
     + """
 local seq, owner, state, followup_id, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local delay, check, refund = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8] or '0')
@@ -277,7 +276,7 @@ return 1
 )
 
 COUNTS = (
-    _COMMON
+    COMMON
     + f"""
 index({INDEX_STEP})
 """
@@ -300,7 +299,7 @@ return {redis.call('ZCARD', pending), redis.call('ZCARD', inflight), redis.call(
 )
 
 DEAD = (
-    _COMMON
+    COMMON
     + """
 local seqs = {}
 for _, set in ipairs({dead, held}) do
@@ -314,7 +313,7 @@ return out
 )
 
 REQUEUE = (
-    _COMMON
+    COMMON
     + """
 local with_held, nkeys = ARGV[1] == '1', tonumber(ARGV[2])
 local chosen = {}
@@ -354,25 +353,47 @@ return #chosen
 """
 )
 
+# ARGV: the retention (s). Done and dead entries finished before it are deleted, a bounded
+# number a call (the drainer prunes every minute). A dead entry of an earlier release is
+# scored by its id, not by when it died: it is scored again by its finish time (or, with
+# none, the retention starts now) instead of being taken for old.
 PRUNE = (
-    _COMMON
-    + """
+    COMMON
+    + f"""
 local cutoff = now - tonumber(ARGV[1])
-local old = redis.call('ZRANGEBYSCORE', done, '-inf', '(' .. cutoff)
-for _, seq in ipairs(old) do
-  local e = get(seq)
+local step = {INDEX_STEP}
+"""
+    + """
+local function forget(e, set)
   if e.key ~= nil then
     local kept = {}
     for _, other in ipairs(seqs_of(e.key)) do
-      if tostring(other) ~= tostring(seq) then table.insert(kept, other) end
+      if tostring(other) ~= tostring(e.seq) then table.insert(kept, other) end
     end
     if #kept == 0 then redis.call('HDEL', keys, e.key)
     else redis.call('HSET', keys, e.key, cjson.encode(kept)) end
   end
-  redis.call('HDEL', entries, seq)
-  redis.call('ZREM', done, seq)
-  redis.call('ZREM', unkeyed, seq)
+  if e.tag then redis.call('HDEL', tags, e.tag) end
+  redis.call('HDEL', entries, e.seq)
+  redis.call('ZREM', set, e.seq)
+  redis.call('ZREM', unkeyed, e.seq)
 end
-return #old
+local pruned = 0
+for _, set in ipairs({done, dead}) do
+  for _, seq in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. cutoff, 'LIMIT', 0, step)) do
+    local e = get(seq)
+    if e.finished and e.finished < cutoff then
+      forget(e, set)
+      pruned = pruned + 1
+    else
+      if not e.finished then
+        e.finished = now
+        put(e)
+      end
+      redis.call('ZADD', set, e.finished, seq)
+    end
+  end
+end
+return pruned
 """
 )

@@ -5,20 +5,27 @@ on one node of a Redis Cluster. Each operation is one Lua script (see ``_redis_l
 on the server; it is durable as far as Redis persists: at open the store reads ``appendonly``
 and ``appendfsync`` and logs a warning when a restart of Redis could lose entries.
 
+A reply can be lost (a timeout after the script ran). Each call that must not run twice has
+an id of its own and is retried a few times with it: a create's retry finds the first
+answer instead of adding the create again, and a claim's retry gets what the first one took.
+A claim never heard of is undone by the owner's next claim: its entries go back, never sent.
+
 Needs the ``redis`` extra.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import secrets
 import time
 from typing import Any
 
 from ..errors import ValidationError
 from ..support import require
 from ._store import Enqueued, StoreFull, check_account
-from ._types import Claimed, DeadEntry, OutboxStoreError, Outcome, StoreCounts
+from ._types import Claimed, DeadEntry, EntryEvent, OutboxStoreError, Outcome, StoreCounts
 
 __all__ = ["RedisStore", "persistence_warning"]
 
@@ -27,15 +34,20 @@ require("redis", extra="redis", feature="A Redis outbox")
 
 from redis.asyncio import Redis  # noqa: E402
 from redis.asyncio.cluster import RedisCluster  # noqa: E402
+from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
 from redis.exceptions import RedisClusterException, RedisError  # noqa: E402
+from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: E402
 
 from . import _redis_lua as lua  # noqa: E402
 
 _SCRIPTS = (
-    *("ENQUEUE_CREATE", "ENQUEUE_UPDATE", "CLAIM", "RENEW", "FINISH"),
-    *("COUNTS", "DEAD", "REQUEUE", "PRUNE"),
+    *("ENQUEUE_CREATE", "ENQUEUE_TAGGED", "ENQUEUE_UPDATE", "CLAIM", "RENEW", "FINISH"),
+    *("COUNTS", "DEAD", "REQUEUE", "PRUNE", "RECLAIM", "TAGGED"),
 )
 TIMEOUT = 10.0
+RETRIES = (0.05, 0.25, 1.0)  # pauses before the retries of a call whose answer was lost
+ENQUEUE_MEMORY_MS = 600_000  # how long a create's answer is kept for its retries
+_LOST = (RedisTimeoutError, RedisConnectionError, OSError)
 
 
 def persistence_warning(config: dict[str, Any]) -> str | None:
@@ -63,7 +75,7 @@ class RedisStore:
     """An outbox named ``name`` in the Redis at ``url`` (one node, or any node of a cluster,
     which is detected)."""
 
-    def __init__(self, url: str, *, name: str) -> None:
+    def __init__(self, url: str, *, name: str, timeout: float = TIMEOUT) -> None:
         if not name or "{" in name or "}" in name:
             reason = f"must be a non-empty name without braces, got {name!r}"
             raise ValidationError(f"name: {reason}", field="name", details={"name": [reason]})
@@ -71,8 +83,10 @@ class RedisStore:
         self.name = name
         self.prefix = "{getbill-outbox:" + name + "}"
         self.keys = [f"{self.prefix}:{suffix}" for suffix in lua.SUFFIXES]
+        self.timeout = timeout
         self._redis: Redis | RedisCluster | None = None
         self._scripts: dict[str, Any] = {}
+        self._heard: dict[str, str] = {}  # owner -> the id of its last claim answered
 
     @property
     def where(self) -> str:
@@ -112,14 +126,13 @@ class RedisStore:
         check_account(self.where, _text(recorded), account)
 
     async def _connect(self) -> Redis | RedisCluster:
-        single = Redis.from_url(self.url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+        wait = self.timeout
+        single = Redis.from_url(self.url, socket_timeout=wait, socket_connect_timeout=wait)
         info = await single.info("cluster")
         if not info.get("cluster_enabled"):
             return single
         await single.aclose()
-        return RedisCluster.from_url(
-            self.url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
-        )
+        return RedisCluster.from_url(self.url, socket_timeout=wait, socket_connect_timeout=wait)
 
     async def _check_persistence(self) -> None:
         assert self._redis is not None
@@ -139,19 +152,35 @@ class RedisStore:
         if redis is not None:
             await redis.aclose()
 
-    async def _run(self, name: str, *args: Any) -> Any:
+    async def _run(self, name: str, *args: Any, key: str | None = None) -> Any:
+        """Run a script once (``key``: one more key it uses, after the common ones)."""
         if self._redis is None:
             raise OutboxStoreError(f"outbox at {self.where} is not open")
+        keys = self.keys if key is None else [*self.keys, key]
         try:
-            return await self._scripts[name](keys=self.keys, args=list(args))
+            return await self._scripts[name](keys=keys, args=list(args))
         except (RedisError, RedisClusterException, OSError) as exc:
-            raise OutboxStoreError(f"outbox at {self.where}: {exc}") from None
+            raise OutboxStoreError(f"outbox at {self.where}: {exc}") from exc
+
+    async def _run_again(self, name: str, *args: Any, key: str | None = None) -> Any:
+        """Run a script whose retry is safe (it carries an id of its own), retrying when its
+        answer may have been lost."""
+        for pause in (*RETRIES, None):
+            try:
+                return await self._run(name, *args, key=key)
+            except OutboxStoreError as exc:
+                if pause is None or not isinstance(exc.__cause__, _LOST):
+                    raise
+                log.debug("outbox at %s: %s answer lost (%s); retrying", self.where, name, exc)
+                await asyncio.sleep(pause)
+        raise AssertionError("not reached")
 
     async def enqueue_create(
         self, key: str | None, debt_id: str, fields: str, now: float, limit: int
     ) -> Enqueued:
-        answer = await self._run("ENQUEUE_CREATE", key or "", debt_id, fields, limit)
-        return self._enqueued(answer)
+        record = f"{self.prefix}:enqueue:{secrets.token_hex(12)}"
+        args = (key or "", debt_id, fields, limit, ENQUEUE_MEMORY_MS)
+        return self._enqueued(await self._run_again("ENQUEUE_CREATE", *args, key=record))
 
     async def enqueue_update(
         self, key: str, fields: dict[str, Any], now: float, limit: int
@@ -168,8 +197,13 @@ class RedisStore:
         return text  # type: ignore[return-value]
 
     async def claim(self, owner: str, n: int, lease: float, now: float) -> list[Claimed]:
+        claim_id = secrets.token_hex(12)
+        heard = self._heard.get(owner, "")
+        claims = f"{self.prefix}:claims"
+        answer = await self._run_again("CLAIM", owner, n, lease, claim_id, heard, key=claims)
+        self._heard[owner] = claim_id
         claimed = []
-        for raw in await self._run("CLAIM", owner, n, lease):
+        for raw in answer:
             e = _entry(raw)
             claimed.append(
                 Claimed(
@@ -181,9 +215,43 @@ class RedisStore:
                     target=e.get("target"),
                     check=bool(e.get("check")),
                     attempts=int(e["attempts"]),
+                    tag=e.get("tag"),
                 )
             )
         return claimed
+
+    async def reclaim(self, now: float) -> None:
+        """Take back the entries in flight whose lease has ended (as the next claim would)."""
+        await self._run("RECLAIM")
+
+    async def enqueue_tagged(
+        self, tag: str, key: str | None, debt_id: str, fields: str, now: float, *, check: bool
+    ) -> Enqueued:
+        """Add a create named by ``tag`` unless the tag is taken (a retry after a lost
+        answer finds its own entry: ``duplicate``, and the entry is there)."""
+        args = (tag, key or "", debt_id, fields, int(check))
+        return self._enqueued(await self._run_again("ENQUEUE_TAGGED", *args))
+
+    async def tagged(self) -> list[EntryEvent]:
+        """Every tagged entry, in the order it was enqueued, with its state and outcome."""
+        events = []
+        for raw in await self._run("TAGGED"):
+            e = _entry(raw)
+            error = json.loads(e["error"]) if e.get("error") else None
+            events.append(
+                EntryEvent(
+                    int(e["seq"]),
+                    e["tag"],
+                    e.get("key"),
+                    e["op"],
+                    e.get("debt_id"),
+                    e["state"],
+                    e.get("followup_id"),
+                    error,
+                    check=bool(e.get("check")),
+                )  # fmt: skip
+            )
+        return events
 
     async def renew(self, owner: str, seqs: list[int], until: float) -> None:
         await self._run("RENEW", owner, max(0.0, until - time.time()), *seqs)

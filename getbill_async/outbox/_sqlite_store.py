@@ -101,11 +101,15 @@ class SQLiteStore:
         self.writer = SQLiteWriter(path)
         self.path = self.writer.path
         self.owners = OwnerLocks(self.path)
+        self._unheard: dict[str, list[int]] = {}  # owner -> what a cancelled claim took
 
     async def open(self, account: str | None = None) -> None:
         await self.writer.open(account)
 
     async def close(self) -> None:
+        unheard, self._unheard = self._unheard, {}
+        if unheard and self.writer.is_open:
+            await self.writer.run(functools.partial(_give_back_all, unheard=unheard))
         keep = set(self.owners.held)
         if keep:
             try:
@@ -184,9 +188,15 @@ class SQLiteStore:
         return await self.writer.run(op, adds=True)
 
     async def claim(self, owner: str, n: int, lease: float, now: float) -> list[Claimed]:
+        """Claim as ``Store.claim``. A caller cancelled while its claim runs never hears
+        what it took: the owner's next claim (or ``close``) gives those entries back first,
+        as they were (they were never sent)."""
         self.owners.hold(owner)  # before any entry is ours: others must see us alive
+        unheard = self._unheard.pop(owner, [])
+        taken: list[int] = []
 
         def op(conn: sqlite3.Connection, batch: Batch) -> list[Claimed]:
+            _give_back(conn, owner, unheard)
             _reclaim(conn, now, self.owners)
             claimed = []
             for seq, key, kind, debt_id, text, check, attempts, tag in conn.execute(
@@ -199,12 +209,18 @@ class SQLiteStore:
                     (owner, now + lease, seq),
                 )
                 fields = json.loads(text)
+                taken.append(seq)
                 claimed.append(
                     Claimed(seq, key, kind, debt_id, fields, target, bool(check), attempts + 1, tag)
                 )
             return claimed
 
-        return await self.writer.run(op)
+        future = self.writer.run(op)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self._unheard[owner] = taken  # filled in by the time the next op runs
+            raise
 
     async def reclaim(self, now: float) -> None:
         """Take back the entries in flight whose drainer is gone (see the module docstring)."""
@@ -236,7 +252,7 @@ class SQLiteStore:
                 values,
             )
             if cursor.rowcount and outcome.state == "dead":
-                _bury_followers(conn, seq)
+                _bury_followers(conn, seq, now)
 
         await self.writer.run(op)
 
@@ -291,9 +307,16 @@ class SQLiteStore:
         return await self.writer.run(op)
 
     async def prune(self, before: float) -> int:
+        """Delete the done and dead entries finished before ``before`` (held ones wait for
+        a person); a dead entry of an earlier release without a finish time counts from
+        when it was enqueued."""
+
         def op(conn: sqlite3.Connection, batch: Batch) -> int:
-            sql = "DELETE FROM entries WHERE state = 'done' AND finished < ?"
-            return conn.execute(sql, (before,)).rowcount
+            sql = (
+                "DELETE FROM entries WHERE (state = 'done' AND finished < ?) "
+                "OR (state = 'dead' AND COALESCE(finished, enqueued) < ?)"
+            )
+            return conn.execute(sql, (before, before)).rowcount
 
         return await self.writer.run(op)
 
@@ -307,6 +330,22 @@ def _reclaim(conn: sqlite3.Connection, now: float, locks: OwnerLocks) -> None:
         if other is not None and not locks.alive(other):
             conn.execute(_RECLAIM, (float("-inf"), other))
     locks.sweep({other for (other,) in owners})
+
+
+def _give_back(conn: sqlite3.Connection, owner: str, seqs: list[int]) -> None:
+    """Entries a claim took for ``owner`` that it never heard of: pending again, unsent."""
+    conn.executemany(
+        "UPDATE entries SET state = 'pending', owner = NULL, lease_until = NULL, "
+        "attempts = attempts - 1 WHERE seq = ? AND owner = ? AND state = 'in_flight'",
+        [(seq, owner) for seq in seqs],
+    )
+
+
+def _give_back_all(
+    conn: sqlite3.Connection, batch: Batch, *, unheard: dict[str, list[int]]
+) -> None:
+    for owner, seqs in unheard.items():
+        _give_back(conn, owner, seqs)
 
 
 def _in_flight(conn: sqlite3.Connection, batch: Batch, *, owners: set[str]) -> set[str]:
@@ -325,16 +364,16 @@ def _target(conn: sqlite3.Connection, key: str | None) -> str | None:
     return key if row is None else row[0]
 
 
-def _bury_followers(conn: sqlite3.Connection, seq: int) -> None:
+def _bury_followers(conn: sqlite3.Connection, seq: int, now: float) -> None:
     """A dead create takes the pending updates of its key with it (they have no followup)."""
     row = conn.execute("SELECT key, op FROM entries WHERE seq = ?", (seq,)).fetchone()
     if row is None or row[0] is None or row[1] != "create":
         return
     error = json.dumps({"message": f"the create of {row[0]!r} is dead (entry {seq})"})
     conn.execute(
-        "UPDATE entries SET state = 'dead', error = ? WHERE key = ? AND seq > ? "
+        "UPDATE entries SET state = 'dead', error = ?, finished = ? WHERE key = ? AND seq > ? "
         "AND state = 'pending'",
-        (error, row[0], seq),
+        (error, now, row[0], seq),
     )
 
 

@@ -3,8 +3,8 @@
 A store keeps entries and applies the merge rules atomically with the enqueue:
 
 - a create for a ``call_id`` the store already holds is a no-op (a producer that restarts
-  may replay its last calls safely); a *tagged* create (SQLite only: ``getbill log`` tags
-  each row with its input line) is unique by its tag instead;
+  may replay its last calls safely); a *tagged* create (``getbill log`` tags each row with
+  its input line) is unique by its tag instead, and not bounded by the limit;
 - an update whose fields all equal what the key already asks for is a no-op;
 - an update merges into the key's latest entry when that entry is pending and was never
   sent (a create absorbs it, an update takes the later fields); otherwise it is a new entry;
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Literal, Protocol
 
-from ._types import Claimed, DeadEntry, OutboxStoreError, Outcome, StoreCounts
+from ._types import Claimed, DeadEntry, EntryEvent, OutboxStoreError, Outcome, StoreCounts
 
 __all__ = ["Enqueued", "Store", "StoreFull", "account_of", "check_account", "same_fields"]
 
@@ -77,6 +77,19 @@ class Store(Protocol):
         """Add a create (``fields``: its body as JSON text) unless its key has one (an
         ``async def``, or a plain function that returns what to await)."""
 
+    async def enqueue_tagged(
+        self, tag: str, key: str | None, debt_id: str, fields: str, now: float, *, check: bool
+    ) -> Enqueued:
+        """Add a create named by ``tag`` unless the tag is taken (``duplicate``); ``check``:
+        look it up by ``call_id`` before sending it."""
+
+    async def tagged(self) -> list[EntryEvent]:
+        """Every tagged entry, oldest first, with its state and outcome."""
+
+    async def reclaim(self, now: float) -> None:
+        """Take back now what a claim would: entries in flight whose owner has ended (its
+        lease is over, or, where the store can tell, its process ended)."""
+
     async def enqueue_update(
         self, key: str, fields: dict[str, Any], now: float, limit: int
     ) -> Enqueued: ...
@@ -95,4 +108,6 @@ class Store(Protocol):
 
     async def requeue(self, keys: list[str], ids: list[int], held: bool) -> int: ...
 
-    async def prune(self, before: float) -> int: ...
+    async def prune(self, before: float) -> int:
+        """Delete done and dead entries settled before ``before`` (never held ones); how
+        many. A store may delete a bounded number a call."""
