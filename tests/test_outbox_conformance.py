@@ -319,3 +319,23 @@ async def test_a_redis_store_of_an_earlier_release_is_indexed_a_step_a_call(
         assert len(await store.claim("a", 5, 30.0, time.time())) == 5
     finally:
         await store.close()
+
+
+async def test_a_dead_letter_of_an_earlier_release_gets_its_retention_from_when_it_died(
+    redis_server: RedisServer,
+) -> None:
+    # An earlier release scored dead letters by id, not by time: taken for a time, every one
+    # would look decades old and be pruned at once.
+    store = RedisStore(redis_server.url, name=f"olddead-{uuid.uuid4().hex[:8]}")
+    await store.open()
+    try:
+        await create(store, "o-1")
+        [taken] = await store.claim("a", 1, 30.0, time.time())
+        await finish(store, taken.seq, Outcome("dead", error={"status": 404, "message": "no"}))
+        direct = Redis.from_url(redis_server.url)
+        await direct.zadd(f"{store.prefix}:dead", {str(taken.seq): taken.seq})
+        await direct.aclose()
+        assert await store.prune(time.time() - 60) == 0
+        assert [d.key for d in await store.dead_entries()] == ["o-1"]
+    finally:
+        await store.close()

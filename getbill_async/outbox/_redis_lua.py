@@ -14,8 +14,12 @@ one, by id when due and by when due otherwise. A claim moves what has come due f
 query, without reading the entries it cannot take. Each change of state keeps the two sets
 right for its key (``settle``). Entries a release before these sets enqueued (or one still
 running beside this one) are indexed by ``CLAIM`` and ``COUNTS``, a bounded number a call,
-oldest first, so no script reads a large store whole. Times are Redis's own clock
-(``TIME``), so drainers on several machines agree on when a lease ends.
+oldest first, so no script reads a large store whole. ``tags`` (hash: a tagged create's
+tag -> its id). Two scripts use one key more, their own (see each). Times are Redis's own
+clock (``TIME``), so drainers on several machines agree on when a lease ends.
+
+A drainer of an earlier release keeps neither ``ready`` nor ``later``: stop the drainers of
+an earlier release before starting those of this one (producers may run on meanwhile).
 """
 
 from __future__ import annotations
