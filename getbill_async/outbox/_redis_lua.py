@@ -24,7 +24,7 @@ an earlier release before starting those of this one (producers may run on meanw
 
 from __future__ import annotations
 
-from ._redis_lua_common import COMMON, INDEX_STEP, SUFFIXES
+from ._redis_lua_common import COMMON, INDEX_STEP, RECLAIM_FUNCTION, SUFFIXES
 
 __all__ = ["CLAIM", "COUNTS", "DEAD", "ENQUEUE_CREATE", "ENQUEUE_UPDATE", "FINISH"]
 __all__ += ["ENQUEUE_TAGGED", "PRUNE", "RECLAIM", "RENEW", "REQUEUE", "SUFFIXES", "TAGGED"]
@@ -113,25 +113,6 @@ return insert(key, 'update', '', fields)
 """
 )
 
-_RECLAIM = """
-local function reclaim()
-  for _, seq in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now)) do
-    local e = get(seq)
-    redis.call('ZREM', inflight, seq)
-    e.owner, e.lease_until, e.check = nil, nil, 1
-    if e.op == 'create' and e.key == nil then
-      e.state = 'held'
-      e.error = cjson.encode({message = 'sent by a drainer that stopped; no call_id to look it up'})
-      redis.call('ZADD', held, seq, seq)
-    else
-      e.state = 'pending'
-      redis.call('ZADD', pending, seq, seq)
-    end
-    put(e)
-    settle(e)
-  end
-end
-"""
 
 # KEYS[13]: the last claim of each owner (hash: owner -> its id, when its lease ends, and
 # what it handed out). ARGV: owner, n, lease, this claim's id, the id of the owner's last
@@ -176,7 +157,7 @@ end
 
 CLAIM = (
     COMMON
-    + _RECLAIM
+    + RECLAIM_FUNCTION
     + _CLAIMS
     + f"""
 local n, lease = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -221,7 +202,7 @@ return claimed
 """
 )
 
-RECLAIM = COMMON + _RECLAIM + "reclaim()\nreturn 1\n"
+RECLAIM = COMMON + RECLAIM_FUNCTION + "reclaim()\nreturn 1\n"
 
 RENEW = (
     COMMON

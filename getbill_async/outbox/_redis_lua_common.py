@@ -3,7 +3,7 @@ keep the sets of entries right (see ``_redis_lua`` for what each key holds)."""
 
 from __future__ import annotations
 
-__all__ = ["COMMON", "INDEX_STEP", "SUFFIXES"]
+__all__ = ["COMMON", "INDEX_STEP", "RECLAIM_FUNCTION", "SUFFIXES"]
 
 SUFFIXES = (
     *("entries", "pending", "inflight", "done", "dead", "held", "keys", "meta", "unkeyed"),
@@ -93,5 +93,27 @@ local function insert(key, op, debt_id, fields, tag, check)
     redis.call('HSET', meta, 'indexed', seq)
   end
   return 'added'
+end
+"""
+
+# ``reclaim()``: entries in flight past their lease go back, to be looked up first (a create
+# without a key, which cannot be, is held).
+RECLAIM_FUNCTION = """
+local function reclaim()
+  for _, seq in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now)) do
+    local e = get(seq)
+    redis.call('ZREM', inflight, seq)
+    e.owner, e.lease_until, e.check = nil, nil, 1
+    if e.op == 'create' and e.key == nil then
+      e.state = 'held'
+      e.error = cjson.encode({message = 'sent by a drainer that stopped; no call_id to look it up'})
+      redis.call('ZADD', held, seq, seq)
+    else
+      e.state = 'pending'
+      redis.call('ZADD', pending, seq, seq)
+    end
+    put(e)
+    settle(e)
+  end
 end
 """
