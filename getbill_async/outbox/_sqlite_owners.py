@@ -16,7 +16,9 @@ locks) is left to its lease as well.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -27,17 +29,20 @@ except ImportError:  # no flock here: leases alone decide
 
 __all__ = ["OwnerLocks"]
 
+log = logging.getLogger("getbill_async.outbox")
+
 
 class OwnerLocks:
     """The owners' lock files of the outbox at ``path``."""
 
-    __slots__ = ("folder", "enforced", "_held", "_swept")
+    __slots__ = ("folder", "enforced", "_held", "_swept", "_warned")
 
     def __init__(self, path: str) -> None:
         self.folder = Path(path + ".owners")
         self.enforced = fcntl is not None
         self._held: dict[str, int] = {}
         self._swept = False
+        self._warned = False
 
     def _file(self, owner: str) -> Path:
         return self.folder / hashlib.sha256(owner.encode()).hexdigest()[:32]
@@ -46,6 +51,20 @@ class OwnerLocks:
         """Take ``owner``'s lock (at once; a no-op when held already)."""
         if owner in self._held or fcntl is None:
             return
+        try:
+            self._take(owner)
+        except OSError as exc:  # no lock file: others leave our entries to their lease
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "outbox %s: no owner's lock (%s); a drainer that ends is known to have "
+                    "ended only when its lease does",
+                    self.folder,
+                    exc,
+                )
+
+    def _take(self, owner: str) -> None:
+        assert fcntl is not None
         self.folder.mkdir(exist_ok=True)
         path = self._file(owner)
         while owner not in self._held:
@@ -68,7 +87,11 @@ class OwnerLocks:
             return
         self._swept = True
         keep = {self._file(owner).name for owner in in_flight}
-        for path in self.folder.iterdir():
+        try:
+            found = list(self.folder.iterdir())
+        except OSError:
+            return
+        for path in found:
             if path.name in keep:
                 continue
             try:
@@ -91,15 +114,16 @@ class OwnerLocks:
         path = self._file(owner)
         try:
             fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return True  # no lock to ask: the lease decides
+        except OSError:
+            return True  # no lock to ask (or none we may open): the lease decides
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError:  # held (or the lock cannot be asked): it runs, as far as we know
             return True
         finally:
             os.close(fd)  # the lock, if taken, goes with it
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
         return False
 
     @property
