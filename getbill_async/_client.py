@@ -320,6 +320,13 @@ class GetBillClient:
         return pipe
 
     @property
+    def client_id(self) -> str | None:
+        """The OAuth client's id (not a secret); None with a static token."""
+        if isinstance(self._auth, OAuthTokenSource):
+            return self._auth.credentials.client_id
+        return None
+
+    @property
     def session(self) -> aiohttp.ClientSession | None:
         """The aiohttp session (created on the first request when the client owns it)."""
         return self._root._session

@@ -2,6 +2,8 @@
 
 ``once DB``: enqueue one create, then SIGKILL itself the moment ``create()`` returned.
 ``drain URL --name N``: drain an outbox until nothing is pending, then print what it sent.
+``keyless DB``: enqueue ``--calls`` creates without call_id (summaries ``kl-0``...), drain
+until SIGTERM, then ``close(grace=--grace)`` and exit.
 ``chaos DB PROGRESS``: enqueue ``--calls`` calls (each created with a call_id; the even ones
 updated at once, while their create is still pending; the odd ones updated after the first
 backlog drained), draining as it goes. It records the index of its next step in PROGRESS
@@ -40,6 +42,17 @@ def final_fields(i: int) -> dict[str, object]:
     return {"status": "no_answer", "duration_ms": 2000 + i}
 
 
+def outbox(client: GetBillClient, args: argparse.Namespace, name: str = "default") -> Outbox:
+    """The service's outbox: a short lease, the margin and the grace a tenth of it each (the
+    client's timeout is half of it: see ``main``)."""
+    lease = args.lease
+    grace = lease / 10 if args.grace is None else args.grace
+    return Outbox(
+        client, args.db, name=name, concurrency=args.concurrency, poll=0.05,
+        lease=lease, lease_margin=lease / 10, grace=grace,
+    )  # fmt: skip
+
+
 def read_progress(path: Path) -> int:
     try:
         return int(path.read_text())
@@ -57,7 +70,7 @@ async def chaos(args: argparse.Namespace, client: GetBillClient) -> None:
     debts = args.debts.split(",")
     progress = Path(args.progress)
     plan = steps(args.calls)
-    async with Outbox(client, args.db, concurrency=args.concurrency, poll=0.05, lease=5) as box:
+    async with outbox(client, args) as box:
         for index in range(read_progress(progress), len(plan)):
             kind, i = plan[index]
             if kind == "create":
@@ -79,23 +92,40 @@ async def once(args: argparse.Namespace, client: GetBillClient) -> None:
 
 
 async def drain(args: argparse.Namespace, client: GetBillClient) -> None:
-    options = {"name": args.name, "lease": args.lease, "poll": 0.05}
-    async with Outbox(client, args.db, concurrency=args.concurrency, **options) as box:
+    async with outbox(client, args, args.name) as box:
         print("draining", flush=True)
         await box.join()
         counters = box.drainer.counters
         print(f"sent {counters.sent} looked_up {counters.looked_up}", flush=True)
 
 
+async def keyless(args: argparse.Namespace, client: GetBillClient) -> None:
+    debts = args.debts.split(",")
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    box = outbox(client, args)
+    await box.open()
+    for i in range(args.calls):
+        await box.create(debt_id=debts[i % len(debts)], type="call", summary=f"kl-{i}")
+    print("enqueued", flush=True)
+    waits = [asyncio.ensure_future(box.join()), asyncio.ensure_future(stopped.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
+    await box.close(grace=args.grace)
+    print("closed", flush=True)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("once", "chaos", "drain"))
+    parser.add_argument("mode", choices=("once", "chaos", "drain", "keyless"))
     parser.add_argument("db")
     parser.add_argument("progress", nargs="?", default="progress.txt")
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--debts", default="")
     parser.add_argument("--name", default="default")
-    parser.add_argument("--lease", type=float, default=30.0)
+    parser.add_argument("--lease", type=float, default=5.0)
+    parser.add_argument("--grace", type=float, default=None)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--window", type=float, default=3600.0)
@@ -104,8 +134,12 @@ async def main() -> int:
     limit = RateLimit(reads=100_000, writes=args.writes, window=args.window)
     retry = RetryPolicy(base=0.01, cap=0.2)
     token = os.environ["GETBILL_TOKEN"]
-    async with GetBillClient(token, base_url=args.base_url, rate_limit=limit, retry=retry) as c:
-        modes = {"once": once, "chaos": chaos, "drain": drain}
+    timeout = args.lease / 2
+    client = GetBillClient(
+        token, base_url=args.base_url, rate_limit=limit, retry=retry, timeout=timeout
+    )
+    async with client as c:
+        modes = {"once": once, "chaos": chaos, "drain": drain, "keyless": keyless}
         await modes[args.mode](args, c)
     return 0
 

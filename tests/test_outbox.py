@@ -155,7 +155,7 @@ async def test_a_redis_store_from_before_its_index_counts_creates_without_call_i
         await producer.create(debt_id=debt, type="email")
     with redis.Redis.from_url(url) as conn:  # as a store written before the index was
         conn.delete("{getbill-outbox:older}:unkeyed")
-        conn.hdel("{getbill-outbox:older}:meta", "unkeyed")
+        conn.hdel("{getbill-outbox:older}:meta", "unkeyed", "indexed")
     async with Outbox(client, url, name="older", drain=False) as again:
         assert (await again.status()).unkeyed == 2
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from getbill_async import GetBillClient, Outbox, OutboxFullError
+from getbill_async.outbox import OutboxStoreError
 from getbill_async.outbox._sqlite import Batch
 from getbill_async.outbox._sqlite_store import SQLiteStore
 from getbill_async.outbox._store import StoreFull
@@ -92,7 +93,8 @@ async def test_a_failing_operation_in_the_batch_rolls_back_alone(store: SQLiteSt
     after = [store.enqueue_create(f"f-{i}", "debt-1", "{}", now, 100) for i in range(2, 6)]
     answers = await asyncio.gather(*before, failing, *after, return_exceptions=True)
     assert answers[:3] == ["added"] * 3
-    assert isinstance(answers[3], sqlite3.IntegrityError)
+    assert isinstance(answers[3], OutboxStoreError)  # the documented error, naming the file
+    assert isinstance(answers[3].__cause__, sqlite3.IntegrityError)
     assert answers[4:] == ["duplicate", "added", "added", "added"]
     assert [key for key, _ in rows(store)] == [f"f-{i}" for i in range(6)]
 
@@ -128,3 +130,21 @@ async def test_a_full_outbox_raises_for_the_creates_over_the_limit_only(
         assert all(isinstance(result, OutboxFullError) for result in done[5:])
         await box.create(debt_id="d", type="call", call_id="l-2")  # a replay, even when full
         assert (await box.status()).pending == 5
+
+
+async def test_a_batch_whose_statement_fails_midway_adds_each_create_at_most_once(
+    store: SQLiteStore,
+) -> None:
+    # A trigger that fails the statement at one row, after the rows before it were written:
+    # a real partial write. Whatever the batch then does, each keyless create it answered
+    # "added" is in the file once, and none it did not answer so.
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "CREATE TRIGGER boom AFTER INSERT ON entries WHEN NEW.key = 'boom' "
+            "BEGIN SELECT RAISE(FAIL, 'boom'); END"
+        )
+    conn.close()
+    answers = await creates(store, [None, None, "boom", None], limit=100)
+    added = sum(1 for answer in answers if answer == "added")
+    assert [key for key, _ in rows(store)] == [None] * added
+    assert isinstance(answers[2], OutboxStoreError)

@@ -220,6 +220,7 @@ async def _log_rows(
         retention=RETENTION,
         give_up_after=GIVE_UP_AFTER,
         on_event=report,
+        grace=options.grace,
     )
     async with outbox:
         await outbox.reclaim()  # what a killed run had in flight: to look up, or held
@@ -280,7 +281,7 @@ async def _drain(
         assert stop.halting is not None
         await stop.halting
     left = (await outbox.status()).pending - report.cut
-    cut = report.cut
+    cut = report.cut + report.cut_held
     print(
         f"getbill log: stopped by {stop.signal.name}: {left} rows not started"
         + (f", {cut} cut off in flight (written as ambiguous)" if cut else "")

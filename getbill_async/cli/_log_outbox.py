@@ -52,7 +52,8 @@ class Report:
     stopping: bool = False
     counts: Counter[str] = field(default_factory=Counter)
     settled: set[int] = field(default_factory=set)  # lines with an outcome in this run
-    cut: int = 0
+    cut: int = 0  # cut off in flight by a second signal, back to pending (to look up)
+    cut_held: int = 0  # cut off after it was sent, without call_id: held
 
     def write(self, event: RowResult) -> None:
         """Write ``event`` and remember it as its line's last word."""
@@ -72,6 +73,8 @@ class Report:
         elif (status := status_of(event)) is not None:
             result = _result(line, event, status)
             self.write(result)
+            if self.stopping and event.state == "held":
+                self.cut_held += 1
             self.settled.add(line)
             if event.found:
                 self.counts["found by call_id"] += 1

@@ -61,9 +61,10 @@ class SharedClient:
         finally:
             self._users -= 1
             if self._users == 0:
-                self._client = None
+                # Taken before the first await: a resource that enters while this client
+                # closes opens a client and a budget of its own, which are not this one's.
+                made, self._client, self._made = self._made, None, None
                 await client.close()
-                made, self._made = self._made, None
                 closing = getattr(made, "aclose", None)
                 if closing is not None:
                     await closing()

@@ -21,8 +21,9 @@ from typing import Any, TextIO
 from .._constants import DEFAULT_BASE_URL, DEFAULT_WINDOW, DEFAULT_WRITES
 from ..errors import GetBillError
 from ..support import available, require
-from ._eta import eta_seconds
-from ._outbox import Outbox, store_for
+from ._eta import status_of
+from ._options import store_for
+from ._outbox import Outbox
 from ._store import Store
 from ._types import OutboxStatus
 from ._verify_cli import add_verify_arguments, requeue_missing, run_verify
@@ -141,21 +142,8 @@ async def run_async(args: argparse.Namespace, out: TextIO | None = None) -> int:
 async def _status(store: Store, args: argparse.Namespace) -> OutboxStatus:
     from ..budget import LocalBudget, RateLimit
 
-    counts = await store.counts()
     budget = LocalBudget(RateLimit(writes=args.writes, window=args.window))
-    writes = (await budget.status()).writes
-    oldest = counts.oldest_enqueued
-    return OutboxStatus(
-        pending=counts.pending,
-        in_flight=counts.in_flight,
-        done=counts.done,
-        dead=counts.dead,
-        held=counts.held,
-        merged=counts.merged,
-        oldest_age=None if oldest is None else max(0.0, time.time() - oldest),
-        eta=eta_seconds(counts.pending + counts.in_flight, writes),
-        unkeyed=counts.unkeyed,
-    )
+    return status_of(await store.counts(), (await budget.status()).writes)
 
 
 def _rows(shown: OutboxStatus) -> list[tuple[str, str]]:

@@ -4,12 +4,19 @@ Invariants:
 
 - an entry is marked in flight (durably, under this drainer's lease) before its write is
   sent, and its outcome is recorded before another entry of its key can be claimed;
-- ``concurrency`` bounds the writes in flight; leases are renewed every third of ``lease``;
-- a write refused for good (400/422, 403, 404) is dead with the API's message; one that can
-  be retried (429, 401, a budget wait, a write not sent) goes back to pending with backoff;
-  one whose outcome is unknown goes back marked to be looked up first: a create by its
-  ``call_id`` (through the client's own ``find_by_call_id``), an update by reading the
-  followup (a read instead of a second write). A create without ``call_id`` is held.
+- ``concurrency`` bounds the writes in flight; leases are renewed every third of ``lease``,
+  for as long as any write of this drainer runs (the grace of a ``stop`` included); a
+  renewal that fails is logged and tried again, it never ends the heartbeat;
+- **never after the lease**: every call for an entry runs under a deadline, this drainer's
+  own reckoning of its lease (the start of the claim or of the last renewal, plus ``lease``,
+  less ``margin``); a write not sent by then is not sent (a frozen process that wakes up
+  past its lease sends nothing), and the margin covers a write still on its way;
+- what an answer means is ``_outcomes``' rule: refused for good is dead, a write that may have
+  landed is looked up first (a create without ``call_id`` is held, never resent silently);
+- **one lifecycle**: ``start()`` runs the loop; ``stop(grace)`` stops claiming, the loop exits
+  by itself (a claim under way completes and its writes count), the writes in flight get
+  ``grace`` seconds, the rest are cancelled and each records what became of it; only then
+  does the heartbeat stop and ``stop`` return. ``start()`` after ``stop()`` drains again.
 """
 
 from __future__ import annotations
@@ -18,49 +25,22 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
-
-from ..errors import (
-    AmbiguousWriteError,
-    APIConnectionError,
-    APIError,
-    BudgetExhaustedError,
-    DecodeError,
-    GetBillError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    ServerError,
-    ValidationError,
-)
-from ..models import Followup
+from ..errors import BudgetExhaustedError, GetBillError
+from ..support import wait_event
+from ..transport import SENT, SentRecord
+from ._outcomes import applied, backoff, cut_off, judge
 from ._store import Store
-from ._types import Claimed, EntryEvent, OutboxStoreError
+from ._types import Claimed, EntryEvent, Outcome
 
-__all__ = ["Drainer", "wait_event"]
+__all__ = ["Counters", "Drainer"]
 
 log = logging.getLogger("getbill_async.outbox")
-_DATETIMES = ("call_date", "scheduled_at")
-_FOR_GOOD = (ValidationError, PermissionDeniedError, NotFoundError)
-_UNKNOWN_OUTCOME = (ServerError, APIConnectionError, DecodeError)
 PRUNE_EVERY = 60.0
-
-
-@dataclass
-class _Outcome:
-    state: Literal["done", "dead", "held", "pending"]
-    followup_id: str | None = None
-    error: dict[str, Any] | None = None
-    next_try: float = 0.0
-    check: bool = False
-    found: bool = False
 
 
 @dataclass
@@ -75,45 +55,6 @@ class Counters:
     by_op: dict[str, int] = field(default_factory=dict)
 
 
-def _error_of(exc: BaseException) -> dict[str, Any]:
-    kind = type(exc).__name__
-    if isinstance(exc, APIError):
-        return {"status": exc.status, "message": exc.message, "details": exc.details, "kind": kind}
-    return {"status": None, "message": str(exc), "details": {}, "kind": kind}
-
-
-def _applied(current: Followup, fields: dict[str, Any]) -> bool:
-    """Whether the followup already carries every field of an update."""
-    for name, value in fields.items():
-        have = getattr(current, name, msgspec.UNSET)
-        if name in _DATETIMES and isinstance(value, str):
-            value = msgspec.convert(value, datetime)
-        if have != value:
-            return False
-    return True
-
-
-def _backoff(attempts: int, exc: BaseException) -> float:
-    if isinstance(exc, RateLimitError) and exc.retry_after is not None:
-        return float(exc.retry_after)
-    if isinstance(exc, BudgetExhaustedError):
-        return float(exc.retry_in)
-    return min(60.0, 0.25 * 2.0 ** min(attempts, 8)) * (0.5 + random.random() / 2)
-
-
-async def wait_event(event: asyncio.Event, seconds: float) -> None:
-    """Wait until ``event`` is set or ``seconds`` pass, whichever comes first.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that lands as the
-    event is set, and a caller looping on it (``Outbox.join``) would then never end.
-    """
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=seconds)
-    finally:
-        waiter.cancel()
-
-
 class Drainer:
     """Drains one store through one client (a bulk-lane view); see the module docstring."""
 
@@ -125,6 +66,7 @@ class Drainer:
         owner: str,
         concurrency: int,
         lease: float,
+        margin: float,
         retention: float,
         poll: float,
         on_event: Callable[[EntryEvent], None] | None = None,
@@ -138,67 +80,119 @@ class Drainer:
         self._store = store
         self._owner = owner
         self._concurrency = concurrency
-        self._lease = lease
+        self.lease, self.margin = lease, margin
         self._retention = retention
         self._poll = poll
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}  # one per entry held: send, record
+        self._sending: dict[int, asyncio.Future[Outcome]] = {}  # the part a stop may cancel
+        self._held_from: dict[int, float] = {}  # monotonic start of each entry's lease
         self._wake = asyncio.Event()
         self.progress = asyncio.Event()  # set whenever an entry is settled
         self.counters = Counters()
         self._stopping = False
+        self._cut_at = float("inf")  # monotonic: writes still in flight then are cancelled
+        self._run: asyncio.Task[None] | None = None
         self._slot_in: float | None = None  # the budget is full: its next slot, in seconds
         self.metrics: Any = None  # an OutboxMetrics with the otel extra (see _metrics)
+
+    @property
+    def client_timeout(self) -> float:
+        """The seconds one try of the client may take."""
+        return float(self._client.timeout)
 
     @property
     def in_flight(self) -> int:
         """Writes this drainer is sending now."""
         return len(self._tasks)
 
-    def abort(self) -> None:
-        """Cancel the writes in flight now (each goes back to pending, to be looked up)."""
+    def start(self) -> None:
+        """Start draining (again, after a ``stop``)."""
+        if self._run is not None and not self._run.done():
+            return
+        self._stopping, self._cut_at = False, float("inf")
+        self._wake.clear()
+        self._run = asyncio.create_task(self._loop())
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming, give the writes in flight ``grace`` seconds, cancel the rest (each
+        records its outcome: see ``_outcomes.cut_off``); return once nothing of the drainer
+        runs. Safe to call twice, and while another ``stop`` waits."""
         self._stopping = True
-        for task in self._tasks.values():
-            task.cancel()
+        self._cut_at = min(self._cut_at, time.monotonic() + max(0.0, grace))
+        self._wake.set()
+        run = self._run
+        if run is not None:
+            await asyncio.wait({run})
+            if not run.cancelled() and run.exception() is not None:
+                log.error("outbox drainer ended with an error", exc_info=run.exception())
+
+    def abort(self) -> None:
+        """Cancel the writes in flight now (what each becomes: ``_outcomes.cut_off``)."""
+        self._stopping, self._cut_at = True, time.monotonic()
+        self._wake.set()
+        for sending in self._sending.values():
+            sending.cancel()
 
     def wake(self) -> None:
         """Something was enqueued here: look for it now rather than at the next poll."""
         self._wake.set()
 
-    async def run(self) -> None:
-        """Claim and send until ``stop()``; safe to cancel."""
+    async def _loop(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeat())
-        next_prune = 0.0
         try:
-            while not self._stopping:
-                try:
-                    if time.monotonic() >= next_prune:
-                        await self._prune()
-                        next_prune = time.monotonic() + PRUNE_EVERY
-                    if self.metrics is not None and time.monotonic() - self.metrics.sampled_at >= 1:
-                        await self._sample()
-                    claimed = await self._claim()
-                except Exception:  # the drain goes on; what failed is logged
-                    log.exception("outbox drainer: unexpected failure; going on")
-                    claimed = []
-                if not claimed or len(self._tasks) >= self._concurrency:
-                    await self._idle()
+            await self._claim_until_stopped()
+            await self._wind_down()
         finally:
+            if self._tasks:  # cancelled from outside: settle what runs, then end
+                for sending in self._sending.values():
+                    sending.cancel()
+                await asyncio.wait(list(self._tasks.values()))
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def stop(self, grace: float) -> None:
-        """Stop claiming; let writes in flight finish for ``grace`` seconds, then cancel
-        them (they go back to pending, to be looked up before they are sent again)."""
-        self._stopping = True
-        self._wake.set()
-        tasks = list(self._tasks.values())
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=grace)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
+    async def _claim_until_stopped(self) -> None:
+        next_prune = 0.0
+        while not self._stopping:
+            try:
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY
+                    await self._prune()
+                if self.metrics is not None and time.monotonic() - self.metrics.sampled_at >= 1:
+                    await self._sample()
+                claimed = await self._claim()
+            except Exception as exc:  # the drain goes on; what failed is logged
+                log.warning("outbox drainer: %s: %s; going on", type(exc).__name__, exc)
+                log.debug("outbox drainer failure", exc_info=True)
+                claimed = []
+            if not self._stopping and (not claimed or len(self._tasks) >= self._concurrency):
+                await self._idle()
+
+    async def _prune(self) -> None:
+        try:
+            await self._store.prune(time.time() - self._retention)
+        except Exception as exc:
+            log.warning("outbox pruning failed: %s: %s", type(exc).__name__, exc)
+
+    async def _sample(self) -> None:
+        self.metrics.sampled_at = time.monotonic()  # at most once a second, even failing
+        try:
+            self.metrics.sample(await self._store.counts())
+        except Exception as exc:
+            log.debug("outbox counts for metrics not read: %s", exc)
+
+    async def _wind_down(self) -> None:
+        """Wait for the writes in flight until the grace ends, then cancel the rest and wait
+        for each to record what became of it."""
+        while self._tasks:
+            left = self._cut_at - time.monotonic()
+            tasks = list(self._tasks.values())
+            if left <= 0:
+                for sending in self._sending.values():
+                    sending.cancel()
+                await asyncio.wait(tasks)
+            else:
+                await asyncio.wait(tasks, timeout=left, return_when=asyncio.FIRST_COMPLETED)
 
     async def _idle(self) -> None:
         wait = self._poll if self._slot_in is None else min(self._poll, self._slot_in)
@@ -229,12 +223,13 @@ class Drainer:
             free = min(free, room)
             if free <= 0:
                 return []
-        try:
-            claimed = await self._store.claim(self._owner, free, self._lease, time.time())
-        except OutboxStoreError as exc:
-            log.warning("outbox claim failed, retrying: %s", exc)
-            return []
+        started = time.monotonic()
+        claimed = await self._store.claim(self._owner, free, self.lease, time.time())
         for entry in claimed:
+            if entry.seq in self._tasks:  # still ours, still running: never twice
+                log.warning("outbox entry %s claimed again while held; left alone", entry.seq)
+                continue
+            self._held_from[entry.seq] = started
             self._tell(entry, "in_flight")
             task = asyncio.create_task(self._settle(entry))
             self._tasks[entry.seq] = task
@@ -242,70 +237,74 @@ class Drainer:
         return claimed
 
     def _done(self, seq: int, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(seq, None)
+        if self._tasks.get(seq) is task:
+            del self._tasks[seq]
+            self._held_from.pop(seq, None)
         self._wake.set()
         self.progress.set()
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self._lease / 3)
-            if self._tasks:
-                try:
-                    until = time.time() + self._lease
-                    await self._store.renew(self._owner, list(self._tasks), until)
-                except OutboxStoreError as exc:
-                    log.warning("outbox lease renewal failed: %s", exc)
+            await asyncio.sleep(self.lease / 3)
+            seqs = list(self._tasks)
+            if not seqs:
+                continue
+            started = time.monotonic()
+            try:
+                await self._store.renew(self._owner, seqs, time.time() + self.lease)
+            except Exception as exc:  # any failure: the next beat tries again
+                log.warning("outbox lease renewal failed: %s: %s", type(exc).__name__, exc)
+                continue
+            for seq in seqs:
+                if seq in self._held_from:
+                    self._held_from[seq] = max(self._held_from[seq], started)
 
-    async def _sample(self) -> None:
-        try:
-            self.metrics.sample(await self._store.counts())
-        except OutboxStoreError as exc:
-            log.debug("outbox counts for metrics not read: %s", exc)
-            self.metrics.sampled_at = time.monotonic()
-
-    async def _prune(self) -> None:
-        try:
-            await self._store.prune(time.time() - self._retention)
-        except OutboxStoreError as exc:
-            log.warning("outbox pruning failed: %s", exc)
+    def _deadline(self, seq: int) -> float:
+        """When this drainer's lease on ``seq`` may have lapsed, by its own clock, less the
+        margin: no call for the entry runs past it."""
+        return self._held_from[seq] + self.lease - self.margin
 
     async def _settle(self, entry: Claimed) -> None:
+        record = SentRecord()
+        SENT.set(record)  # this task's context: the client notes there whether a write left
+        sending = asyncio.ensure_future(self._attempt(entry, record))
+        self._sending[entry.seq] = sending
         try:
-            outcome = await self._attempt(entry)
+            outcome = await asyncio.shield(sending)
         except asyncio.CancelledError:
-            await self._record(entry, _Outcome("pending", check=True))
-            raise
-        except Exception:  # not an API answer: a bug, or a fault of this machine
-            log.exception("outbox entry %s: unexpected failure; it will be looked up", entry.seq)
-            next_try = time.time() + _backoff(entry.attempts, RuntimeError())
-            outcome = _Outcome("pending", next_try=next_try, check=True)
+            from_outside = not sending.done()
+            sending.cancel()
+            await asyncio.wait({sending})
+            outcome = _result(sending) or cut_off(entry, record.sent)
+            await self._record(entry, outcome)
+            if from_outside:
+                raise
+            return
+        finally:
+            self._sending.pop(entry.seq, None)
         await self._record(entry, outcome)
 
-    async def _record(self, entry: Claimed, outcome: _Outcome) -> None:
-        for delay in (0.05, 0.2, 1.0, 5.0, None):
+    async def _record(self, entry: Claimed, outcome: Outcome) -> None:
+        if outcome.state == "dead":
+            self.counters.dead += 1
+            log.info("outbox entry %s (%s) is dead: %s", entry.seq, entry.key, outcome.error)
+        elif outcome.state == "pending" and outcome.attempted:
+            self.counters.retried += 1
+        for delay in (0.05, 0.2, 1.0, None):
             try:
-                await self._store.finish(
-                    entry.seq,
-                    self._owner,
-                    outcome.state,
-                    now=time.time(),
-                    followup_id=outcome.followup_id,
-                    error=outcome.error,
-                    next_try=outcome.next_try,
-                    check=outcome.check,
-                )
+                await self._store.finish(entry.seq, self._owner, outcome, now=time.time())
                 self._tell(entry, outcome.state, outcome)
                 return
-            except OutboxStoreError as exc:
+            except Exception as exc:
                 if delay is None:
                     log.error("outbox entry %s: outcome not recorded: %s", entry.seq, exc)
                     return  # the lease ends; the entry is looked up before it is resent
                 await asyncio.sleep(delay)
 
-    def _tell(self, entry: Claimed, state: str, outcome: _Outcome | None = None) -> None:
+    def _tell(self, entry: Claimed, state: str, outcome: Outcome | None = None) -> None:
         if self._on_event is None:
             return
-        done = outcome or _Outcome("pending")
+        done = outcome or Outcome("pending")
         event = EntryEvent(
             entry.seq, entry.tag, entry.key, entry.op, entry.debt_id, state,
             done.followup_id, done.error, done.found, done.check,
@@ -315,75 +314,63 @@ class Drainer:
         except Exception:  # a listener's fault must not stop the drain
             log.exception("outbox on_event listener failed")
 
-    async def _attempt(self, entry: Claimed) -> _Outcome:
-        keyless = entry.op == "create" and entry.key is None
+    async def _attempt(self, entry: Claimed, record: SentRecord) -> Outcome:
+        deadline = self._deadline(entry.seq)
+        client = self._client.until(deadline)
         try:
             if entry.op == "create":
-                return await self._create(entry)
-            return await self._update(entry)
-        except AmbiguousWriteError as exc:
-            return self._unknown(entry, exc, keyless)
-        except _FOR_GOOD as exc:
-            self.counters.dead += 1
-            log.info("outbox entry %s (%s) is dead: %s", entry.seq, entry.key, exc)
-            return _Outcome("dead", error=_error_of(exc))
-        except _UNKNOWN_OUTCOME as exc:
-            return self._unknown(entry, exc, keyless)
+                return await self._create(client, entry)
+            return await self._update(client, entry)
         except GetBillError as exc:
-            if self._gives_up(entry, exc):
-                self.counters.dead += 1
-                return _Outcome("dead", error=_error_of(exc))
-            self.counters.retried += 1
-            log.debug("outbox entry %s: %s; retrying later", entry.seq, exc)
-            next_try = time.time() + _backoff(entry.attempts, exc)
-            return _Outcome("pending", next_try=next_try, check=entry.check)
+            # The deadline passed, or a budget wait would have passed it: nothing was tried.
+            lease_out = time.monotonic() >= deadline or isinstance(
+                exc.__cause__, BudgetExhaustedError
+            )
+            limit = self._give_up_after
+            return judge(entry, exc, sent=record.sent, lease_out=lease_out, give_up_after=limit)
+        except Exception:  # not an API answer: a bug, or a fault of this machine
+            log.exception("outbox entry %s: unexpected failure; it will be looked up", entry.seq)
+            if entry.op == "create" and entry.key is None and record.sent:
+                return cut_off(entry, True)
+            next_try = time.time() + backoff(entry.attempts, None)
+            return Outcome("pending", next_try=next_try, check=record.sent or entry.check)
 
-    def _gives_up(self, entry: Claimed, exc: GetBillError) -> bool:
-        """Whether a write known not to have been sent has had its attempts. A full budget
-        is not a fault (it is the normal state of a long drain), and an entry to be looked
-        up first is never given up: it may exist."""
-        limit = self._give_up_after
-        if limit is None or entry.check or isinstance(exc, BudgetExhaustedError):
-            return False
-        return entry.attempts >= limit
-
-    def _unknown(self, entry: Claimed, exc: BaseException, keyless: bool) -> _Outcome:
-        if keyless:
-            log.warning("outbox entry %s: create without call_id, outcome unknown: held", entry.seq)
-            return _Outcome("held", error=_error_of(exc))
-        self.counters.retried += 1
-        next_try = time.time() + _backoff(entry.attempts, exc)
-        return _Outcome("pending", next_try=next_try, check=True)
-
-    async def _create(self, entry: Claimed) -> _Outcome:
-        followups = self._client.followups
+    async def _create(self, client: Any, entry: Claimed) -> Outcome:
+        followups = client.followups
         if entry.check and entry.key is not None:
             assert entry.debt_id is not None
             self.counters.looked_up += 1
             found = await followups.find_by_call_id(entry.debt_id, entry.key)
             if found is not None:
                 self.counters.found += 1
-                return _Outcome("done", followup_id=found.id, found=True)
+                return Outcome("done", followup_id=found.id, found=True)
         created = await followups.create(**entry.fields)
         self._count("create")
-        return _Outcome("done", followup_id=created.id)
+        return Outcome("done", followup_id=created.id)
 
-    async def _update(self, entry: Claimed) -> _Outcome:
-        followups = self._client.followups
+    async def _update(self, client: Any, entry: Claimed) -> Outcome:
+        followups = client.followups
         if entry.target is None:
-            return _Outcome("dead", error={"message": "no followup id for this update"})
+            return Outcome("dead", error={"message": "no followup id for this update"})
         if entry.check:
             self.counters.looked_up += 1
             current = await followups.get(entry.target)
-            if _applied(current, entry.fields):
+            if applied(current, entry.fields):
                 self.counters.found += 1
-                return _Outcome("done", followup_id=entry.target)
+                return Outcome("done", followup_id=entry.target)
         await followups.update(entry.target, **entry.fields)
         self._count("update")
-        return _Outcome("done", followup_id=entry.target)
+        return Outcome("done", followup_id=entry.target)
 
     def _count(self, op: str) -> None:
         if self.metrics is not None:
             self.metrics.wrote(op)
         self.counters.sent += 1
         self.counters.by_op[op] = self.counters.by_op.get(op, 0) + 1
+
+
+def _result(sending: asyncio.Future[Outcome]) -> Outcome | None:
+    """The outcome of an attempt that finished before its cancel landed, if it did."""
+    if sending.cancelled() or sending.exception() is not None:
+        return None
+    return sending.result()

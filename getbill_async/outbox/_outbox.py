@@ -14,26 +14,31 @@ reach the server in the order they were enqueued. See ``_store`` for the merge r
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from ..errors import ValidationError
 from ..models import FollowupCreate, FollowupUpdate
-from ..support import available, build_create, build_update, check_id
-from ._drain import Drainer, wait_event
-from ._eta import eta_seconds
-from ._sqlite_store import SQLiteStore
-from ._store import Enqueued, Store, StoreFull
-from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
+from ..support import (
+    AsyncClosing,
+    available,
+    build_create,
+    build_update,
+    check_id,
+    wait_event,
+)
+from ._drain import Drainer
+from ._eta import status_of
+from ._options import bad as _bad
+from ._options import positive as _positive
+from ._options import store_for
+from ._store import Enqueued, Store, StoreFull, account_of
+from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus
 from ._verify_api import Selector, Verifying
 
 if TYPE_CHECKING:
@@ -44,35 +49,13 @@ __all__ = ["Outbox", "store_for"]
 DEFAULT_CONCURRENCY = 4
 DEFAULT_MAX_PENDING = 100_000
 DEFAULT_RETENTION = 7 * 86_400.0
+DEFAULT_GRACE = 10.0
+DEFAULT_LEASE_MARGIN = 5.0
 _WHEN_FULL = ("wait", "raise")
 _encode = msgspec.json.Encoder().encode
 
 
-def _bad(field: str, reason: str, allowed: tuple[str, ...] | None = None) -> ValidationError:
-    text = f"{field}: {reason}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-    return ValidationError(text, field=field, allowed=allowed, details={field: [reason]})
-
-
-def _positive(field: str, value: object, *, integer: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-        kind = "an integer" if integer else "a number"
-        raise _bad(field, f"must be {kind} > 0, got {value!r}")
-
-
-def store_for(store: str | os.PathLike[str] | Store, name: str | None) -> Store:
-    """The store behind ``store``: a SQLite file, a Redis outbox, or a store given as is."""
-    if isinstance(store, (str, os.PathLike)):
-        text = os.fspath(store)
-        if text.startswith(("redis://", "rediss://", "unix://")):
-            from ._redis_store import RedisStore  # needs the redis extra
-
-            return RedisStore(text, name=name or "default")
-        return SQLiteStore(text)
-    return store
-
-
-class Outbox(Verifying):
+class Outbox(Verifying, AsyncClosing):
     """The durable path between a service and the write budget.
 
     Args:
@@ -83,8 +66,13 @@ class Outbox(Verifying):
         max_pending: entries waiting or in flight, at most; then ``when_full`` applies.
         when_full: ``"wait"`` until there is room, or ``"raise"`` ``OutboxFullError``.
         lease: seconds a drainer holds an entry without renewing it; after that, another
-            drainer may take it (and looks it up before sending it again).
-        retention: seconds done entries are kept before they are pruned.
+            drainer may take it (and looks it up before sending it again). It must exceed
+            the client's ``timeout`` (one try) + ``lease_margin`` + ``grace``, checked by
+            ``open()``; None: twice that sum.
+        lease_margin: seconds before its lease ends, by its own clock, after which a drainer
+            sends nothing for an entry (clocks of other drainers, a write still on its way).
+        grace: seconds the writes in flight get to finish when the outbox closes.
+        retention: seconds done and dead entries are kept before they are pruned.
         name: the outbox's name in a Redis store (several outboxes may share one Redis).
         poll: seconds between looks for entries enqueued by other processes.
         on_event: called (on the event loop, so briefly) with an ``EntryEvent`` whenever
@@ -93,10 +81,15 @@ class Outbox(Verifying):
             a token fault, a write not sent) is dead instead of retried (None: never; a
             write whose outcome is unknown is always looked up, never given up, and a
             wait for the write budget never counts).
+        account: a name for the GetBill account the writes go to (not a secret). The store
+            is bound to the first account that opens it: the client's base URL, its OAuth
+            client id, and this name; another account is refused. With a static token
+            (which can rotate) the name is what tells two accounts apart: give one.
 
     Raises:
         ValidationError: an option out of range (the error names it).
-        OutboxStoreError: (on open) the file is not an outbox; it is left untouched.
+        OutboxStoreError: (on open) the file is not an outbox (it is left untouched),
+            cannot be written, or belongs to another account.
     """
 
     def __init__(
@@ -108,17 +101,27 @@ class Outbox(Verifying):
         concurrency: int = DEFAULT_CONCURRENCY,
         max_pending: int = DEFAULT_MAX_PENDING,
         when_full: Literal["wait", "raise"] = "wait",
-        lease: float = 30.0,
+        lease: float | None = None,
+        lease_margin: float = DEFAULT_LEASE_MARGIN,
+        grace: float = DEFAULT_GRACE,
         retention: float = DEFAULT_RETENTION,
         name: str | None = None,
         poll: float = 0.5,
         on_event: Callable[[EntryEvent], None] | None = None,
         give_up_after: int | None = None,
+        account: str | None = None,
     ) -> None:
         _positive("concurrency", concurrency, integer=True)
+        if account is not None and (not isinstance(account, str) or not account.strip()):
+            raise _bad("account", f"must be a non-empty name, got {account!r}")
+        self._account = account_of(client.base_url, client.client_id, account)
         _positive("max_pending", max_pending, integer=True)
-        for field, value in (("lease", lease), ("retention", retention), ("poll", poll)):
+        numbers = {"lease_margin": lease_margin, "retention": retention, "poll": poll}
+        for field, value in {**numbers, **({} if lease is None else {"lease": lease})}.items():
             _positive(field, value)
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+            raise _bad("grace", f"must be a number >= 0, got {grace!r}")
+        self._grace = grace
         if when_full not in _WHEN_FULL:
             raise _bad("when_full", f"invalid value {when_full!r}", _WHEN_FULL)
         self._client = client
@@ -127,18 +130,21 @@ class Outbox(Verifying):
         self._max_pending = max_pending
         self._when_full = when_full
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        view = client.with_options(priority="bulk")
+        self._lease = lease
+        lease = lease or 2 * (view.timeout + lease_margin + grace)
         self._drainer = Drainer(
-            client.with_options(priority="bulk"),
+            view,
             self._store,
             owner=self.owner,
             concurrency=concurrency,
             lease=lease,
+            margin=lease_margin,
             retention=retention,
             poll=min(poll, lease / 4),
             on_event=on_event,
             give_up_after=give_up_after,
         )
-        self._task: asyncio.Task[None] | None = None
         self._open = False
         if available("opentelemetry"):
             from ._metrics import instruments_for
@@ -159,40 +165,54 @@ class Outbox(Verifying):
         """Open the store and, with ``drain=True``, start draining. ``async with`` calls it.
 
         Raises:
-            OutboxStoreError: the file is not an outbox database (it is left untouched).
+            OutboxStoreError: the file is not an outbox database (it is left untouched),
+                cannot be written, or the store belongs to another account.
         """
-        await self._store.open()
+        if self._drain:
+            self._check_lease()
+        await self._store.open(self._account)
         self._open = True
         if self._drain:
-            self._task = asyncio.create_task(self._drainer.run())
+            self._drainer.start()
 
-    async def close(self, grace: float = 10.0) -> None:
-        """Stop draining and close the store.
+    def _check_lease(self) -> None:
+        """A lease must cover one try, the margin and the grace (the module docstring of
+        ``_drain`` says why); checked before the store is touched."""
+        drainer, timeout = self._drainer, self._drainer.client_timeout
+        needed = timeout + drainer.margin + self._grace
+        if drainer.lease <= needed:
+            reason = (
+                f"must exceed the client's timeout ({timeout:g} s) + lease_margin "
+                f"({drainer.margin:g} s) + grace ({self._grace:g} s) = {needed:g} s, "
+                f"got {drainer.lease:g}"
+            )
+            raise _bad("lease", reason)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop claiming; give the writes in flight ``grace`` seconds, then cancel the rest;
+        wait until each has recorded what became of it; then close the store. When it
+        returns, nothing of the outbox runs. A write cut off in flight goes back to be looked
+        up before it is sent again; a create without ``call_id`` that may have been sent is
+        held (``dead()`` lists it), never resent.
 
         Args:
-            grace: seconds the writes in flight get to finish.
+            grace: seconds the writes in flight get to finish (None: the outbox's ``grace``).
         """
         if not self._open:
             return
-        self._open = False
-        task, self._task = self._task, None
-        if task is not None:
-            await self._drainer.stop(grace)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._store.close()
+        try:
+            if self._drain:
+                await self._drainer.stop(self._grace if grace is None else grace)
+        finally:
+            self._open = False
+            await self._store.close()
 
     async def __aenter__(self) -> Outbox:
         await self.open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """``close()`` with the outbox's ``grace`` (what ``async with`` calls on the way out)."""
         await self.close()
 
     async def create(self, item: FollowupCreate | None = None, /, **fields: Any) -> None:
@@ -221,7 +241,7 @@ class Outbox(Verifying):
         durable. A tag already in the outbox makes it a no-op, so a caller that feeds the
         same file again enqueues each row once. Tagged creates are unique by tag, not by
         ``call_id`` (one ``call_id`` may be used on two debts), and are not bounded by
-        ``max_pending`` (their source is). SQLite stores only.
+        ``max_pending`` (their source is).
 
         Args:
             tag: the caller's name for the entry, unique in this outbox.
@@ -233,38 +253,31 @@ class Outbox(Verifying):
 
         Raises:
             ValidationError: a bad field; nothing enqueued.
-            OutboxStoreError: the store is not a SQLite file.
         """
-        store = self._sqlite()
         body = build_create(item, {})
         if not self._open:
             raise RuntimeError("the outbox is not open: use `async with Outbox(...)` or open()")
         text = _encode(body).decode()
-        added = await store.enqueue_tagged(
+        added = await self._store.enqueue_tagged(
             tag, body.call_id, body.debt_id, text, time.time(), check=check
         )
         self._drainer.wake()
         return added == "added"
 
     async def tagged(self) -> list[EntryEvent]:
-        """Every tagged entry with its state and outcome, in the order enqueued (SQLite only).
+        """Every tagged entry with its state and outcome, in the order enqueued.
 
         Returns:
             One ``EntryEvent`` per tagged entry (``found`` is not kept: always False).
         """
-        return await self._sqlite().tagged()
+        return await self._store.tagged()
 
     async def reclaim(self) -> None:
-        """Take back now the entries in flight whose drainer is gone (its lease ended, or its
-        process on this machine no longer runs), as the next claim would: a create with a
-        ``call_id`` is looked up before it is sent again, one without is held (SQLite only).
+        """Take back now the entries in flight whose drainer is gone (its lease ended, or,
+        on a SQLite file, its process ended), as the next claim would: a create with a
+        ``call_id`` is looked up before it is sent again, one without is held.
         """
-        await self._sqlite().reclaim(time.time())
-
-    def _sqlite(self) -> SQLiteStore:
-        if not isinstance(self._store, SQLiteStore):
-            raise OutboxStoreError("tagged entries need a SQLite outbox file")
-        return self._store
+        await self._store.reclaim(time.time())
 
     async def update(self, key: str, item: FollowupUpdate | None = None, /, **fields: Any) -> None:
         """Enqueue ``PUT /followups/{id}``; return once the entry is durable.
@@ -313,23 +326,11 @@ class Outbox(Verifying):
             An ``OutboxStatus``; ``eta`` comes from the client's write budget.
         """
         counts = await self._store.counts()
-        backlog = counts.pending + counts.in_flight
         try:
-            eta = eta_seconds(backlog, (await self._client.budget_status()).writes)
+            writes = (await self._client.budget_status()).writes
         except Exception:  # a status must not fail because the budget store did
-            eta = None
-        oldest = counts.oldest_enqueued
-        return OutboxStatus(
-            pending=counts.pending,
-            in_flight=counts.in_flight,
-            done=counts.done,
-            dead=counts.dead,
-            held=counts.held,
-            merged=counts.merged,
-            oldest_age=None if oldest is None else max(0.0, time.time() - oldest),
-            eta=eta,
-            unkeyed=counts.unkeyed,
-        )
+            writes = None
+        return status_of(counts, writes)
 
     async def join(self, timeout: float | None = None) -> None:
         """Wait until nothing is pending or in flight (dead and held entries do not count).

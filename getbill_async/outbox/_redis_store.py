@@ -5,20 +5,27 @@ on one node of a Redis Cluster. Each operation is one Lua script (see ``_redis_l
 on the server; it is durable as far as Redis persists: at open the store reads ``appendonly``
 and ``appendfsync`` and logs a warning when a restart of Redis could lose entries.
 
+A reply can be lost (a timeout after the script ran). Each call that must not run twice has
+an id of its own and is retried a few times with it: a create's retry finds the first
+answer instead of adding the create again, and a claim's retry gets what the first one took.
+A claim never heard of is undone by the owner's next claim: its entries go back, never sent.
+
 Needs the ``redis`` extra.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import secrets
 import time
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import ValidationError
 from ..support import require
-from ._store import Enqueued, StoreFull
-from ._types import Claimed, DeadEntry, OutboxStoreError, StoreCounts
+from ._store import Enqueued, StoreFull, check_account
+from ._types import Claimed, DeadEntry, EntryEvent, OutboxStoreError, Outcome, StoreCounts
 
 __all__ = ["RedisStore", "persistence_warning"]
 
@@ -27,16 +34,21 @@ require("redis", extra="redis", feature="A Redis outbox")
 
 from redis.asyncio import Redis  # noqa: E402
 from redis.asyncio.cluster import RedisCluster  # noqa: E402
+from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
 from redis.exceptions import RedisClusterException, RedisError  # noqa: E402
+from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: E402
 
 from . import _redis_lua as lua  # noqa: E402
 from ._delivery_store import RedisVerifyMixin  # noqa: E402
 
 _SCRIPTS = (
-    *("ENQUEUE_CREATE", "ENQUEUE_UPDATE", "CLAIM", "RENEW", "FINISH"),
-    *("COUNTS", "DEAD", "REQUEUE", "PRUNE"),
+    *("ENQUEUE_CREATE", "ENQUEUE_TAGGED", "ENQUEUE_UPDATE", "CLAIM", "RENEW", "FINISH"),
+    *("COUNTS", "DEAD", "REQUEUE", "PRUNE", "RECLAIM", "TAGGED"),
 )
 TIMEOUT = 10.0
+RETRIES = (0.05, 0.25, 1.0)  # pauses before the retries of a call whose answer was lost
+ENQUEUE_MEMORY_MS = 600_000  # how long a create's answer is kept for its retries
+_LOST = (RedisTimeoutError, RedisConnectionError, OSError)
 
 
 def persistence_warning(config: dict[str, Any]) -> str | None:
@@ -51,6 +63,10 @@ def persistence_warning(config: dict[str, Any]) -> str | None:
     return None
 
 
+def _text(raw: bytes | str | None) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def _entry(raw: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(raw)
     return data
@@ -60,7 +76,7 @@ class RedisStore(RedisVerifyMixin):
     """An outbox named ``name`` in the Redis at ``url`` (one node, or any node of a cluster,
     which is detected)."""
 
-    def __init__(self, url: str, *, name: str) -> None:
+    def __init__(self, url: str, *, name: str, timeout: float = TIMEOUT) -> None:
         if not name or "{" in name or "}" in name:
             reason = f"must be a non-empty name without braces, got {name!r}"
             raise ValidationError(f"name: {reason}", field="name", details={"name": [reason]})
@@ -68,8 +84,10 @@ class RedisStore(RedisVerifyMixin):
         self.name = name
         self.prefix = "{getbill-outbox:" + name + "}"
         self.keys = [f"{self.prefix}:{suffix}" for suffix in lua.SUFFIXES]
+        self.timeout = timeout
         self._redis: Redis | RedisCluster | None = None
         self._scripts: dict[str, Any] = {}
+        self._heard: dict[str, str] = {}  # owner -> the id of its last claim answered
 
     @property
     def where(self) -> str:
@@ -77,25 +95,45 @@ class RedisStore(RedisVerifyMixin):
         host = self.url.rpartition("@")[2]
         return f"{host} {self.prefix}"
 
-    async def open(self) -> None:
+    async def open(self, account: str | None = None) -> None:
+        """Connect; refuse an outbox of another account (see ``check_account``)."""
         try:
             self._redis = await self._connect()
             for name in _SCRIPTS:
                 self._scripts[name] = self._redis.register_script(getattr(lua, name))
             await self._redis.hsetnx(self.keys[7], "format", "getbill-outbox/1")
+            recorded = await self._redis.hget(self.keys[7], "account")
         except (RedisError, RedisClusterException, OSError) as exc:
+            await self.close()
             raise OutboxStoreError(f"outbox at {self.where}: {exc}") from None
+        try:
+            text = _text(recorded)
+            if check_account(self.where, text, account) and account:
+                await self._record_account(account)
+        except BaseException:
+            await self.close()
+            raise
         await self._check_persistence()
 
+    async def _record_account(self, account: str) -> None:
+        """Record ``account`` unless another opener recorded one meanwhile (then check it)."""
+        assert self._redis is not None
+        try:
+            if await self._redis.hsetnx(self.keys[7], "account", account):
+                return
+            recorded = await self._redis.hget(self.keys[7], "account")
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise OutboxStoreError(f"outbox at {self.where}: {exc}") from None
+        check_account(self.where, _text(recorded), account)
+
     async def _connect(self) -> Redis | RedisCluster:
-        single = Redis.from_url(self.url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+        wait = self.timeout
+        single = Redis.from_url(self.url, socket_timeout=wait, socket_connect_timeout=wait)
         info = await single.info("cluster")
         if not info.get("cluster_enabled"):
             return single
         await single.aclose()
-        return RedisCluster.from_url(
-            self.url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
-        )
+        return RedisCluster.from_url(self.url, socket_timeout=wait, socket_connect_timeout=wait)
 
     async def _check_persistence(self) -> None:
         assert self._redis is not None
@@ -115,19 +153,35 @@ class RedisStore(RedisVerifyMixin):
         if redis is not None:
             await redis.aclose()
 
-    async def _run(self, name: str, *args: Any) -> Any:
+    async def _run(self, name: str, *args: Any, key: str | None = None) -> Any:
+        """Run a script once (``key``: one more key it uses, after the common ones)."""
         if self._redis is None:
             raise OutboxStoreError(f"outbox at {self.where} is not open")
+        keys = self.keys if key is None else [*self.keys, key]
         try:
-            return await self._scripts[name](keys=self.keys, args=list(args))
+            return await self._scripts[name](keys=keys, args=list(args))
         except (RedisError, RedisClusterException, OSError) as exc:
-            raise OutboxStoreError(f"outbox at {self.where}: {exc}") from None
+            raise OutboxStoreError(f"outbox at {self.where}: {exc}") from exc
+
+    async def _run_again(self, name: str, *args: Any, key: str | None = None) -> Any:
+        """Run a script whose retry is safe (it carries an id of its own), retrying when its
+        answer may have been lost."""
+        for pause in (*RETRIES, None):
+            try:
+                return await self._run(name, *args, key=key)
+            except OutboxStoreError as exc:
+                if pause is None or not isinstance(exc.__cause__, _LOST):
+                    raise
+                log.debug("outbox at %s: %s answer lost (%s); retrying", self.where, name, exc)
+                await asyncio.sleep(pause)
+        raise AssertionError("not reached")
 
     async def enqueue_create(
         self, key: str | None, debt_id: str, fields: str, now: float, limit: int
     ) -> Enqueued:
-        answer = await self._run("ENQUEUE_CREATE", key or "", debt_id, fields, limit)
-        return self._enqueued(answer)
+        record = f"{self.prefix}:enqueue:{secrets.token_hex(12)}"
+        args = (key or "", debt_id, fields, limit, ENQUEUE_MEMORY_MS)
+        return self._enqueued(await self._run_again("ENQUEUE_CREATE", *args, key=record))
 
     async def enqueue_update(
         self, key: str, fields: dict[str, Any], now: float, limit: int
@@ -144,8 +198,13 @@ class RedisStore(RedisVerifyMixin):
         return text  # type: ignore[return-value]
 
     async def claim(self, owner: str, n: int, lease: float, now: float) -> list[Claimed]:
+        claim_id = secrets.token_hex(12)
+        heard = self._heard.get(owner, "")
+        claims = f"{self.prefix}:claims"
+        answer = await self._run_again("CLAIM", owner, n, lease, claim_id, heard, key=claims)
+        self._heard[owner] = claim_id
         claimed = []
-        for raw in await self._run("CLAIM", owner, n, lease):
+        for raw in answer:
             e = _entry(raw)
             claimed.append(
                 Claimed(
@@ -157,29 +216,53 @@ class RedisStore(RedisVerifyMixin):
                     target=e.get("target"),
                     check=bool(e.get("check")),
                     attempts=int(e["attempts"]),
+                    tag=e.get("tag"),
                 )
             )
         return claimed
 
+    async def reclaim(self, now: float) -> None:
+        """Take back the entries in flight whose lease has ended (as the next claim would)."""
+        await self._run("RECLAIM")
+
+    async def enqueue_tagged(
+        self, tag: str, key: str | None, debt_id: str, fields: str, now: float, *, check: bool
+    ) -> Enqueued:
+        """Add a create named by ``tag`` unless the tag is taken (a retry after a lost
+        answer finds its own entry: ``duplicate``, and the entry is there)."""
+        args = (tag, key or "", debt_id, fields, int(check))
+        return self._enqueued(await self._run_again("ENQUEUE_TAGGED", *args))
+
+    async def tagged(self) -> list[EntryEvent]:
+        """Every tagged entry, in the order it was enqueued, with its state and outcome."""
+        events = []
+        for raw in await self._run("TAGGED"):
+            e = _entry(raw)
+            error = json.loads(e["error"]) if e.get("error") else None
+            events.append(
+                EntryEvent(
+                    int(e["seq"]),
+                    e["tag"],
+                    e.get("key"),
+                    e["op"],
+                    e.get("debt_id"),
+                    e["state"],
+                    e.get("followup_id"),
+                    error,
+                    check=bool(e.get("check")),
+                )  # fmt: skip
+            )
+        return events
+
     async def renew(self, owner: str, seqs: list[int], until: float) -> None:
         await self._run("RENEW", owner, max(0.0, until - time.time()), *seqs)
 
-    async def finish(
-        self,
-        seq: int,
-        owner: str,
-        state: Literal["done", "dead", "held", "pending"],
-        *,
-        now: float,
-        followup_id: str | None = None,
-        error: dict[str, Any] | None = None,
-        next_try: float = 0.0,
-        check: bool = False,
-    ) -> None:
+    async def finish(self, seq: int, owner: str, outcome: Outcome, *, now: float) -> None:
+        next_try = outcome.next_try
         delay = max(0.0, next_try - time.time()) if next_try else 0.0
-        text = "" if error is None else json.dumps(error)
-        args = (seq, owner, state, followup_id or "", text, delay, int(check))
-        await self._run("FINISH", *args)
+        text = "" if outcome.error is None else json.dumps(outcome.error)
+        args = (seq, owner, outcome.state, outcome.followup_id or "", text, delay)
+        await self._run("FINISH", *args, int(outcome.check), int(not outcome.attempted))
 
     async def counts(self) -> StoreCounts:
         answer = await self._run("COUNTS")

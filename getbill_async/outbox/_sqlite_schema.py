@@ -5,6 +5,10 @@ it an outbox of a known version; anything else is refused, naming the file, befo
 is written to it. A file made by an earlier release is brought up to date in place, in one
 transaction (see ``_STEPS``); every change keeps what the file meant, so a release from
 before a change still reads and writes a file made after it.
+
+Opening also proves the file can be written (a read-only file is refused then, not at the
+first enqueue), and binds it to one account: the first opener records its account in
+``meta``, and an opener of another account is refused (see ``_store.check_account``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 
+from ._store import check_account
 from ._types import OutboxStoreError
 
 __all__ = ["FORMAT", "VERSION", "connect"]
@@ -143,8 +148,29 @@ def _check_or_create(conn: sqlite3.Connection, path: str) -> None:
     _bring_up_to_date(conn)
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """A connection to the outbox file at ``path`` (made if absent or empty), up to date."""
+def _bind(conn: sqlite3.Connection, path: str, account: str | None) -> None:
+    """Prove the file writable (a write that changes nothing) and check or record its
+    account, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        try:
+            conn.execute("UPDATE meta SET v = v WHERE k = 'format'")
+        except sqlite3.OperationalError as exc:
+            raise OutboxStoreError(
+                f"{path} cannot be written ({exc}): an outbox needs a file it may write to"
+            ) from None
+        row = conn.execute("SELECT v FROM meta WHERE k = 'account'").fetchone()
+        if check_account(path, None if row is None else row[0], account) and account:
+            conn.execute("INSERT INTO meta (k, v) VALUES ('account', ?)", (account,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def connect(path: str, account: str | None = None) -> sqlite3.Connection:
+    """A connection to the outbox file at ``path`` (made if absent or empty), up to date,
+    writable, and bound to ``account`` (None: whatever account it has)."""
     if os.path.exists(path) and os.path.getsize(path) > 0:
         with open(path, "rb") as fh:
             if fh.read(16) != b"SQLite format 3\x00":
@@ -154,6 +180,7 @@ def connect(path: str) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous=FULL")
         _check_or_create(conn, path)
+        _bind(conn, path, account)
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise _refuse(path, str(exc)) from exc

@@ -1,26 +1,28 @@
 """The outbox's entries in one SQLite file (see ``_sqlite`` for durability and group commit).
 
 A lease is a row's ``owner`` and ``lease_until``: an in-flight entry whose lease has ended,
-or whose owner is a process of this machine that no longer runs, is taken back (to be
-looked up before it is sent again). Times are wall-clock seconds, shared by processes.
+or whose owner no longer holds its lock (see ``_sqlite_owners``: it has ended), is taken back
+(to be looked up before it is sent again). Times are wall-clock seconds, shared by processes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
-import socket
 import sqlite3
-from typing import Any, Literal
+import time
+from typing import Any
 
 from ._delivery_store import SQLiteVerifyMixin
 from ._sqlite import Batch, SQLiteWriter
 from ._sqlite_creates import CREATES, backlog
+from ._sqlite_owners import OwnerLocks
 from ._store import Enqueued, StoreFull, same_fields
-from ._types import Claimed, DeadEntry, EntryEvent, StoreCounts
+from ._types import Claimed, DeadEntry, EntryEvent, OutboxStoreError, Outcome, StoreCounts
 
-__all__ = ["SQLiteStore", "owner_alive"]
+__all__ = ["SQLiteStore"]
 
 _CLAIMABLE = """
 SELECT seq, key, op, debt_id, fields, check_first, attempts, tag FROM entries AS e
@@ -50,24 +52,30 @@ _TAGGED = (
 )
 _REQUEUE = (
     "UPDATE entries SET state = 'pending', error = NULL, next_try = 0, attempts = 0, "
-    "check_first = 0 WHERE state = 'dead'"
+    "check_first = 0 WHERE seq = ?"
 )
-_REQUEUE_WITH_HELD = _REQUEUE.replace("state = 'dead'", "state IN ('dead', 'held')")
 
 
-def owner_alive(owner: str) -> bool:
-    """False only when ``owner`` is a process of this machine that no longer runs."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return True
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _unshadow(conn: sqlite3.Connection, seq: int) -> None:
+    """A requeued update goes after its key's later writes: it must not undo them, so it
+    keeps only the fields none of them sets; with none left there is nothing to send."""
+    key, kind, text = conn.execute(
+        "SELECT key, op, fields FROM entries WHERE seq = ?", (seq,)
+    ).fetchone()
+    if kind != "update" or key is None:
+        return
+    later = conn.execute(
+        "SELECT fields FROM entries WHERE key = ? AND seq > ? AND state != 'dead'", (key, seq)
+    ).fetchall()
+    newer = {name for (fields,) in later for name in json.loads(fields)}
+    fields = json.loads(text)
+    kept = {name: value for name, value in fields.items() if name not in newer}
+    if not kept:
+        conn.execute(
+            "UPDATE entries SET state = 'done', finished = ? WHERE seq = ?", (time.time(), seq)
+        )
+    elif kept != fields:
+        conn.execute("UPDATE entries SET fields = ? WHERE seq = ?", (json.dumps(kept), seq))
 
 
 def _insert(conn: sqlite3.Connection, batch: Batch, row: tuple[Any, ...], limit: int) -> Enqueued:
@@ -93,12 +101,26 @@ class SQLiteStore(SQLiteVerifyMixin):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.writer = SQLiteWriter(path)
         self.path = self.writer.path
+        self.owners = OwnerLocks(self.path)
+        self._unheard: dict[str, list[int]] = {}  # owner -> what a cancelled claim took
 
-    async def open(self) -> None:
-        await self.writer.open()
+    async def open(self, account: str | None = None) -> None:
+        await self.writer.open(account)
 
     async def close(self) -> None:
-        await self.writer.close()
+        unheard, self._unheard = self._unheard, {}
+        if unheard and self.writer.is_open:
+            await self.writer.run(functools.partial(_give_back_all, unheard=unheard))
+        keep = set(self.owners.held)
+        if keep:
+            try:
+                keep = await self.writer.run(functools.partial(_in_flight, owners=keep))
+            except OutboxStoreError:
+                pass  # keep every file: the lock, released, still tells we have ended
+        try:
+            await self.writer.close()
+        finally:
+            self.owners.release(keep)  # after the last write: our entries may be taken back
 
     def enqueue_create(
         self, key: str | None, debt_id: str, fields: str, now: float, limit: int
@@ -118,7 +140,7 @@ class SQLiteStore(SQLiteVerifyMixin):
             batch.pop("backlog", None)
             return "added" if conn.execute(_ADD_TAGGED, row).rowcount else "duplicate"
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, adds=True)
 
     async def tagged(self) -> list[EntryEvent]:
         """Every tagged entry, in the order it was enqueued, with its state and outcome."""
@@ -164,11 +186,19 @@ class SQLiteStore(SQLiteVerifyMixin):
                 return "merged"
             return _insert(conn, batch, (key, "update", None, json.dumps(fields), now), limit)
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, adds=True)
 
     async def claim(self, owner: str, n: int, lease: float, now: float) -> list[Claimed]:
+        """Claim as ``Store.claim``. A caller cancelled while its claim runs never hears
+        what it took: the owner's next claim (or ``close``) gives those entries back first,
+        as they were (they were never sent)."""
+        self.owners.hold(owner)  # before any entry is ours: others must see us alive
+        unheard = self._unheard.pop(owner, [])
+        taken: list[int] = []
+
         def op(conn: sqlite3.Connection, batch: Batch) -> list[Claimed]:
-            _reclaim(conn, now)
+            _give_back(conn, owner, unheard)
+            _reclaim(conn, now, self.owners)
             claimed = []
             for seq, key, kind, debt_id, text, check, attempts, tag in conn.execute(
                 _CLAIMABLE, (now, n)
@@ -180,16 +210,22 @@ class SQLiteStore(SQLiteVerifyMixin):
                     (owner, now + lease, seq),
                 )
                 fields = json.loads(text)
+                taken.append(seq)
                 claimed.append(
                     Claimed(seq, key, kind, debt_id, fields, target, bool(check), attempts + 1, tag)
                 )
             return claimed
 
-        return await self.writer.run(op)
+        future = self.writer.run(op)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self._unheard[owner] = taken  # filled in by the time the next op runs
+            raise
 
     async def reclaim(self, now: float) -> None:
         """Take back the entries in flight whose drainer is gone (see the module docstring)."""
-        await self.writer.run(lambda conn, batch: _reclaim(conn, now))
+        await self.writer.run(lambda conn, batch: _reclaim(conn, now, self.owners))
 
     async def renew(self, owner: str, seqs: list[int], until: float) -> None:
         def op(conn: sqlite3.Connection, batch: Batch) -> None:
@@ -201,29 +237,23 @@ class SQLiteStore(SQLiteVerifyMixin):
 
         await self.writer.run(op)
 
-    async def finish(
-        self,
-        seq: int,
-        owner: str,
-        state: Literal["done", "dead", "held", "pending"],
-        *,
-        now: float,
-        followup_id: str | None = None,
-        error: dict[str, Any] | None = None,
-        next_try: float = 0.0,
-        check: bool = False,
-    ) -> None:
-        error_text = None if error is None else json.dumps(error)
+    async def finish(self, seq: int, owner: str, outcome: Outcome, *, now: float) -> None:
+        error_text = None if outcome.error is None else json.dumps(outcome.error)
+        values = (
+            *(outcome.state, outcome.followup_id, error_text, outcome.next_try),
+            *(int(outcome.check), now, int(not outcome.attempted), seq, owner),
+        )
 
         def op(conn: sqlite3.Connection, batch: Batch) -> None:
             cursor = conn.execute(
                 "UPDATE entries SET state = ?, followup_id = COALESCE(?, followup_id), "
                 "error = ?, next_try = ?, check_first = ?, finished = ?, owner = NULL, "
-                "lease_until = NULL WHERE seq = ? AND owner = ? AND state = 'in_flight'",
-                (state, followup_id, error_text, next_try, int(check), now, seq, owner),
+                "lease_until = NULL, attempts = MAX(0, attempts - ?) "
+                "WHERE seq = ? AND owner = ? AND state = 'in_flight'",
+                values,
             )
-            if cursor.rowcount and state == "dead":
-                _bury_followers(conn, seq)
+            if cursor.rowcount and outcome.state == "dead":
+                _bury_followers(conn, seq, now)
 
         await self.writer.run(op)
 
@@ -260,36 +290,69 @@ class SQLiteStore(SQLiteVerifyMixin):
         return await self.writer.run(op)
 
     async def requeue(self, keys: list[str], ids: list[int], held: bool) -> int:
-        sql = _REQUEUE_WITH_HELD if held else _REQUEUE
+        where = "state IN ('dead', 'held')" if held else "state = 'dead'"
+        wanted, numbers = set(keys), set(ids)
 
         def op(conn: sqlite3.Connection, batch: Batch) -> int:
-            if not keys and not ids:
-                return conn.execute(sql).rowcount
-            total = 0
-            for key in keys:
-                total += conn.execute(sql + " AND key = ?", (key,)).rowcount
-            for seq in ids:
-                total += conn.execute(sql + " AND seq = ?", (seq,)).rowcount
-            return total
+            rows = conn.execute(f"SELECT seq, key FROM entries WHERE {where} ORDER BY seq")
+            chosen = [
+                seq
+                for seq, key in rows.fetchall()
+                if (not wanted and not numbers) or key in wanted or seq in numbers
+            ]
+            for seq in chosen:  # oldest first: each sees the later ones still dead
+                conn.execute(_REQUEUE, (seq,))
+                _unshadow(conn, seq)
+            return len(chosen)
 
         return await self.writer.run(op)
 
     async def prune(self, before: float) -> int:
+        """Delete the done and dead entries finished before ``before`` (held ones wait for
+        a person); a dead entry of an earlier release without a finish time counts from
+        when it was enqueued."""
+
         def op(conn: sqlite3.Connection, batch: Batch) -> int:
-            sql = "DELETE FROM entries WHERE state = 'done' AND finished < ?"
-            return conn.execute(sql, (before,)).rowcount
+            sql = (
+                "DELETE FROM entries WHERE (state = 'done' AND finished < ?) "
+                "OR (state = 'dead' AND COALESCE(finished, enqueued) < ?)"
+            )
+            return conn.execute(sql, (before, before)).rowcount
 
         return await self.writer.run(op)
 
 
-def _reclaim(conn: sqlite3.Connection, now: float) -> None:
-    """Entries in flight past their lease, or held by a process of this machine that no
-    longer runs, go back: to pending, to be looked up first; a create without key, held."""
+def _reclaim(conn: sqlite3.Connection, now: float, locks: OwnerLocks) -> None:
+    """Entries in flight past their lease, or held by an owner that has ended (its lock is
+    free), go back: to pending, to be looked up first; a create without key, held."""
     owners = conn.execute("SELECT DISTINCT owner FROM entries WHERE state = 'in_flight'").fetchall()
     conn.execute(_RECLAIM, (now, None))
     for (other,) in owners:
-        if other is not None and not owner_alive(other):
+        if other is not None and not locks.alive(other):
             conn.execute(_RECLAIM, (float("-inf"), other))
+    locks.sweep({other for (other,) in owners})
+
+
+def _give_back(conn: sqlite3.Connection, owner: str, seqs: list[int]) -> None:
+    """Entries a claim took for ``owner`` that it never heard of: pending again, unsent."""
+    conn.executemany(
+        "UPDATE entries SET state = 'pending', owner = NULL, lease_until = NULL, "
+        "attempts = attempts - 1 WHERE seq = ? AND owner = ? AND state = 'in_flight'",
+        [(seq, owner) for seq in seqs],
+    )
+
+
+def _give_back_all(
+    conn: sqlite3.Connection, batch: Batch, *, unheard: dict[str, list[int]]
+) -> None:
+    for owner, seqs in unheard.items():
+        _give_back(conn, owner, seqs)
+
+
+def _in_flight(conn: sqlite3.Connection, batch: Batch, *, owners: set[str]) -> set[str]:
+    """Which of ``owners`` hold entries in flight."""
+    sql = "SELECT DISTINCT owner FROM entries WHERE state = 'in_flight'"
+    return {row[0] for row in conn.execute(sql)} & owners
 
 
 def _target(conn: sqlite3.Connection, key: str | None) -> str | None:
@@ -302,16 +365,16 @@ def _target(conn: sqlite3.Connection, key: str | None) -> str | None:
     return key if row is None else row[0]
 
 
-def _bury_followers(conn: sqlite3.Connection, seq: int) -> None:
+def _bury_followers(conn: sqlite3.Connection, seq: int, now: float) -> None:
     """A dead create takes the pending updates of its key with it (they have no followup)."""
     row = conn.execute("SELECT key, op FROM entries WHERE seq = ?", (seq,)).fetchone()
     if row is None or row[0] is None or row[1] != "create":
         return
     error = json.dumps({"message": f"the create of {row[0]!r} is dead (entry {seq})"})
     conn.execute(
-        "UPDATE entries SET state = 'dead', error = ? WHERE key = ? AND seq > ? "
+        "UPDATE entries SET state = 'dead', error = ?, finished = ? WHERE key = ? AND seq > ? "
         "AND state = 'pending'",
-        (error, row[0], seq),
+        (error, now, row[0], seq),
     )
 
 

@@ -21,11 +21,13 @@ __all__ = [
     "EntryEvent",
     "OutboxFullError",
     "OutboxStatus",
+    "Outcome",
     "OutboxStoreError",
     "StoreCounts",
 ]
 
 Op = Literal["create", "update"]
+Settled = Literal["done", "dead", "held", "pending"]
 
 
 class OutboxFullError(GetBillError):
@@ -133,6 +135,27 @@ class Claimed:
     check: bool
     attempts: int
     tag: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed entry, as its drainer records it (``Store.finish``).
+
+    ``state``: ``done``, ``dead`` (refused for good), ``held`` (a create without ``call_id``
+    whose outcome is unknown) or ``pending`` (to be sent again from ``next_try``, a wall-clock
+    time; with ``check``, looked up first). ``error`` is the API's answer (``status``,
+    ``message``, ``details``, ``kind``). ``attempted`` False: nothing was tried (the budget
+    could not be reached, the lease ran out before sending), so the claim does not count
+    toward ``give_up_after``. ``found``: a create found by its ``call_id``, not sent.
+    """
+
+    state: Settled
+    followup_id: str | None = None
+    error: dict[str, Any] | None = None
+    next_try: float = 0.0
+    check: bool = False
+    found: bool = False
+    attempted: bool = True
 
 
 @dataclass(frozen=True)

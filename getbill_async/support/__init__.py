@@ -1,6 +1,7 @@
 """Small helpers that every layer above the models uses: input checks that name the field
 (``_validate``), optional extras imported on demand (``_extras``), one async-with mixin
-(``_closing``), and an exclusive lock on an output file (``_lock``)."""
+(``_closing``), an exclusive lock on an output file (``_lock``), and a bounded wait for an
+event that never swallows a cancellation (``_waiting``)."""
 
 from ._closing import AsyncClosing
 from ._extras import available, missing_extra_class, require
@@ -14,6 +15,7 @@ from ._validate import (
     list_params,
     page_params,
 )
+from ._waiting import wait_event
 
 __all__ = [
     "AsyncClosing",
@@ -28,4 +30,5 @@ __all__ = [
     "missing_extra_class",
     "page_params",
     "require",
+    "wait_event",
 ]

@@ -21,16 +21,16 @@ in case a message was lost).
     async with budget, GetBillClient(token, rate_limit=budget) as client:
         ...
 
-The keys are ``_redis_scripts``'s. Redis's clock must run at the server's rate (any
+The keys are ``_scripts``'s. Redis's clock must run at the server's rate (any
 NTP-disciplined host does); only a step *forward* of the Redis host's clock could free slots
 early.
 
 Redis restarted, or failed over to an empty replica: the ledger is gone, and with it what the
 server had counted. Until an answer is seen again, the scripts admit one request per class at a
 time across the fleet (the cold start), so the first answer's headers rebuild the count; so
-too after eviction or a failover to a lagging replica (see ``_redis_lua``). The cold probe holds
+too after eviction or a failover to a lagging replica (see ``_lua``). The cold probe holds
 its slot for ``cold_lease`` at most. A restart shorter than ``timeout`` is ridden out, and a
-release that failed is sent again once Redis answers (see ``_redis_calls``).
+release that failed is sent again once Redis answers (see ``_calls``).
 """
 
 from __future__ import annotations
@@ -205,7 +205,15 @@ class RedisBudget(AsyncClosing):
                 fallback.end_probe(slot is not None, self._where())
         if slot is None:
             return await fallback.local.acquire(kind, lane=lane, max_wait=max_wait)
+        for late in KINDS if probe else ():  # spent locally while the probe waited
+            await self._bring(late, fallback.take_spent(late, float(self.rate_limit.window)))
         return slot
+
+    async def _bring(self, kind: Kind, left: list[float]) -> None:
+        """Local slots (the seconds each still counts) into the shared ledger, retried."""
+        times, doing = (float(self.rate_limit.window), self.lease), f"bringing local {kind} slots"
+        if left:
+            await self._pending.send(doing, lambda: self._ledger.adopt(kind, times, left, (0, 0)))
 
     async def _adopt(self) -> None:
         """Back from the fallback: bring this worker's local slots into the shared ledger, and
@@ -294,11 +302,7 @@ class RedisBudget(AsyncClosing):
                 self._fallback.spent(kind, window)
                 return
             # Answered after this worker rejoined Redis: it counts there for a window.
-            times = (window, self.lease)
-            doing = f"bringing a local {kind} slot back"
-            await self._pending.send(
-                doing, lambda: self._ledger.adopt(kind, times, [window], (0, 0))
-            )
+            await self._bring(kind, [window])
             return
         slot_id, _, admitted = slot.token.partition(" ")
         limit, window = self._limits(kind)

@@ -25,6 +25,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from ..._constants import LOGGER_NAME
 from ...errors import ConfigurationError
+from ...support import wait_event
 
 __all__ = ["RedisClient", "Wakeups", "connect", "hash_tag", "tagged", "where"]
 
@@ -141,10 +142,7 @@ class Wakeups:
         # A lost listener starts again here.
         if self._listens and (self._task is None or self._task.done()):
             self._task = asyncio.ensure_future(self._listen())
-        try:
-            await asyncio.wait_for(event.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event(event, seconds)
 
     def _on_message(self, channel: str) -> None:
         if channel in self._events:

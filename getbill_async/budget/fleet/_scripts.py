@@ -6,9 +6,9 @@ keeps one budget in one slot of a Redis Cluster. Each key expires on its own onc
 has been idle for a window and two leases.
 
 Every script takes the generation the worker saw last and answers with the one it sealed (see
-``_redis_lua``); ``Scripts`` keeps that mirror per class, so a ledger that went back in time is
+``_lua``); ``Scripts`` keeps that mirror per class, so a ledger that went back in time is
 cold for the next script that runs. Before the first script it reads the eviction policy once
-(see ``_redis_checks``).
+(see ``_checks``).
 """
 
 from __future__ import annotations
