@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import ipaddress
 import math
 import os
 import warnings
@@ -12,12 +11,12 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
-from yarl import URL
 
 from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
 from .budget import LANES, Budget, BudgetStatus, Lane, LocalBudget, RateLimit
 from .errors import ConfigurationError
 from .resources import Debts, Followups
+from .support import check_url
 from .telemetry import Hooks, event_stream
 from .transport import (
     CallOptions,
@@ -47,38 +46,6 @@ class _NotGiven:
 
 
 NOT_GIVEN: Any = _NotGiven()
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_url(name: str, url: str, allow_insecure: bool) -> str:
-    try:
-        parsed = URL(url)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be an http(s) URL with a host") from None
-    if parsed.user is not None or parsed.password is not None:
-        # Not echoed: the URL holds a password. The API takes credentials as a token.
-        raise ConfigurationError(
-            f"{name} must not hold credentials (user:password@host); pass them as "
-            "token=... or ClientCredentials(...)"
-        )
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigurationError(f"{name} must be an http(s) URL with a host, got {url!r}")
-    if parsed.scheme == "http" and not allow_insecure and not _is_loopback(parsed.host):
-        raise ConfigurationError(
-            f"{name} must use https (plain http is allowed for loopback hosts, or with "
-            f"allow_insecure=True), got {url!r}"
-        )
-    return url
 
 
 def _changed(
@@ -161,13 +128,13 @@ class GetBillClient:
     ) -> None:
         if base_url is None:
             base_url = os.environ.get("GETBILL_BASE_URL") or DEFAULT_BASE_URL
-        self.base_url = _check_url("base_url", base_url, allow_insecure).rstrip("/")
+        self.base_url = check_url("base_url", base_url, allow_insecure).rstrip("/")
         self.retry = retry or RetryPolicy()
         self._auth: TokenSource = token_source(
             token, timeout=timeout, retry=self.retry, max_response_bytes=max_response_bytes
         )
         if isinstance(self._auth, OAuthTokenSource):
-            _check_url("token_url", self._auth.credentials.token_url, allow_insecure)
+            check_url("token_url", self._auth.credentials.token_url, allow_insecure)
         if rate_limit is None or isinstance(rate_limit, RateLimit):
             self.budget: Budget = LocalBudget(rate_limit)
         elif isinstance(rate_limit, Budget):

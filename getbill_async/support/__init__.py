@@ -1,10 +1,13 @@
 """Small helpers that every layer above the models uses: input checks that name the field
 (``_validate``), optional extras imported on demand (``_extras``), one async-with mixin
-(``_closing``), and an exclusive lock on an output file (``_lock``)."""
+(``_closing``), an exclusive lock on an output file (``_lock``), and where loop-bound parts
+live (``_home``: the process after ``fork()``, the running event loop)."""
 
 from ._closing import AsyncClosing
 from ._extras import available, missing_extra_class, require
+from ._home import Home, at_loop_end, forks, home, orphan
 from ._lock import FileLock
+from ._urls import check_url
 from ._validate import (
     build_create,
     build_update,
@@ -18,14 +21,20 @@ from ._validate import (
 __all__ = [
     "AsyncClosing",
     "FileLock",
+    "Home",
+    "at_loop_end",
     "available",
     "build_create",
     "build_update",
     "check_id",
     "check_int",
+    "check_url",
     "fail",
+    "forks",
+    "home",
     "list_params",
     "missing_extra_class",
+    "orphan",
     "page_params",
     "require",
 ]
