@@ -1,4 +1,11 @@
-"""``GetBillClient``: one aiohttp session, one request pipeline, the resources on top."""
+"""``GetBillClient``: one aiohttp session, one request pipeline, the resources on top.
+
+The session belongs to the event loop it was made on and its sockets to the process. When
+that loop shuts down (``asyncio.run`` ending), the session is closed on it; the next call, on
+another loop, opens a new one under the same budget. In a child after ``fork()``, the
+parent's session is left alone (never closed or used there) and a new one is opened. Used
+from a second loop while the first is still open, the client raises ``EventLoopError``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import copy
 import math
 import os
 import warnings
+import weakref
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,9 +23,9 @@ import aiohttp
 
 from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
 from .budget import LANES, Budget, BudgetStatus, Lane, LocalBudget, RateLimit
-from .errors import ConfigurationError
+from .errors import ConfigurationError, EventLoopError
 from .resources import Debts, Followups
-from .support import check_url
+from .support import Home, at_loop_end, check_url, forks, home, orphan
 from .telemetry import Hooks, event_stream
 from .transport import (
     CallOptions,
@@ -46,6 +55,19 @@ class _NotGiven:
 
 
 NOT_GIVEN: Any = _NotGiven()
+
+#: Clients with a session open, so that a child after ``fork()`` drops the parent's at once.
+_OPEN: weakref.WeakSet[GetBillClient] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_OPEN):
+        client._leave_parent()
+    _OPEN.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _changed(
@@ -155,6 +177,8 @@ class GetBillClient:
         self._session = session
         self._owns_session = session is None
         self._pipe: Pipeline | None = None
+        self._home: Home = (forks(), None)  # where the session was opened
+        self._sentinel: AsyncGenerator[None, None] | None = None  # closes it as its loop ends
         self._stats = CallStats()
         self._events = event_stream(hooks, self.budget, self.base_url)
         self._closed = False
@@ -258,14 +282,19 @@ class GetBillClient:
             return self._root._pipeline()
         pipe = self._pipe
         if pipe is not None:
-            return pipe
+            if self._home == home():
+                return pipe
+            self._move()
         if self._closed:
             raise ConfigurationError("the client is closed")
+        self._home = home()
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections),
                 request_class=SentAwareRequest,
             )
+            self._sentinel = at_loop_end(self._end_session)
+            _OPEN.add(self)
         # aiohttp silently resends GET/PUT once when a kept-alive connection drops; the
         # budget would not see that second request, so the pipeline's retries do it instead.
         if hasattr(self._session, "_retry_connection"):
@@ -281,6 +310,38 @@ class GetBillClient:
             events=self._events,
         )
         return pipe
+
+    def _move(self) -> None:
+        """The session was opened in the parent process or on another event loop: leave it
+        (raising if that loop is still open), so that the caller opens one here."""
+        born, loop = self._home
+        forked = born != forks()
+        if not self._owns_session:
+            where = "the parent process" if forked else "another event loop"
+            raise EventLoopError(
+                f"the aiohttp session given to GetBillClient belongs to {where}: pass one "
+                "made here, or let the client open its own"
+            )
+        if not forked and loop is not None and not loop.is_closed():
+            raise EventLoopError(
+                "this GetBillClient works on another event loop, which is still open: a client "
+                "serves one loop at a time. Create the client inside the loop that uses it "
+                "(async with GetBillClient() as client, in the coroutine the loop runs), or "
+                "use getbill_async.sync.GetBillClient, which any thread may share"
+            )
+        self._leave_parent()  # a child's inheritance, or a loop closed without shutting down
+
+    def _leave_parent(self) -> None:
+        orphan((self._session, self._pipe, self._sentinel))
+        self._pipe = self._sentinel = None
+        if self._owns_session:
+            self._session = None
+
+    async def _end_session(self) -> None:
+        """Close the session on its own loop (as that loop ends, or on ``close()``)."""
+        session, self._session, self._pipe, self._sentinel = self._session, None, None, None
+        if session is not None and not session.closed:
+            await session.close()
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
@@ -302,8 +363,13 @@ class GetBillClient:
         if self._root is not self:
             return
         self._closed = True
+        if self._pipe is not None and self._home != home():
+            self._move()
         self._pipe = None
-        if self._owns_session and self._session is not None and not self._session.closed:
+        sentinel = self._sentinel
+        if sentinel is not None:
+            await sentinel.aclose()  # closes the session
+        elif self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
 
     async def __aenter__(self) -> GetBillClient:
