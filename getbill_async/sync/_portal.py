@@ -1,6 +1,6 @@
 """The sync face's event loop: one per process, on a daemon thread, started on first use.
 
-A blocking call hands its coroutine to that loop (``run_coroutine_threadsafe``) and waits in
+A blocking call hands its coroutine to that loop (a task made there) and waits in
 the caller's thread; the result or the exception comes back there, so a traceback shows the
 caller's frames above the SDK's. Every sync client of the process shares the loop, so one
 client used by many threads has one connection pool and one budget, whose bookkeeping only
@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import atexit
 import os
@@ -83,19 +84,36 @@ class Portal:
         """Run ``coro`` on the loop and wait for it in this thread.
 
         Raises:
-            EventLoopError: called on the loop's own thread (it would deadlock).
+            EventLoopError: called on the loop's own thread (it would deadlock), or after the
+                loop stopped (the interpreter is exiting).
         """
         loop = self.loop
         if self.on_loop_thread():
             coro.close()
             raise EventLoopError(_DEADLOCK)
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        # A bare lock and a task, not run_coroutine_threadsafe's two chained futures: the
+        # hop costs two thread wake-ups and little else.
+        done = _thread.allocate_lock()
+        done.acquire()
+        box: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = loop.create_task(coro)
+            box.append(task)
+            task.add_done_callback(lambda _: done.release())
+
         try:
-            return future.result()
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:
+            coro.close()
+            raise EventLoopError("the sync face's event loop has stopped: exiting") from None
+        try:
+            done.acquire()
         except BaseException:
             # Interrupted while waiting (KeyboardInterrupt): the call stops too.
-            future.cancel()
+            loop.call_soon_threadsafe(_cancel, box)
             raise
+        return box[0].result()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Start ``coro`` on the loop without waiting (a finalizer's cleanup)."""
@@ -137,6 +155,11 @@ class Portal:
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(grace)
+
+
+def _cancel(box: list[asyncio.Task[Any]]) -> None:
+    for task in box:
+        task.cancel()
 
 
 async def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> None:
