@@ -4,11 +4,13 @@ bare "Event loop is closed". Refused, with the fix named, while the first loop i
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from getbill_async import EventLoopError, GetBillClient, LocalBudget, RateLimit
+from getbill_async import EventLoopError, GetBillClient, LocalBudget, RateLimit, RedisBudget
+from tests.redis_fixtures import RedisServer
 from tests.sync_helpers import ThreadedSandbox
 
 client: GetBillClient | None = None
@@ -60,6 +62,27 @@ def test_a_budget_that_waited_on_one_loop_waits_on_the_next() -> None:
         asyncio.run(shared.close())
         assert sb.read(lambda s: s.answered(429)) == 0
         assert sb.read(lambda s: s.requests_made("read")) == 10
+
+
+@pytest.mark.timeout(20)
+def test_a_redis_budget_cached_across_asyncio_run_calls_connects_again(
+    sb: ThreadedSandbox, redis_server: RedisServer
+) -> None:
+    budget = RedisBudget(redis_server.url, f"test:{uuid.uuid4().hex[:12]}", RateLimit())
+    shared = GetBillClient(rate_limit=budget)
+
+    async def task() -> int:
+        return (await shared.followups.list(limit=1)).pagination.total
+
+    assert [asyncio.run(task()) for _ in range(3)] == [50, 50, 50]
+
+    async def end() -> int:
+        used = (await shared.budget_status()).reads.used
+        await shared.close()
+        await budget.aclose()
+        return used
+
+    assert asyncio.run(end()) == 3
 
 
 @pytest.mark.timeout(20)

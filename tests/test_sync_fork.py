@@ -114,12 +114,15 @@ def test_a_redis_budget_connects_again_in_the_child(
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_a_sync_outbox_made_before_fork_stores_from_the_child(
-    sb: ThreadedSandbox, tmp_path: Path
+    sb: ThreadedSandbox, tmp_path: Path, redis_server: RedisServer, kind: str
 ) -> None:
+    store = str(tmp_path / "outbox.db") if kind == "sqlite" else redis_server.url
+    name = f"fork-{uuid.uuid4().hex[:8]}"
     with GetBillClient(sb.token, base_url=sb.base_url) as client:
         debt = client.followups.list(limit=1).data[0].debt_id
-        with Outbox(client, tmp_path / "outbox.db") as outbox:
+        with Outbox(client, store, name=name, lease=2.0, poll=0.1) as outbox:
             outbox.create(debt_id=debt, type="call", call_id="parent-1")
 
             def child() -> None:
