@@ -288,7 +288,7 @@ class GetBillClient:
         if self._closed:
             raise ConfigurationError("the client is closed")
         self._home = home()
-        if self._session is None:
+        if self._session is None or (self._owns_session and self._session.closed):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections),
                 request_class=SentAwareRequest,
@@ -339,7 +339,7 @@ class GetBillClient:
 
     async def _end_session(self) -> None:
         """Close the session on its own loop (as that loop ends, or on ``close()``)."""
-        session, self._session, self._pipe, self._sentinel = self._session, None, None, None
+        session, self._pipe, self._sentinel = self._session, None, None
         if session is not None and not session.closed:
             await session.close()
 
