@@ -194,3 +194,21 @@ def test_the_sync_outbox_stores_and_drains(sb: ThreadedSandbox, tmp_path: object
             assert outbox.status().pending == 0
     created = sb.read(lambda s: s.created_followups(call_id="o-1"))
     assert len(created) == 1 and created[0]["status"] == "deal_found"
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("async_cls", "sync_cls", "left_out"),
+    [
+        (getbill_async.GetBillClient, GetBillClient, {"session"}),
+        (getbill_async.Outbox, Outbox, set()),
+    ],
+)
+def test_the_constructors_take_the_async_ones_arguments(
+    async_cls: type, sync_cls: type, left_out: set[str]
+) -> None:
+    def shape(cls: type) -> list[tuple[str, object, object]]:
+        params = inspect.signature(cls.__init__).parameters.values()
+        return [(p.name, p.kind, p.default) for p in params if p.name not in left_out]
+
+    assert shape(sync_cls) == shape(async_cls)

@@ -166,3 +166,38 @@ def test_a_program_that_forgets_to_close_exits_at_once_and_quietly(
         cwd=ROOT,
     )
     assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "120", "")
+
+
+INTERRUPT_SCRIPT = """
+import os, signal, sys, threading, time, warnings
+warnings.simplefilter("error")
+from getbill_async.sync import GetBillClient
+client = GetBillClient(sys.argv[1], base_url=sys.argv[2], timeout=30)
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+started = time.monotonic()
+try:
+    client.followups.list(limit=1)  # the sandbox answers after 3 s
+except KeyboardInterrupt:
+    print("interrupted at once:", time.monotonic() - started < 2.5)
+print(client.budget_status().reads.in_flight)  # the call was cancelled, its slot given back
+client.close()
+"""
+
+
+@pytest.mark.timeout(40)
+def test_ctrl_c_stops_a_waiting_call_and_its_request(tmp_path: Path) -> None:
+    with ThreadedSandbox(followups=10, seed=1, latency=3.0) as slow:
+        script = tmp_path / "interrupt.py"
+        script.write_text(textwrap.dedent(INTERRUPT_SCRIPT))
+        done = subprocess.run(
+            [sys.executable, str(script), slow.token, slow.base_url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+    assert (done.returncode, done.stdout.split("\n")[:2], done.stderr) == (
+        0,
+        ["interrupted at once: True", "0"],
+        "",
+    )
