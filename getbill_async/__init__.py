@@ -61,7 +61,16 @@ if TYPE_CHECKING:
     from .budget.fleet import RedisBudget
     from .bulk import CreateBatch, CreateResult
     from .export import ExportError, ExportPlan, ExportReport
-    from .outbox import DeadEntry, Outbox, OutboxFullError, OutboxStatus, OutboxStoreError
+    from .outbox import (
+        DeadEntry,
+        DeliveryFinding,
+        DeliveryReport,
+        Outbox,
+        OutboxFullError,
+        OutboxStatus,
+        OutboxStoreError,
+        VerifyPlan,
+    )
     from .telemetry import AttemptInfo, CallInfo, Hooks
     from .transport import CallStats, ClientCredentials, ItemWalk, PageWalk, RetryPolicy, WalkStats
 
@@ -82,6 +91,8 @@ _LAZY: dict[str, str] = {
     "CreateBatch": ".bulk",
     "CreateResult": ".bulk",
     "DeadEntry": ".outbox",
+    "DeliveryFinding": ".outbox",
+    "DeliveryReport": ".outbox",
     "ExportError": ".export",
     "ExportPlan": ".export",
     "ExportReport": ".export",
@@ -100,6 +111,7 @@ _LAZY: dict[str, str] = {
     "RateLimit": ".budget",
     "RetryPolicy": ".transport",
     "Slot": ".budget",
+    "VerifyPlan": ".outbox",
     "WalkStats": ".transport",
 }
 
@@ -125,6 +137,8 @@ __all__ = [
     "CreateResult",
     "DeadEntry",
     "Debt",
+    "DeliveryFinding",
+    "DeliveryReport",
     "DecodeError",
     "EventLoopError",
     "ExportError",
@@ -162,6 +176,7 @@ __all__ = [
     "ServerError",
     "Slot",
     "ValidationError",
+    "VerifyPlan",
     "WalkStats",
     "WriteNotSentError",
     "__version__",

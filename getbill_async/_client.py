@@ -153,10 +153,14 @@ class GetBillClient:
         self.base_url = check_url("base_url", base_url, allow_insecure).rstrip("/")
         self.retry = retry or RetryPolicy()
         self._auth: TokenSource = token_source(
-            token, timeout=timeout, retry=self.retry, max_response_bytes=max_response_bytes
+            token,
+            base_url=self.base_url,
+            timeout=timeout,
+            retry=self.retry,
+            max_response_bytes=max_response_bytes,
         )
         if isinstance(self._auth, OAuthTokenSource):
-            check_url("token_url", self._auth.credentials.token_url, allow_insecure)
+            check_url("token_url", self._auth.token_url, allow_insecure)
         if rate_limit is None or isinstance(rate_limit, RateLimit):
             self.budget: Budget = LocalBudget(rate_limit)
         elif isinstance(rate_limit, Budget):
@@ -334,8 +338,7 @@ class GetBillClient:
     def _leave_parent(self) -> None:
         orphan((self._session, self._pipe, self._sentinel))
         self._pipe = self._sentinel = None
-        if self._owns_session:
-            self._session = None
+        self._session = None if self._owns_session else self._session
 
     async def _end_session(self) -> None:
         """Close the session on its own loop (as that loop ends, or on ``close()``)."""

@@ -33,6 +33,14 @@ from tests.test_extras import run_without_extras
 TODAY = "2024-12-31"  # the sandbox's seeded followups are dated 2023-01-01 .. 2024-12-31
 WINDOW_FROM = "2024-12-28"  # the next run's date_from: three days (lag_days) before TODAY
 NOT_LOADED = ("_dlt_load_id", "_dlt_id")
+GETBILL_VARIABLES = (
+    "GETBILL_TOKEN",
+    "GETBILL_CLIENT_ID",
+    "GETBILL_CLIENT_SECRET",
+    "GETBILL_BASE_URL",
+    "GETBILL_TOKEN_URL",
+    "GETBILL_SCOPES",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +49,7 @@ def dlt_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt-data"))
-    for name in ("GETBILL_TOKEN", "GETBILL_CLIENT_ID", "GETBILL_CLIENT_SECRET", "GETBILL_BASE_URL"):
+    for name in GETBILL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     yield
 
@@ -144,13 +152,13 @@ async def test_a_second_run_loads_the_recent_days_and_the_table_equals_a_full_lo
 
 @pytest.mark.timeout(60)
 async def test_both_resources_spend_one_budget_and_never_exceed_it(tmp_path: Path) -> None:
-    # 9 pages of followups and 1 of debts against a window of 6 reads a second.
+    # 10 overlapping reads of followups and 1 of debts against a window of 6 reads a second.
     async with Sandbox(followups=900, seed=5, reads=6, window=1.0) as sb:
         budget = RateLimit(reads=6, writes=5, window=1.0)
         source = getbill_source(sb.token, base_url=sb.base_url, rate_limit=budget)
         loaded = await run(pipeline(tmp_path, "budget"), source)
         assert loaded == {"followups": 900, "debts": 90}
-        assert sb.requests_made("read") == 10
+        assert sb.requests_made("read") == 11  # 10 overlapping reads of followups, 1 of debts
         assert sb.answered(429) == 0
 
 
@@ -158,7 +166,7 @@ async def test_both_resources_spend_one_budget_and_never_exceed_it(tmp_path: Pat
 async def test_two_pipelines_at_once_share_one_redis_budget(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    # Each run spends 7 reads (6 pages of followups, 1 of debts); the OAuth client's window
+    # Each run spends 8 reads (7 overlapping reads of followups, 1 of debts); the window
     # allows 6 a second: together they stay within it only by sharing one ledger.
     limit = RateLimit(reads=6, writes=5, window=1.0)
     async with Sandbox(followups=300, seed=6, reads=6, window=1.0) as sb:
@@ -174,7 +182,7 @@ async def test_two_pipelines_at_once_share_one_redis_budget(
         runs = [run(pipeline(tmp_path, name), source()) for name in ("one", "two")]
         loaded = await asyncio.gather(*runs)
         assert loaded == [{"followups": 300, "debts": 30}] * 2
-        assert sb.requests_made("read") == 14
+        assert sb.requests_made("read") == 16
         assert sb.answered(429) == 0
 
 
@@ -205,7 +213,9 @@ def test_bad_options_are_refused_before_any_request() -> None:
         getbill_source("t", base_url="http://127.0.0.1:1/v1", today="yesterday")
     with pytest.raises(ValidationError, match="either token, or both client_id and"):
         getbill_source("t", client_id="c", base_url="http://127.0.0.1:1/v1")
-    with pytest.raises(ConfigurationError, match="rate_limit must be a RateLimit, a Budget"):
+    with pytest.raises(
+        ConfigurationError, match="rate_limit must be a RateLimit or a BudgetFactory"
+    ):
         getbill_source("t", base_url="http://127.0.0.1:1/v1", rate_limit=5)  # type: ignore[arg-type]
 
 

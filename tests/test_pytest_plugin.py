@@ -217,3 +217,76 @@ def test_importing_the_plugin_imports_no_sandbox_and_no_extra() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+LOOP_SCOPES = """
+import pytest
+import pytest_asyncio
+
+pytestmark = pytest.mark.getbill_sandbox(followups=12)
+
+
+async def check(sandbox, client):
+    ids = [f.id async for f in client.followups.iterate(limit=5)]
+    assert ids == sandbox.followup_ids()
+    await sandbox.webhooks_idle()  # the sandbox's own awaitables, on the test's loop
+
+
+async def test_on_the_default_module_loop(getbill_sandbox, getbill_client):
+    await check(getbill_sandbox, getbill_client)
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_on_a_function_loop(getbill_sandbox, getbill_client):
+    await check(getbill_sandbox, getbill_client)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_on_the_session_loop(getbill_sandbox, getbill_client):
+    await check(getbill_sandbox, getbill_client)
+
+
+@pytest.mark.asyncio(loop_scope="class")
+class TestOnAClassLoop:
+    async def test_one(self, getbill_sandbox, getbill_client):
+        await check(getbill_sandbox, getbill_client)
+
+    async def test_two(self, getbill_sandbox, getbill_client):
+        await check(getbill_sandbox, getbill_client)
+
+
+@pytest_asyncio.fixture  # on the session loop, as the setting says; the test's is another
+async def first_page(getbill_client):
+    return await getbill_client.followups.list(limit=5)
+
+
+async def test_a_fixture_of_its_own_on_another_loop_fails_at_once(first_page):
+    pass
+"""
+
+
+@pytest.mark.timeout(150)
+def test_the_fixtures_follow_the_test_loop_scope(pytester: pytest.Pytester) -> None:
+    """The fixtures' loop scope setting and the tests' differ: the fixtures still run on
+    each test's loop (they once hung there for minutes, then failed with a timeout), and a
+    fixture of the user's on another loop fails at once, naming the settings to change."""
+    pytester.makepyprojecttoml(
+        "[tool.pytest.ini_options]\n"
+        'asyncio_mode = "auto"\n'
+        'asyncio_default_fixture_loop_scope = "session"\n'
+        'asyncio_default_test_loop_scope = "module"\n'
+    )
+    pytester.makepyfile(test_loops=LOOP_SCOPES)
+    # A subprocess, so that a hang is cut by the inner run's own timeout.
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-W", "error", "--timeout", "20", timeout=140
+    )
+    result.assert_outcomes(passed=5, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "getbill_client was used on another event loop than the test's (module-scoped),*"
+            "Give that fixture loop_scope='module' (@pytest_asyncio.fixture(loop_scope='module')),"
+            " or set asyncio_default_fixture_loop_scope = 'module'*",
+        ]
+    )
+    assert "Timeout" not in result.stdout.str()

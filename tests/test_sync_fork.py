@@ -120,19 +120,30 @@ def test_a_sync_outbox_made_before_fork_stores_from_the_child(
 ) -> None:
     store = str(tmp_path / "outbox.db") if kind == "sqlite" else redis_server.url
     name = f"fork-{uuid.uuid4().hex[:8]}"
+    # A SQLite outbox is opened after the fork, in each process (its writer thread may hold
+    # SQLite's own locks at the moment of a fork); a Redis one may be open across it.
+    open_across = kind == "redis"
     with GetBillClient(sb.token, base_url=sb.base_url) as client:
         debt = client.followups.list(limit=1).data[0].debt_id
-        with Outbox(client, store, name=name, lease=2.0, poll=0.1) as outbox:
+        outbox = Outbox(client, store, name=name, lease=2.0, poll=0.1)
+        if open_across:
+            outbox.open()
             outbox.create(debt_id=debt, type="call", call_id="parent-1")
 
-            def child() -> None:
-                outbox.create(debt_id=debt, type="call", call_id="child-1")
-                outbox.join(timeout=10)
-                outbox.close()
-                client.close()
-
-            assert in_child(child) == 0
+        def child() -> None:
+            if not open_across:
+                outbox.open()
+            outbox.create(debt_id=debt, type="call", call_id="child-1")
             outbox.join(timeout=10)
+            outbox.close()
+            client.close()
+
+        assert in_child(child) == 0
+        if not open_across:
+            outbox.open()
+            outbox.create(debt_id=debt, type="call", call_id="parent-1")
+        outbox.join(timeout=10)
+        outbox.close()
     made = sb.read(lambda s: s.created_per_call_id())
     assert made.get("parent-1") == 1 and made.get("child-1") == 1
 

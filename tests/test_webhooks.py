@@ -258,7 +258,7 @@ async def test_sync_callbacks_run_and_failures_are_logged(
 
 
 def test_receiver_settings_are_checked() -> None:
-    with pytest.raises(ValueError, match="secret is empty"):
+    with pytest.raises(ValueError, match="secret must not be empty"):
         WebhookReceiver("", print)
     with pytest.raises(ValueError, match="max_body"):
         WebhookReceiver("s", print, max_body=0)

@@ -44,7 +44,7 @@ _EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--in", dest="input", required=True, help="calls.csv or calls.jsonl")
+    parser.add_argument("--in", dest="input", help="calls.csv or calls.jsonl (required to log)")
     parser.add_argument("--results", help="where outcomes go (JSONL); required but with --plan")
     parser.add_argument("--resume", action="store_true", help="go on from the results file")
     parser.add_argument("--skip-invalid", action="store_true", help="send the valid rows anyway")
@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plan", action="store_true", help="check the rows, say how long it would take; no write"
     )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="read back the rows a run created (--results): missing, doubled, diverged",
+    )
+    parser.add_argument("--json", action="store_true", help="with --verify: the report as JSON")
 
 
 class _Stop:

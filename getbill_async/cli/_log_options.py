@@ -53,6 +53,8 @@ class LogOptions:
         Returns:
             The options, checked.
         """
+        if args.input is None:
+            raise ConfigurationError("--in is required: the calls to log (CSV or JSONL)")
         return cls(
             input=Path(args.input),
             results=None if args.results is None else Path(args.results),

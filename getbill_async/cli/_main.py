@@ -44,6 +44,10 @@ async def _with_client(args: argparse.Namespace, log: _log.LogOptions | None) ->
                 return await _export.run_export(args, bulk)
             if args.command == "sync":
                 return await _sync.run_sync(args, bulk)
+            if log is None:  # getbill log --verify
+                from ._log_verify import verify_log
+
+                return await verify_log(args, bulk)
             assert log is not None
             return await _log.run_log(log, bulk)
     finally:
@@ -115,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     try:
         check_flags(args)  # before any file is touched or any connection made
-        log = _log.LogOptions.from_args(args) if args.command == "log" else None
+        logging_rows = args.command == "log" and not args.verify
+        log = _log.LogOptions.from_args(args) if logging_rows else None
     except ConfigurationError as exc:
         print(f"getbill {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -22,9 +22,10 @@ class SharedClient:
     dlt runs a source's async resources on one event loop per run: the first resource to
     start opens the client on it, the last to end closes it. A ``RateLimit`` becomes one
     ``LocalBudget`` per loop, kept for the whole run (a client opened again after the first
-    closed spends from the same ledger). A ``Budget`` is used as it is. A ``BudgetFactory`` is
-    called when the client opens, and what it made is closed with the client (a
-    ``RedisBudget``'s connections belong to the run's loop).
+    closed spends from the same ledger). A ``BudgetFactory`` is called when the client opens,
+    and what it made is closed with the client (a ``RedisBudget``'s connections belong to the
+    run's loop). A ``Budget`` instance never gets here: the source refuses it, since its
+    locks and connections would outlive the run's loop.
     """
 
     def __init__(self, make: Callable[[RateLimit | Budget | None], GetBillClient], given: Any):
@@ -38,8 +39,6 @@ class SharedClient:
 
     def _budget(self) -> RateLimit | Budget | None:
         given = self._given
-        if isinstance(given, Budget):
-            return given
         if callable(given):
             self._made = cast(Budget, given())
             return self._made

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from datetime import date
-from typing import Any, Optional
+from typing import Any, List, Optional, Union  # noqa: UP035 - dlt reads the hints
 
 import dlt
 import msgspec
@@ -15,25 +15,24 @@ from getbill_async import (
     Budget,
     ClientCredentials,
     Debt,
-    Followup,
     GetBillClient,
     Page,
     PageWalk,
     RateLimit,
     RetryPolicy,
 )
-from getbill_async.errors import ConfigurationError, ValidationError
-from getbill_async.export import sync_day, window_start
+from getbill_async.errors import ConfigurationError
+from getbill_async.export import sync_day
 from getbill_async.support import check_int
-from getbill_async.transport import walk_pages
+from getbill_async.transport import resolve_credentials, walk_pages
 
+from ._followups import followups_resource
 from ._rows import columns_of, to_rows
 from ._shared import BudgetFactory, SharedClient
 
 __all__ = ["getbill_source"]
 
 _pages = msgspec.json.Decoder(Page[dict[str, Any]])
-_FOLLOWUP_COLUMNS = columns_of(Followup)
 _DEBT_COLUMNS = columns_of(Debt)
 
 
@@ -48,30 +47,6 @@ def _walk(client: GetBillClient, path: str, params: dict[str, str]) -> PageWalk[
     )
 
 
-def _followups(shared: SharedClient, lag_days: int, page_limit: int, today: date) -> DltResource:
-    @dlt.resource(
-        name="followups",
-        write_disposition="merge",
-        primary_key="id",
-        columns=_FOLLOWUP_COLUMNS,
-    )
-    async def followups() -> AsyncIterator[list[dict[str, Any]]]:
-        state = dlt.current.resource_state()
-        since = window_start(state.get("synced_through"), lag_days)
-        params = {"limit": str(page_limit)}
-        if since is not None:
-            params["date_from"] = since
-        async with shared.use() as client, _walk(client, "/followups", params) as walk:
-            async for page in walk:
-                if page.data:
-                    yield to_rows(page.data, _FOLLOWUP_COLUMNS)
-        if not walk.stats.total_changed:  # else the next run fetches the same days again
-            state["synced_through"] = today.isoformat()
-        state["last_date_from"] = since
-
-    return followups
-
-
 def _debts(shared: SharedClient, page_limit: int) -> DltResource:
     @dlt.resource(name="debts", write_disposition="replace", columns=_DEBT_COLUMNS)
     async def debts() -> AsyncIterator[list[dict[str, Any]]]:
@@ -84,30 +59,43 @@ def _debts(shared: SharedClient, page_limit: int) -> DltResource:
     return debts
 
 
-def _credentials(
-    token: str | None, client_id: str | None, client_secret: str | None
-) -> str | ClientCredentials | None:
-    """A token, OAuth client credentials, or None (``GetBillClient`` reads the environment)."""
-    if client_id is None and client_secret is None:
-        return token
-    if token is not None or client_id is None or client_secret is None:
-        raise ValidationError(
-            "credentials: give either token, or both client_id and client_secret",
-            field="credentials",
-        )
-    return ClientCredentials(client_id, client_secret)
+def _checked_budget(rate_limit: object) -> RateLimit | None:
+    """``rate_limit`` as ``GetBillClient`` takes it (None for a factory); refuses the rest.
 
-
-def _checked_budget(rate_limit: object) -> RateLimit | Budget | None:
-    """``rate_limit`` as ``GetBillClient`` takes it (None for a factory); refuses the rest."""
-    if rate_limit is None or isinstance(rate_limit, (RateLimit, Budget)):
+    A ``Budget`` instance is refused: its locks and connections belong to the event loop it
+    first ran on, and dlt runs each run on a loop of its own, so a second run in the same
+    process would fail deep inside it. A factory makes one per run.
+    """
+    if rate_limit is None or isinstance(rate_limit, RateLimit):
         return rate_limit
+    if isinstance(rate_limit, Budget):
+        raise ConfigurationError(
+            f"rate_limit: a {type(rate_limit).__name__} instance belongs to the event loop it "
+            "first runs on, and dlt runs each run on a new one; pass a BudgetFactory instead, "
+            f"a callable that makes one per run: rate_limit=lambda: {type(rate_limit).__name__}"
+            "(...)"
+        )
     if not callable(rate_limit):
         raise ConfigurationError(
-            "rate_limit must be a RateLimit, a Budget or a callable that makes a Budget, "
-            f"got {type(rate_limit).__name__}"
+            "rate_limit must be a RateLimit or a BudgetFactory (a callable that makes a "
+            f"Budget, such as lambda: RedisBudget(...)), got {type(rate_limit).__name__}"
         )
     return None
+
+
+def _shared_client(
+    credentials: str | ClientCredentials,
+    rate_limit: RateLimit | BudgetFactory | None,
+    **options: Any,
+) -> SharedClient:
+    """The run's one client, made (and so checked: a bad option sends nothing) up front."""
+    checked = _checked_budget(rate_limit)
+
+    def make(budget: RateLimit | Budget | None) -> GetBillClient:
+        return GetBillClient(credentials, rate_limit=budget, **options)
+
+    make(checked)
+    return SharedClient(make, rate_limit)
 
 
 @dlt.source(name="getbill", section="getbill", max_table_nesting=1)
@@ -116,56 +104,58 @@ def getbill_source(
     client_id: Optional[str] = dlt.config.value,  # noqa: UP045
     client_secret: Optional[TSecretStrValue] = dlt.secrets.value,  # noqa: UP045
     base_url: Optional[str] = dlt.config.value,  # noqa: UP045
-    rate_limit: RateLimit | Budget | BudgetFactory | None = None,
+    token_url: Optional[str] = dlt.config.value,  # noqa: UP045
+    scopes: Optional[Union[str, List[str]]] = dlt.config.value,  # noqa: UP006, UP007, UP045
+    rate_limit: RateLimit | BudgetFactory | None = None,
     retry: RetryPolicy | None = None,
     lag_days: int = 3,
     page_limit: int = 100,
     today: date | str | None = None,
+    full_every: int | None = None,
     allow_insecure: bool = False,
 ) -> Iterator[DltResource]:
-    """GetBill's followups (merged on ``id``, incremental) and debts (replaced each run).
+    """GetBill's followups (merged on ``id``, incremental, swept) and debts (replaced).
 
-    What is not passed comes from dlt's config and secrets, section ``sources.getbill``
-    (``SOURCES__GETBILL__TOKEN``, ...), then from what ``GetBillClient`` reads (``GETBILL_*``).
+    What is not passed comes from dlt's config and secrets (section ``sources.getbill``),
+    then from the environment by the rule ``GetBillClient`` and the ``getbill`` command
+    follow (``transport.resolve_credentials``): a client secret goes to ``token_url``
+    (``GETBILL_TOKEN_URL``), or else to ``/token`` on the host of ``base_url``, never elsewhere.
 
     Args:
         token: A bearer token.
         client_id: An OAuth client id (with ``client_secret``), instead of ``token``.
         client_secret: Its secret.
-        base_url: The API's base URL (default: the real API's).
-        rate_limit: A ``RateLimit``, a ``Budget``, or a ``BudgetFactory`` such as
-            ``lambda: RedisBudget(url, key=...)`` to share one budget with other pipelines
-            and processes (made on the run's event loop, closed after the run); every
-            resource of the run spends from it.
+        base_url: The API's base URL (default: ``GETBILL_BASE_URL``, else the real API's).
+        token_url: The OAuth token endpoint (default: ``GETBILL_TOKEN_URL``).
+        scopes: OAuth scopes, a list or one string (default: ``GETBILL_SCOPES``, else all).
+        rate_limit: A ``RateLimit``, or a ``BudgetFactory`` (``lambda: RedisBudget(...)``)
+            called on each run's event loop; a ``Budget`` instance is refused.
         retry: The client's ``RetryPolicy``.
         lag_days: How many days before the last run's day a run fetches again (>= 0).
-        page_limit: Items per page, 1..100.
-        today: The run's day (a date or ``YYYY-MM-DD``; default: today in UTC), which the next
-            run's window starts from.
+        page_limit: The largest page, 1..100.
+        today: The run's day (a date or ``YYYY-MM-DD``; default: today in UTC).
+        full_every: Sweep every followup when this many days (>= 1) have passed since the
+            last sweep, deleting rows gone from the server (None: the first run only).
         allow_insecure: Allow plain http to a host other than loopback.
 
     Returns:
         The ``followups`` and ``debts`` resources.
 
     Raises:
-        ValidationError: ``lag_days``, ``page_limit`` or ``today`` is invalid (no request).
-        ConfigurationError: A bad ``base_url`` or ``rate_limit``.
+        ValidationError: A bad ``lag_days``, ``page_limit``, ``today``, ``full_every``,
+            ``scopes`` or mix of credentials (no request).
+        ConfigurationError: A bad ``base_url``, ``token_url`` or ``rate_limit``; none.
     """
     check_int("lag_days", lag_days, 0)
     limit = check_int("page_limit", page_limit, 1, 100)
+    if full_every is not None:
+        check_int("full_every", full_every, 1)
     day = sync_day(today)
-    credentials = _credentials(token, client_id, client_secret)
-
-    def make(budget: RateLimit | Budget | None) -> GetBillClient:
-        return GetBillClient(
-            credentials,
-            base_url=base_url,
-            rate_limit=budget,
-            retry=retry,
-            allow_insecure=allow_insecure,
-        )
-
-    make(_checked_budget(rate_limit))  # checks every option now; it sends nothing
-    shared = SharedClient(make, rate_limit)
-    yield _followups(shared, lag_days, limit, day)
+    creds = resolve_credentials(
+        token, client_id=client_id, client_secret=client_secret, token_url=token_url,
+        scopes=scopes, base_url=base_url,
+    )  # fmt: skip
+    options = {"base_url": base_url, "retry": retry, "allow_insecure": allow_insecure}
+    shared = _shared_client(creds, rate_limit, **options)
+    yield followups_resource(shared, lag_days, limit, day, full_every)
     yield _debts(shared, limit)

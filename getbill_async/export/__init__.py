@@ -34,7 +34,7 @@ up with an incremental pass (``date_from``, or ``getbill sync``).
 from ._checkpoint import ExportError
 from ._export import CSV_COLUMNS, ExportReport, export_followups
 from ._options import ExportOptions, Format, Start
-from ._plan import ExportPlan, Probe, plan_export, plan_writes
+from ._plan import ExportPlan, Probe, plan_export, plan_writes, simulate
 from ._progress import NullProgress, Progress, make_progress
 from ._sync import REJECTED, SyncReport, sync_day, sync_followups, window_start
 
@@ -55,6 +55,7 @@ __all__ = [
     "make_progress",
     "plan_export",
     "plan_writes",
+    "simulate",
     "sync_day",
     "sync_followups",
     "window_start",

@@ -14,14 +14,21 @@ keeping what the API refuses as dead letters. See the guide "Logging from a serv
 from ._cli import add_parser, run
 from ._outbox import Outbox
 from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
+from ._verify_cli import print_report
+from ._verify_plan import VerifyPlan
+from ._verify_types import DeliveryFinding, DeliveryReport
 
 __all__ = [
     "DeadEntry",
+    "DeliveryFinding",
+    "DeliveryReport",
     "EntryEvent",
     "Outbox",
     "OutboxFullError",
     "OutboxStatus",
     "OutboxStoreError",
+    "VerifyPlan",
     "add_parser",
+    "print_report",
     "run",
 ]

@@ -1,4 +1,4 @@
-"""``getbill outbox status|watch|dead|requeue|drain --db PATH``: an outbox from a shell.
+"""``getbill outbox status|watch|dead|requeue|drain|verify --db PATH``: an outbox from a shell.
 
 ``status``, ``watch``, ``dead`` and ``requeue`` work on the store alone: they need no
 credentials and send no request (the ETA assumes the budget given by ``--writes`` and
@@ -25,6 +25,7 @@ from ._eta import eta_seconds
 from ._outbox import Outbox, store_for
 from ._store import Store
 from ._types import OutboxStatus
+from ._verify_cli import add_verify_arguments, requeue_missing, run_verify
 
 __all__ = ["add_parser", "dead", "drain", "requeue", "run", "run_async", "status", "watch"]
 
@@ -45,6 +46,7 @@ def add_parser(subparsers: Any) -> None:
         "dead": "the dead letters and held entries, one JSON line each",
         "requeue": "send dead entries again after a fix",
         "drain": "send the backlog now, then stop",
+        "verify": "read back what was written: missing, doubled, diverged (exit 1 if any)",
     }
     made = {name: actions.add_parser(name, help=text) for name, text in helps.items()}
     for action in made.values():
@@ -57,14 +59,19 @@ def add_parser(subparsers: Any) -> None:
         "--id", type=int, action="append", default=[], dest="ids", help="an entry id (repeatable)"
     )
     made["requeue"].add_argument("--held", action="store_true", help="held entries too")
+    made["requeue"].add_argument(
+        "--missing", action="store_true", help="the followups the last verify found missing"
+    )
+    add_verify_arguments(made["verify"])
     drain_parser = made["drain"]
     drain_parser.add_argument("--concurrency", type=int, default=4, help="writes in flight (4)")
     drain_parser.add_argument("--timeout", type=float, default=None, help="give up after seconds")
-    drain_parser.add_argument(
-        "--base-url",
-        default=os.environ.get("GETBILL_BASE_URL", DEFAULT_BASE_URL),
-        help="API base URL (env GETBILL_BASE_URL)",
-    )
+    for command in ("drain", "verify"):
+        made[command].add_argument(
+            "--base-url",
+            default=os.environ.get("GETBILL_BASE_URL", DEFAULT_BASE_URL),
+            help="API base URL (env GETBILL_BASE_URL)",
+        )
     parser.set_defaults(handler=run)
 
 
@@ -117,6 +124,8 @@ async def run_async(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         if args.outbox_command == "drain":
             return await drain(args, out)
+        if args.outbox_command == "verify":
+            return await run_verify(args, out)
         store = store_for(args.db, args.name)
         await store.open()
         try:
@@ -217,7 +226,10 @@ async def dead(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 
 async def requeue(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     """Put dead entries (and held ones with ``--held``) back to pending: those of the given
-    keys and entry ids, or all of them when none is given."""
+    keys and entry ids, or all of them when none is given; with ``--missing``, the
+    followups the last verify found missing."""
+    if getattr(args, "missing", False):
+        return await requeue_missing(store, out)
     count = await store.requeue(list(args.keys), list(args.ids), args.held)
     print(f"requeued {count} entries", file=out)
     return 0

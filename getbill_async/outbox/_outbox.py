@@ -34,6 +34,7 @@ from ._eta import eta_seconds
 from ._sqlite_store import SQLiteStore
 from ._store import Enqueued, Store, StoreFull
 from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
+from ._verify_api import Selector, Verifying
 
 if TYPE_CHECKING:
     from .._client import GetBillClient
@@ -71,7 +72,7 @@ def store_for(store: str | os.PathLike[str] | Store, name: str | None) -> Store:
     return store
 
 
-class Outbox:
+class Outbox(Verifying):
     """The durable path between a service and the write budget.
 
     Args:
@@ -358,9 +359,11 @@ class Outbox:
         """
         return await self._store.dead_entries()
 
-    async def requeue(self, *selectors: str | int, held: bool = False) -> int:
+    async def requeue(self, *selectors: Selector, held: bool = False) -> int:
         """Send dead entries again, after a fix: all of them, or those named by key
-        (``call_id`` or followup id) or by entry id (``DeadEntry.id``).
+        (``call_id`` or followup id) or by entry id (``DeadEntry.id``). Given a verify's
+        ``report.missing`` (``DeliveryFinding`` items), send those followups again instead:
+        each is looked up by its ``call_id`` first, so it is created once.
 
         Args:
             *selectors: keys (str) and entry ids (int); none: every dead entry.
@@ -369,6 +372,8 @@ class Outbox:
         Returns:
             How many entries went back to pending.
         """
+        if any(not isinstance(s, (str, int)) for s in selectors):
+            return await self._resend(selectors)
         keys = [s for s in selectors if isinstance(s, str)]
         ids = [s for s in selectors if isinstance(s, int) and not isinstance(s, bool)]
         if len(keys) + len(ids) != len(selectors):

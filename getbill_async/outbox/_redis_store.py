@@ -30,6 +30,7 @@ from redis.asyncio.cluster import RedisCluster  # noqa: E402
 from redis.exceptions import RedisClusterException, RedisError  # noqa: E402
 
 from . import _redis_lua as lua  # noqa: E402
+from ._delivery_store import RedisVerifyMixin  # noqa: E402
 
 _SCRIPTS = (
     *("ENQUEUE_CREATE", "ENQUEUE_UPDATE", "CLAIM", "RENEW", "FINISH"),
@@ -55,7 +56,7 @@ def _entry(raw: Any) -> dict[str, Any]:
     return data
 
 
-class RedisStore:
+class RedisStore(RedisVerifyMixin):
     """An outbox named ``name`` in the Redis at ``url`` (one node, or any node of a cluster,
     which is detected)."""
 

@@ -14,6 +14,7 @@ import socket
 import sqlite3
 from typing import Any, Literal
 
+from ._delivery_store import SQLiteVerifyMixin
 from ._sqlite import Batch, SQLiteWriter
 from ._sqlite_creates import CREATES, backlog
 from ._store import Enqueued, StoreFull, same_fields
@@ -86,7 +87,7 @@ def _add_merged(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE meta SET v = CAST(v AS INTEGER) + 1 WHERE k = 'merged'")
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteVerifyMixin):
     """Entries in the SQLite file at ``path``; see the module docstring."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

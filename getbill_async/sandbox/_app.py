@@ -151,6 +151,7 @@ def endpoint(state: State, scope: str, cls: str, handler: ApiHandler) -> Handler
         stats = state.stats
         stats.requests += 1
         stats.by_class[cls] = stats.by_class.get(cls, 0) + 1
+        state.seen.append((request.method, request.path_qs))
         kind = state.faults.draw(stats.requests) if state.faults is not None else None
         if request.can_read_body:
             # Like a real server: the whole request is in before it is acted on, and a client

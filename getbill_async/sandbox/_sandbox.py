@@ -246,8 +246,12 @@ class Sandbox:
             Copies of their JSON objects (later updates included).
         """
         store = self._store
-        found = [dict(store.record(row)) for row in store.created_rows]
+        found = [dict(store.record(row)) for row in store.created_rows if row not in store.deleted]
         return found if call_id is None else [f for f in found if f.get("call_id") == call_id]
+
+    def request_log(self) -> list[tuple[str, str]]:
+        """The last 100,000 API requests as ``(method, path?query)``, oldest first."""
+        return list(self._state.seen)
 
     def requests_made(self, cls: str | None = None) -> int:
         """API requests that reached the sandbox (not /token), answered or not.
@@ -356,6 +360,18 @@ class Sandbox:
         record = self._store.update(row, fields)
         self._state.emit("followup.updated", record, fields)
         return dict(record)
+
+    def delete_followup(self, followup_id: str) -> None:
+        """Delete a followup on the server's side (the API documents no DELETE): from now on
+        no list, filter or lookup shows it.
+
+        Raises:
+            ValueError: An unknown id.
+        """
+        row = self._store.followup_row(followup_id)
+        if row is None:
+            raise ValueError(f"unknown followup_id {followup_id!r}")
+        self._store.delete(row)
 
     def insert_followups(self, n: int, debt_id: str | None = None) -> list[str]:
         """Add `n` followups without HTTP (new data arriving); they come first in list order.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,8 @@ class State:
         self.tokens: dict[str, TokenGrant] = {}
         self.clients: dict[str, OAuthClient] = {}
         self.on_event: EventHook | None = None
+        # The most recent API requests, as (method, path with query), oldest first.
+        self.seen: deque[tuple[str, str]] = deque(maxlen=100_000)
         self.stopping = False
 
     def emit(self, event: str, data: dict[str, Any], changes: dict[str, Any] | None) -> None:

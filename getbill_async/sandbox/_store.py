@@ -94,6 +94,7 @@ class Store:
         self.overrides: dict[int, dict[str, Any]] = {}
         self.created_per_call_id: Counter[str] = Counter()
         self.created_rows: list[int] = []  # rows committed by POST /followups, in order
+        self.deleted: set[int] = set()  # rows deleted on the server's side (no list shows them)
         counts = Counter(self.cols.debt)
         self.debt_counts = array("i", (counts.get(d, 0) for d in range(self.debts)))
         self._cache: OrderedDict[FollowupFilter, array[int]] = OrderedDict()
@@ -115,7 +116,9 @@ class Store:
 
     def followup_row(self, followup_id: str) -> int | None:
         row = self.followup_codec.decode(followup_id)
-        return row if row is not None and row < len(self.cols) else None
+        if row is None or row >= len(self.cols) or row in self.deleted:
+            return None
+        return row
 
     def debt_id(self, row: int) -> str:
         return self.debt_codec.encode(row)
@@ -161,7 +164,7 @@ class Store:
 
     def matching(self, flt: FollowupFilter) -> array[int] | range:
         """Rows matching `flt`, ascending (oldest first)."""
-        if flt == FollowupFilter():
+        if flt == FollowupFilter() and not self.deleted:
             return range(len(self.cols))
         cached = self._cache.get(flt)
         if cached is not None:
@@ -189,6 +192,8 @@ class Store:
         if flt.day_from is not None or flt.day_to is not None:
             day, low, high = cols.day, flt.day_from or NO_DAY + 1, flt.day_to or 2**31 - 1
             rows = [i for i in rows if low <= day[i] <= high]
+        if self.deleted:
+            rows = [i for i in rows if i not in self.deleted]
         return array("i", rows)
 
     def _group(self, debt: int) -> array[int]:
@@ -197,7 +202,8 @@ class Store:
         if self._groups is None:
             groups = [array("i") for _ in range(self.debts)]
             for row, owner in enumerate(self.cols.debt):
-                groups[owner].append(row)
+                if row not in self.deleted:
+                    groups[owner].append(row)
             self._groups = groups
         return self._groups[debt]
 
@@ -277,6 +283,20 @@ class Store:
                 elif now and not was:
                     rows.insert(bisect_left(rows, row), row)
         return record
+
+    def delete(self, row: int) -> None:
+        """Delete a row: no list, filter or lookup shows it any more."""
+        self.deleted.add(row)
+        self._encoded.pop(row, None)
+        owner = self.cols.debt[row]
+        lists = [*self._cache.values()]
+        if self._groups is not None:
+            lists.append(self._groups[owner])
+        for rows in lists:
+            at = bisect_left(rows, row)
+            if at < len(rows) and rows[at] == row:
+                del rows[at]
+        self.debt_counts[owner] -= 1
 
     def insert(self, count: int, debt_row: int | None = None) -> list[str]:
         """Add `count` seeded-like rows (newest of all); their ids, newest first."""

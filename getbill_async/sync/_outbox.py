@@ -2,7 +2,9 @@
 
 After ``fork()``, a child makes its own outbox from the same arguments on first use (a new
 SQLite connection, or a new Redis client), opened if the parent's was: the parent's store
-connections are left alone in the child, never closed or used there.
+connections are left alone in the child, never closed or used there. A SQLite outbox is best
+opened after the fork: an open one's writer thread may hold SQLite's locks as the fork
+happens, which the child would then wait on.
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ class Outbox(Face[AsyncOutbox]):
     join = blocking(AsyncOutbox.join)
     dead = blocking(AsyncOutbox.dead)
     requeue = blocking(AsyncOutbox.requeue)
+    verify = blocking(AsyncOutbox.verify)
+    plan_verify = blocking(AsyncOutbox.plan_verify)
+    last_verify = blocking(AsyncOutbox.last_verify)
 
     def __enter__(self) -> Outbox:
         self.open()

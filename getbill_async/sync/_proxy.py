@@ -2,8 +2,8 @@
 
 A sync class names the async methods it offers, one line each, and nothing else::
 
-    class Debts(Face):
-        get = blocking(AsyncDebts.get)        # (debt_id: str) -> Debt, waiting
+    class Debts(Face[AsyncDebts]):
+        get = blocking(AsyncDebts.get)  # (debt_id: str) -> Debt, waiting
         iterate = walking(AsyncDebts.iterate)  # (...) -> Walk[Debt], a plain iterator
 
 ``blocking``, ``walking`` and ``batching`` take the async method itself, so its parameters

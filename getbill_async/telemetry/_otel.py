@@ -55,22 +55,42 @@ def _noop(provider: object) -> bool:
     ).__name__ in ("_ProxyMeterProvider", "NoOpMeterProvider")
 
 
+def _histogram(
+    meter: metrics.Meter, name: str, description: str, buckets: tuple[float, ...]
+) -> metrics.Histogram:
+    """A histogram in seconds, with the bucket advice where the API takes it.
+
+    opentelemetry-api before 1.30 has no ``explicit_bucket_boundaries_advisory`` on the proxy
+    meter that ``get_meter`` returns before a provider is set (1.27-1.29 raise ``TypeError``):
+    there the histogram is made without the advice, and a ``View`` can still set the buckets.
+    """
+    try:
+        return meter.create_histogram(
+            name,
+            unit="s",
+            description=description,
+            explicit_bucket_boundaries_advisory=list(buckets),
+        )
+    except TypeError:
+        return meter.create_histogram(name, unit="s", description=description)
+
+
 class _Instruments:
     """One set of instruments per process: every client's observer records into it."""
 
     def __init__(self) -> None:
         meter = metrics.get_meter(_SCOPE, _VERSION)
-        self.duration = meter.create_histogram(
+        self.duration = _histogram(
+            meter,
             "http.client.request.duration",
-            unit="s",
-            description="Duration of HTTP client requests.",
-            explicit_bucket_boundaries_advisory=list(_DURATION_BUCKETS),
+            "Duration of HTTP client requests.",
+            _DURATION_BUCKETS,
         )
-        self.budget_wait = meter.create_histogram(
+        self.budget_wait = _histogram(
+            meter,
             "getbill.budget.wait",
-            unit="s",
-            description="Time a request waited for a budget slot, by class and lane.",
-            explicit_bucket_boundaries_advisory=list(_WAIT_BUCKETS),
+            "Time a request waited for a budget slot, by class and lane.",
+            _WAIT_BUCKETS,
         )
         self.retries = meter.create_counter(
             "getbill.retries", unit="{retry}", description="Tries sent again after a failure."

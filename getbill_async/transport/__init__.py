@@ -1,14 +1,17 @@
-"""How a request travels: the request and its options (``_request``), auth (``_auth``), retry
+"""How a request travels: the request and its options (``_request``), where credentials
+come from (``_credentials``), auth (``_auth``), retry
 decisions (``_retry``), what an answer means (``_answers``), one try on the wire
 (``_exchange``), the one pipeline that runs them (``_pipeline``), and the page walks built on
-it (``_walks``).
+it (``_walks``; ``_overlap``: reads that overlap, to prove nothing was skipped).
 
 Nothing here imports the client: code below the client sees it through ``Sender``, a small
 Protocol that ``GetBillClient`` satisfies.
 """
 
 from ._answers import Decodes
-from ._auth import ClientCredentials, OAuthTokenSource, TokenSource, check_token, token_source
+from ._auth import OAuthTokenSource, TokenSource, token_source
+from ._credentials import ClientCredentials, check_token, resolve_credentials, token_url_beside
+from ._overlap import OverlapWalk, back_read, next_read, reads_for, walk_overlapping
 from ._pipeline import Pipeline
 from ._request import (
     SENT,
@@ -27,6 +30,7 @@ from ._wire import ItemEnvelope
 
 __all__ = [
     "SENT",
+    "back_read",
     "CallOptions",
     "CallStats",
     "ClientCredentials",
@@ -35,6 +39,7 @@ __all__ = [
     "ItemWalk",
     "KeyedPage",
     "OAuthTokenSource",
+    "OverlapWalk",
     "PageWalk",
     "Pipeline",
     "Request",
@@ -47,6 +52,11 @@ __all__ = [
     "check_token",
     "default_max_wait",
     "lane_of",
+    "next_read",
+    "reads_for",
+    "resolve_credentials",
     "token_source",
+    "token_url_beside",
+    "walk_overlapping",
     "walk_pages",
 ]

@@ -5,25 +5,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 import aiohttp
 import msgspec
 
 from .._constants import (
     DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_SCOPES,
-    DEFAULT_TOKEN_URL,
     LOGGER_NAME,
     TOKEN_EXPIRY_SKEW,
     TOKEN_REFRESH_MARGIN,
     TOKEN_RETRY_LATER,
 )
-from .._redact import REDACTED, SecretForm, redact
+from .._redact import SecretForm, redact
 from ..errors import (
     APIConnectionError,
     APITimeoutError,
@@ -34,67 +30,17 @@ from ..errors import (
     RateLimitError,
 )
 from ._answers import AnswerHeaders, Body, error_for_status, read_capped
+from ._credentials import ClientCredentials, resolve_credentials
 from ._request import Request
 from ._retry import Retryable, RetryPolicy, should_retry, with_retries
 from ._wire import TokenAnswer
 
-__all__ = ["ClientCredentials", "check_token"]
+__all__ = ["OAuthTokenSource", "StaticToken", "TokenSource", "token_source"]
 
 log = logging.getLogger(LOGGER_NAME)
 #: How many of the last tokens stay secrets after a refresh (answers in flight may echo them).
 _TOKENS_REMEMBERED = 16
 _token_decoder = msgspec.json.Decoder(TokenAnswer)
-
-
-def check_token(token: str, where: str) -> str:
-    """``token`` without surrounding whitespace; refused when empty or when it holds a
-    control character (it would break the ``Authorization`` header). The token is never
-    shown in the error.
-
-    Args:
-        token: the bearer token.
-        where: where it came from, named in the error (``"token"``, ``"GETBILL_TOKEN"``).
-
-    Returns:
-        The token, stripped.
-
-    Raises:
-        ConfigurationError: the token is empty or holds a control character.
-    """
-    token = token.strip()
-    if not token:
-        raise ConfigurationError(f"{where} is empty")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
-        raise ConfigurationError(
-            f"{where} holds a control character (a line break?): a bearer token is one line "
-            "of printable characters"
-        )
-    return token
-
-
-@dataclass(frozen=True)
-class ClientCredentials:
-    """OAuth2 client credentials; the client fetches and refreshes tokens with them.
-
-    The secret never shows in a repr or an error message.
-
-    Attributes:
-        client_id: the OAuth client's id.
-        client_secret: its secret.
-        scopes: the scopes asked for.
-        token_url: the token endpoint (https; no ``user:password@`` part).
-    """
-
-    client_id: str
-    client_secret: str = field(repr=False)
-    scopes: tuple[str, ...] = DEFAULT_SCOPES
-    token_url: str = DEFAULT_TOKEN_URL
-
-    def __repr__(self) -> str:
-        return (
-            f"ClientCredentials(client_id={self.client_id!r}, client_secret={REDACTED!r}, "
-            f"scopes={self.scopes!r}, token_url={self.token_url!r})"
-        )
 
 
 class TokenSource:
@@ -161,9 +107,11 @@ class OAuthTokenSource(TokenSource):
         clock: Callable[[], float] = time.monotonic,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
+        if credentials.token_url is None:
+            raise ConfigurationError("token_url: not settled (see resolve_credentials)")
         self.credentials = credentials
         self.max_response_bytes = max_response_bytes
-        self.token_url = credentials.token_url
+        self.token_url: str = credentials.token_url
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retry = retry or RetryPolicy()
         self._clock = clock
@@ -253,7 +201,7 @@ class OAuthTokenSource(TokenSource):
             form["scope"] = " ".join(creds.scopes)
         started = self._clock()
         self.fetches += 1
-        request = Request("POST", creds.token_url)
+        request = Request("POST", self.token_url)
         log.debug("fetching an OAuth token for client %s", creds.client_id)
         status, headers, body = await self._exchange(session, request, form, deadline)
         if status != 200:
@@ -275,7 +223,7 @@ class OAuthTokenSource(TokenSource):
                 "(a line break?), which no Authorization header can carry",
                 status=status,
                 method="POST",
-                path=creds.token_url,
+                path=self.token_url,
             )
         lifetime = answer.expires_in if answer.expires_in is not None else 3600.0
         margin = min(TOKEN_REFRESH_MARGIN, lifetime / 10)
@@ -346,14 +294,17 @@ def _fits_a_header(token: str) -> bool:
 def token_source(
     token: str | ClientCredentials | None,
     *,
+    base_url: str | None = None,
     timeout: float,
     retry: RetryPolicy | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> TokenSource:
-    """The token source for ``GetBillClient(token=...)``, falling back to the environment.
+    """The token source for ``GetBillClient(token=...)``: the credentials settled by
+    ``resolve_credentials`` (what is given, then the environment).
 
     Args:
         token: a bearer string, ``ClientCredentials``, or None (the environment's).
+        base_url: the API's base URL (a token URL not given is ``/token`` on its host).
         timeout: seconds per token request.
         retry: how token requests are retried.
         max_response_bytes: the largest token answer read.
@@ -364,30 +315,9 @@ def token_source(
     Raises:
         ConfigurationError: no usable credentials.
     """
-    oauth = functools.partial(
-        OAuthTokenSource, timeout=timeout, retry=retry, max_response_bytes=max_response_bytes
-    )
-    if isinstance(token, ClientCredentials):
-        return oauth(token)
-    if isinstance(token, str):
-        return StaticToken(check_token(token, "token"))
-    if token is not None:
-        raise ConfigurationError(
-            f"token must be a bearer string or ClientCredentials, got {type(token).__name__}"
-        )
-    env = os.environ
-    if env.get("GETBILL_TOKEN"):
-        return StaticToken(check_token(env["GETBILL_TOKEN"], "GETBILL_TOKEN"))
-    client_id, secret = env.get("GETBILL_CLIENT_ID"), env.get("GETBILL_CLIENT_SECRET")
-    if client_id and secret:
-        kwargs: dict[str, object] = {}
-        if env.get("GETBILL_TOKEN_URL"):
-            kwargs["token_url"] = env["GETBILL_TOKEN_URL"]
-        if env.get("GETBILL_SCOPES"):
-            kwargs["scopes"] = tuple(env["GETBILL_SCOPES"].split())
-        creds = ClientCredentials(client_id, secret, **kwargs)  # type: ignore[arg-type]
-        return oauth(creds)
-    raise ConfigurationError(
-        "no credentials: pass token='...' or ClientCredentials(...), or set GETBILL_TOKEN, "
-        "or GETBILL_CLIENT_ID and GETBILL_CLIENT_SECRET"
+    resolved = resolve_credentials(token, base_url=base_url)
+    if isinstance(resolved, str):
+        return StaticToken(resolved)
+    return OAuthTokenSource(
+        resolved, timeout=timeout, retry=retry, max_response_bytes=max_response_bytes
     )

@@ -65,6 +65,9 @@ class WalkStats:
         total_at_start: the server's ``total`` on the first page.
         total_at_end: its ``total`` on the last page.
         calls: the walk's requests, retries and budget waits.
+        proved: the walk ended and proved that every item which stayed on the list for the
+            whole of it was yielded (only a walk with overlapping reads proves it:
+            ``OverlapWalk``; a ``PageWalk`` leaves it False).
     """
 
     pages: int = 0
@@ -73,6 +76,7 @@ class WalkStats:
     total_at_start: int | None = None
     total_at_end: int | None = None
     calls: CallStats = field(default_factory=CallStats)
+    proved: bool = False
 
     @property
     def total_changed(self) -> bool:

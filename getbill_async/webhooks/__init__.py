@@ -28,6 +28,10 @@ reaches the callback as an ``UndecodedEvent`` (its raw parts, and why), so no si
 lost to a decoding rule. The aiohttp handler and the ASGI app are two thin adapters over one
 core (``_core``): they answer alike, and share the counters and duplicate filter.
 
+``secret`` may be several while it is rotated (the current one first): any one verifies.
+``DuplicateFilter()`` remembers handled events per process; ``DuplicateFilter(redis=url)``
+shares them through Redis, so one event runs once across workers and restarts.
+
 ``acknowledge="before"`` (the default) answers 204 at once and runs the callback afterwards:
 quick, but an event whose callback fails, or whose process dies, is gone. ``"after"`` answers
 2xx only when the callback succeeded within ``deadline`` (8 s, under GetBill's 10 s) and 5xx

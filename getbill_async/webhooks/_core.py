@@ -20,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Union
 
 import msgspec
 
-from ._events import UndecodedEvent, WebhookEvent, decode_event, verify_signature
-from ._support import DuplicateFilter, _settle, _Slots
+from ._events import UndecodedEvent, WebhookEvent, _checked_keys, _signed_by, decode_event
+from ._marks import Marks, MarksUnavailable
+from ._support import DuplicateFilter, _Slots
 
 log = logging.getLogger("getbill_async.webhooks")
 
@@ -35,6 +36,7 @@ DEFAULT_MAX_BODY = 1 << 20
 DEFAULT_DEADLINE = 8.0
 DEFAULT_MAX_CONCURRENT = 64
 _ACKNOWLEDGE = ("before", "after")
+_LEASE_MARGIN = 5.0
 
 WebhookCallback = Callable[[WebhookEvent], Union[Awaitable[None], None]]  # noqa: UP007
 
@@ -75,7 +77,7 @@ class _ReceiverCore:
 
     def __init__(
         self,
-        secret: str,
+        secret: str | Sequence[str],
         callback: WebhookCallback,
         *,
         max_body: int = DEFAULT_MAX_BODY,
@@ -84,8 +86,7 @@ class _ReceiverCore:
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
         duplicates: DuplicateFilter | None = None,
     ) -> None:
-        if not secret:
-            raise ValueError("the webhook secret is empty")
+        keys = _checked_keys(secret)
         if max_body < 1:
             raise ValueError(f"max_body must be >= 1, got {max_body!r}")
         if acknowledge not in _ACKNOWLEDGE:
@@ -94,7 +95,7 @@ class _ReceiverCore:
             raise ValueError(f"deadline must be in (0, 3600] seconds, got {deadline!r}")
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent!r}")
-        self._secret = secret
+        self._keys = keys
         self._callback = callback
         self.max_body = max_body
         self.acknowledge = acknowledge
@@ -102,7 +103,6 @@ class _ReceiverCore:
         self.duplicates = duplicates
         self._slots = _Slots(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._inflight: dict[bytes, asyncio.Future[bool]] = {}
         self._running = 0
         self.received = 0
         self.rejected = 0
@@ -110,6 +110,7 @@ class _ReceiverCore:
         self.failed = 0
         self.busy = 0
         self.undecoded = 0
+        self.previous_secret = 0
 
     def __repr__(self) -> str:
         # Never the secret: the settings and the counters only.
@@ -129,37 +130,76 @@ class _ReceiverCore:
         due = loop.time() + self.deadline
         if body is None:
             return self._refuse(413, "body too large")
-        if not verify_signature(body, signature, self._secret):
+        key = _signed_by(body, signature, self._keys)
+        if key is None:
             return self._refuse(401, "missing or invalid signature")
+        if key > 0:
+            self.previous_secret += 1
         event = decode_event(body)
         self.received += 1
         if isinstance(event, UndecodedEvent):
             self.undecoded += 1
             log.warning("webhook %r delivered undecoded: %s", event.type, event.error)
         if self.duplicates is None:
-            return await self._dispatch(event, due, None)
-        digest = self.duplicates.digest(body)
-        if digest in self.duplicates:
-            return self._repeated(event)
-        first = self._inflight.get(digest)
-        if first is not None:
-            return await self._follow(first, event, due)
-        outcome: asyncio.Future[bool] = loop.create_future()
-        self._inflight[digest] = outcome
-        try:
-            return await self._dispatch(event, due, digest)
-        finally:
-            del self._inflight[digest]
-            _settle(outcome, False)
+            return await self._dispatch(event, due)
+        return await self._once(self.duplicates, body, event, due)
 
-    async def _dispatch(self, event: WebhookEvent, due: float, digest: bytes | None) -> _Reply:
+    async def _once(
+        self, duplicates: DuplicateFilter, body: bytes, event: WebhookEvent, due: float
+    ) -> _Reply:
+        """Dispatch an event the filter has not seen handled, once, across its copies."""
+        loop = asyncio.get_running_loop()
+        marks = duplicates._marks
+        digest = duplicates.digest(body)
+        try:
+            # The claim outlives the answer's deadline by a margin, and no more: a worker
+            # that dies while it holds one lets the event go soon after.
+            state = await marks.claim(digest, due - loop.time() + _LEASE_MARGIN)
+            if state == "running":
+                handled = await marks.outcome(digest, due - loop.time())
+        except MarksUnavailable as exc:
+            log.warning(
+                "webhook %s answered 503: duplicate filter unavailable: %s", event.type, exc
+            )
+            return _Reply(503, "duplicate filter unavailable, send again later")
+        if state == "done":
+            return self._repeated(event)
+        if state == "running":
+            if handled:
+                return self._repeated(event)
+            return _Reply(503, "the same event is being handled, send again later")
+        try:
+            reply = await self._dispatch(event, due)
+        except BaseException:
+            await self._release(marks, digest)
+            raise
+        if reply.status >= 300:
+            await self._release(marks, digest)  # not handled: a copy may run it
+            return reply
+        try:
+            await marks.finish(digest)
+        except MarksUnavailable as exc:
+            # Handled (or, acknowledged before, about to be): a copy may run it again once
+            # the claim expires. Nothing better is possible without Redis.
+            log.error("webhook %s handled but not marked as handled: %s", event.type, exc)
+        except BaseException:
+            reply.begin()  # cancelled: a callback acknowledged before still starts
+            raise
+        return reply
+
+    async def _release(self, marks: Marks, digest: bytes) -> None:
+        try:
+            await marks.release(digest)
+        except MarksUnavailable as exc:
+            log.warning("webhook claim not released (it expires on its own): %s", exc)
+
+    async def _dispatch(self, event: WebhookEvent, due: float) -> _Reply:
         loop = asyncio.get_running_loop()
         if not await self._slots.take(due - loop.time()):
             self.busy += 1
             log.warning("webhook %s answered 503: %d callbacks busy", event.type, self._running)
             return _Reply(503, "busy, send again later")
         if self.acknowledge == "before":
-            self._succeeded(digest)
             # Answer first: GetBill wants a 2xx within 10 s whatever the callback does. The
             # slot is the task's from here; the adapter starts it once the 204 is written.
             return _Reply(204, then=lambda: self._start(event))
@@ -175,25 +215,7 @@ class _ReceiverCore:
             return _Reply(500, "callback failed")
         finally:
             self._slots.release()
-        self._succeeded(digest)
         return _NO_CONTENT
-
-    async def _follow(self, first: asyncio.Future[bool], event: WebhookEvent, due: float) -> _Reply:
-        """A copy of an event still being handled: answer with the first one's outcome."""
-        timeout = max(due - asyncio.get_running_loop().time(), 0.0)
-        try:
-            ok = await asyncio.wait_for(asyncio.shield(first), timeout)
-        except asyncio.TimeoutError:
-            ok = False
-        if ok:
-            return self._repeated(event)
-        return _Reply(503, "the same event is being handled, send again later")
-
-    def _succeeded(self, digest: bytes | None) -> None:
-        if digest is not None:
-            assert self.duplicates is not None
-            self.duplicates.add(digest)
-            _settle(self._inflight[digest], True)
 
     def _repeated(self, event: WebhookEvent) -> _Reply:
         self.repeated += 1
@@ -229,6 +251,9 @@ class _ReceiverCore:
             self._slots.release()
 
     async def aclose(self) -> None:
-        """Wait for the callbacks still running (new ones may start until the server stops)."""
+        """Wait for the callbacks still running (new ones may start until the server stops),
+        then close the duplicate filter's Redis connections, if any."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.duplicates is not None:
+            await self.duplicates.aclose()

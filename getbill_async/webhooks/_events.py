@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import string
+from collections.abc import Sequence
 from typing import Any, Union, get_args
 
 import msgspec
@@ -19,29 +20,81 @@ SIGNATURE_HEADER = "X-GetBill-Signature"
 _HEX = frozenset(string.hexdigits)
 
 
-def verify_signature(body: bytes, signature: str, secret: str) -> bool:
+def verify_signature(body: bytes, signature: str, secret: str | Sequence[str]) -> bool:
     """Whether ``signature`` is the hex HMAC-SHA256 of ``body`` under ``secret``.
 
-    Compared in constant time; a ``sha256=`` prefix, surrounding spaces and the case of the
-    hex digits are tolerated. An empty, non-hex or wrong-length signature is ``False``.
+    ``secret`` is one secret, or several while one is being rotated (the current one first):
+    any one of them verifies. Compared in constant time; a ``sha256=`` prefix, surrounding
+    spaces and the case of the hex digits are tolerated. An empty, non-hex or wrong-length
+    signature is ``False``, and so is an empty secret.
 
     Args:
         body: the request's raw body, as received.
         signature: the ``X-GetBill-Signature`` header's value.
-        secret: the webhook secret.
+        secret: the webhook secret, or a sequence of them.
 
     Returns:
         Whether the signature is right.
+
+    Raises:
+        TypeError: ``secret`` is neither a str nor a sequence of str.
     """
-    if not isinstance(signature, str) or not secret:
-        return False
+    keys = _keys(secret, allow_empty=True)
+    return _signed_by(body, signature, keys) is not None
+
+
+def _checked_keys(secret: object) -> tuple[bytes, ...]:
+    """The secrets a receiver verifies with, checked once, as keys (the current one first).
+
+    Raises:
+        TypeError: neither a str nor a sequence of str (an int, None, bytes, a dict).
+        ValueError: an empty str, an empty sequence, or an empty str in it.
+    """
+    return _keys(secret, allow_empty=False)
+
+
+def _keys(secret: object, *, allow_empty: bool) -> tuple[bytes, ...]:
+    # Messages name the argument and what it takes, never a secret's value.
+    allowed = "a str or a sequence of str (the current secret first)"
+    if isinstance(secret, str):
+        items: tuple[object, ...] = (secret,)
+    elif isinstance(secret, Sequence) and not isinstance(secret, (bytes, bytearray)):
+        items = tuple(secret)
+    else:
+        raise TypeError(f"secret must be {allowed}, got {type(secret).__name__}")
+    texts: list[str] = []
+    for n, item in enumerate(items):
+        if not isinstance(item, str):
+            raise TypeError(f"secret[{n}] must be a str, got {type(item).__name__}")
+        if not item and not allow_empty and not isinstance(secret, str):
+            raise ValueError(f"secret[{n}] is an empty str: every secret must be non-empty")
+        if item:
+            texts.append(item)
+    if not texts and not allow_empty:
+        kind = type(secret).__name__
+        raise ValueError(f"secret must not be empty: {allowed}, got an empty {kind}")
+    return tuple(text.encode() for text in texts)
+
+
+def _signed_by(body: bytes, signature: object, keys: tuple[bytes, ...]) -> int | None:
+    """The index of the key ``signature`` was made with, or None.
+
+    Every key is tried, so the time taken does not tell which one matched.
+    """
+    if not isinstance(signature, str) or not keys:
+        return None
     given = signature.strip()
     if given[:7].lower() == "sha256=":
         given = given[7:].strip()
     if len(given) != 64 or not _HEX.issuperset(given):
-        return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, given.lower())
+        return None
+    given = given.lower()
+    found = None
+    for n, key in enumerate(keys):
+        expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+        if hmac.compare_digest(expected, given) and found is None:
+            found = n
+    return found
 
 
 class _Event(msgspec.Struct, tag_field="type", kw_only=True, gc=False):

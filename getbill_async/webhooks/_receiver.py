@@ -3,7 +3,7 @@ handler here and the ASGI app (``_asgi``); see the package docstring."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -38,7 +38,8 @@ class WebhookReceiver(_ReceiverCore):
     204 when it returned within ``deadline`` seconds of the request's arrival, 500 when it
     raised, 503 when the deadline passed (it is then cancelled): a retrying sender sends the
     event again, and only a success is remembered as handled. A copy that arrives while the
-    first is still running waits for its outcome instead of running the callback twice.
+    first is still running waits for its outcome instead of running the callback twice, up
+    to its deadline (then 503); with ``DuplicateFilter(redis=...)``, across workers too.
 
     At most ``max_concurrent`` callbacks run at once; a request that finds no free slot
     within the deadline is answered 503 with ``Retry-After``. A plain (non-async) callback
@@ -48,25 +49,30 @@ class WebhookReceiver(_ReceiverCore):
 
     Counters: ``received`` (signed bodies), ``rejected`` (4xx), ``repeated`` (duplicates
     answered without a callback), ``failed`` (callbacks that raised or passed the deadline),
-    ``busy`` (503 for lack of a slot), ``undecoded`` (delivered as ``UndecodedEvent``), and
-    ``pending`` (callbacks running now).
+    ``busy`` (503 for lack of a slot), ``undecoded`` (delivered as ``UndecodedEvent``),
+    ``previous_secret`` (bodies signed with a secret other than the first: while it grows, an
+    old secret is still in use), and ``pending`` (callbacks running now).
 
     Args:
-        secret: the endpoint's webhook secret, from GetBill's settings (never logged).
+        secret: the endpoint's webhook secret, from GetBill's settings (never logged), or
+            several while it is rotated, the current one first: any one of them verifies.
         callback: called with each event, async or plain.
         max_body: the largest body accepted, in bytes (1 MiB).
         acknowledge: ``"before"`` (answer, then run the callback) or ``"after"``.
         deadline: seconds from a request's arrival to its answer (8; GetBill waits 10).
         max_concurrent: callbacks running at once (64).
-        duplicates: a ``DuplicateFilter`` that runs the callback once per body, or None.
+        duplicates: a ``DuplicateFilter`` that runs the callback once per body, or None;
+            in memory it is per process, in Redis (``redis=``) shared by every worker.
 
     Raises:
-        ValueError: an empty secret, or a setting out of its range (the message names it).
+        TypeError: ``secret`` is neither a str nor a sequence of str.
+        ValueError: an empty secret (or an empty one among several), or a setting out of
+            its range (the message names it).
     """
 
     def __init__(
         self,
-        secret: str,
+        secret: str | Sequence[str],
         callback: WebhookCallback,
         *,
         max_body: int = DEFAULT_MAX_BODY,
@@ -174,7 +180,7 @@ def make_asgi_app(receiver: WebhookReceiver) -> WebhookAsgiApp:
 
 
 def webhook_handler(
-    secret: str,
+    secret: str | Sequence[str],
     callback: WebhookCallback,
     *,
     app: web.Application | None = None,
@@ -185,7 +191,7 @@ def webhook_handler(
     ``app.router.add_post("/webhooks", webhook_handler(secret, on_event, app=app))``.
 
     Args:
-        secret: the endpoint's webhook secret.
+        secret: the endpoint's webhook secret, or several, the current one first.
         callback: called with each event.
         app: when given, its cleanup waits for the callbacks still running.
         **options: ``WebhookReceiver``'s (``max_body``, ``acknowledge``, ``deadline``,

@@ -224,7 +224,7 @@ class Wakeups:
             log.debug("budget wake-up channel lost: %s", exc)
             self._pubsub = None
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     async def aclose(self, timeout: float) -> None:
         task, self._task = self._task, None
@@ -236,4 +236,4 @@ class Wakeups:
             with contextlib.suppress(
                 RedisError, RedisClusterException, OSError, asyncio.TimeoutError
             ):
-                await asyncio.wait_for(pubsub.aclose(), timeout)  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(pubsub.aclose(), timeout)
