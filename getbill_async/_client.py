@@ -1,19 +1,18 @@
 """``GetBillClient``: one aiohttp session, one request pipeline, the resources on top.
 
-The session belongs to the event loop it was made on and its sockets to the process. When
-that loop shuts down (``asyncio.run`` ending), the session is closed on it; the next call, on
-another loop, opens a new one under the same budget. In a child after ``fork()``, the
-parent's session is left alone (never closed or used there) and a new one is opened. Used
-from a second loop while the first is still open, the client raises ``EventLoopError``.
+The session belongs to the loop it was made on, its sockets to the process. As that loop ends
+(``asyncio.run``), the session is closed on it; the next loop gets a new one, under the same
+budget. A child after ``fork()`` leaves the parent's alone and opens its own. Used from a
+second loop while the first is open, the client raises ``EventLoopError``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 import os
 import warnings
-import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 from types import TracebackType
@@ -25,7 +24,7 @@ from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TI
 from .budget import LANES, Budget, BudgetStatus, Lane, LocalBudget, RateLimit
 from .errors import ConfigurationError, EventLoopError
 from .resources import Debts, Followups
-from .support import Home, at_loop_end, check_url, forks, home, orphan
+from .support import Home, at_loop_end, check_url, forks, home, in_child, orphan
 from .telemetry import Hooks, event_stream
 from .transport import (
     CallOptions,
@@ -55,19 +54,6 @@ class _NotGiven:
 
 
 NOT_GIVEN: Any = _NotGiven()
-
-#: Clients with a session open, so that a child after ``fork()`` drops the parent's at once.
-_OPEN: weakref.WeakSet[GetBillClient] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for client in list(_OPEN):
-        client._leave_parent()
-    _OPEN.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _changed(
@@ -298,7 +284,7 @@ class GetBillClient:
                 request_class=SentAwareRequest,
             )
             self._sentinel = at_loop_end(self._end_session)
-            _OPEN.add(self)
+            in_child(self._leave_parent)  # a child after fork() drops the parent's at once
         # aiohttp silently resends GET/PUT once when a kept-alive connection drops; the
         # budget would not see that second request, so the pipeline's retries do it instead.
         if hasattr(self._session, "_retry_connection"):
@@ -315,25 +301,31 @@ class GetBillClient:
         )
         return pipe
 
-    def _move(self) -> None:
-        """The session was opened in the parent process or on another event loop: leave it
-        (raising if that loop is still open), so that the caller opens one here."""
+    def _move(self, closing: bool = False) -> None:
+        """The session was opened in the parent process or on another loop: leave it, so that
+        the caller opens one here. If that loop is open, raise (or, ``closing``, have the
+        session closed there when it runs next)."""
         born, loop = self._home
-        forked = born != forks()
-        if not self._owns_session:
+        forked, open_elsewhere = born != forks(), loop is not None and not loop.is_closed()
+        if not forked and loop is not None and open_elsewhere and closing:
+            if self._sentinel is not None:
+                loop.call_soon_threadsafe(asyncio.ensure_future, self._sentinel.aclose())
+            self._pipe = self._sentinel = None
+        elif not self._owns_session:
             where = "the parent process" if forked else "another event loop"
             raise EventLoopError(
                 f"the aiohttp session given to GetBillClient belongs to {where}: pass one "
                 "made here, or let the client open its own"
             )
-        if not forked and loop is not None and not loop.is_closed():
+        elif not forked and open_elsewhere:
             raise EventLoopError(
                 "this GetBillClient works on another event loop, which is still open: a client "
                 "serves one loop at a time. Create the client inside the loop that uses it "
                 "(async with GetBillClient() as client, in the coroutine the loop runs), or "
                 "use getbill_async.sync.GetBillClient, which any thread may share"
             )
-        self._leave_parent()  # a child's inheritance, or a loop closed without shutting down
+        else:
+            self._leave_parent()  # a child's inheritance, or a loop closed without its end
 
     def _leave_parent(self) -> None:
         orphan((self._session, self._pipe, self._sentinel))
@@ -366,8 +358,8 @@ class GetBillClient:
         if self._root is not self:
             return
         self._closed = True
-        if self._pipe is not None and self._home != home():
-            self._move()
+        if self._pipe is not None and self._home != home() and self._owns_session:
+            self._move(closing=True)
         self._pipe = None
         sentinel = self._sentinel
         if sentinel is not None:

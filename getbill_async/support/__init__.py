@@ -5,7 +5,7 @@ live (``_home``: the process after ``fork()``, the running event loop)."""
 
 from ._closing import AsyncClosing
 from ._extras import available, missing_extra_class, require
-from ._home import Home, at_loop_end, forks, home, orphan
+from ._home import Home, at_loop_end, forks, home, in_child, orphan
 from ._lock import FileLock
 from ._urls import check_url
 from ._validate import (
@@ -32,6 +32,7 @@ __all__ = [
     "fail",
     "forks",
     "home",
+    "in_child",
     "list_params",
     "missing_extra_class",
     "orphan",

@@ -18,21 +18,27 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
-__all__ = ["Home", "at_loop_end", "forks", "home", "orphan"]
+__all__ = ["Home", "at_loop_end", "forks", "home", "in_child", "orphan"]
 
 #: (fork generation, running loop or None)
 Home = tuple[int, "asyncio.AbstractEventLoop | None"]
 
 _forks = 0
 _orphans: list[Any] = []
+_in_child: dict[int, weakref.WeakMethod[Callable[[], None]]] = {}
 
 
 def _after_fork_in_child() -> None:
     global _forks
     _forks += 1
+    calls = [method for ref in _in_child.values() if (method := ref()) is not None]
+    _in_child.clear()
+    for call in calls:
+        call()
 
 
 if hasattr(os, "register_at_fork"):
@@ -47,6 +53,12 @@ def forks() -> int:
 def home() -> Home:
     """This process's fork generation and the running event loop (None outside one)."""
     return _forks, asyncio._get_running_loop()
+
+
+def in_child(method: Callable[[], None]) -> None:
+    """Call the bound ``method`` in a child right after the next ``fork()`` (held weakly: a
+    collected object is not called; one method per object)."""
+    _in_child[id(method.__self__)] = weakref.WeakMethod(method)  # type: ignore[attr-defined]
 
 
 def orphan(thing: object) -> None:
