@@ -1,23 +1,30 @@
-"""``GetBillClient``: one aiohttp session, one request pipeline, the resources on top."""
+"""``GetBillClient``: one aiohttp session, one request pipeline, the resources on top.
+
+The session belongs to the loop it was made on, its sockets to the process. As that loop ends
+(``asyncio.run``), the session is closed on it; the next loop gets a new one, under the same
+budget. A child after ``fork()`` leaves the parent's alone and opens its own. Used from a
+second loop while the first is open, the client raises ``EventLoopError``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import copy
-import ipaddress
 import math
 import os
 import warnings
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
-from yarl import URL
 
 from ._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
 from .budget import LANES, Budget, BudgetStatus, Lane, LocalBudget, RateLimit
-from .errors import ConfigurationError
+from .errors import ConfigurationError, EventLoopError
 from .resources import Debts, Followups
+from .support import Home, at_loop_end, check_url, forks, home, in_child, orphan
 from .telemetry import Hooks, event_stream
 from .transport import (
     CallOptions,
@@ -47,38 +54,6 @@ class _NotGiven:
 
 
 NOT_GIVEN: Any = _NotGiven()
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_url(name: str, url: str, allow_insecure: bool) -> str:
-    try:
-        parsed = URL(url)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be an http(s) URL with a host") from None
-    if parsed.user is not None or parsed.password is not None:
-        # Not echoed: the URL holds a password. The API takes credentials as a token.
-        raise ConfigurationError(
-            f"{name} must not hold credentials (user:password@host); pass them as "
-            "token=... or ClientCredentials(...)"
-        )
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigurationError(f"{name} must be an http(s) URL with a host, got {url!r}")
-    if parsed.scheme == "http" and not allow_insecure and not _is_loopback(parsed.host):
-        raise ConfigurationError(
-            f"{name} must use https (plain http is allowed for loopback hosts, or with "
-            f"allow_insecure=True), got {url!r}"
-        )
-    return url
 
 
 def _changed(
@@ -161,7 +136,7 @@ class GetBillClient:
     ) -> None:
         if base_url is None:
             base_url = os.environ.get("GETBILL_BASE_URL") or DEFAULT_BASE_URL
-        self.base_url = _check_url("base_url", base_url, allow_insecure).rstrip("/")
+        self.base_url = check_url("base_url", base_url, allow_insecure).rstrip("/")
         self.retry = retry or RetryPolicy()
         self._auth: TokenSource = token_source(
             token,
@@ -171,7 +146,7 @@ class GetBillClient:
             max_response_bytes=max_response_bytes,
         )
         if isinstance(self._auth, OAuthTokenSource):
-            _check_url("token_url", self._auth.token_url, allow_insecure)
+            check_url("token_url", self._auth.token_url, allow_insecure)
         if rate_limit is None or isinstance(rate_limit, RateLimit):
             self.budget: Budget = LocalBudget(rate_limit)
         elif isinstance(rate_limit, Budget):
@@ -192,6 +167,8 @@ class GetBillClient:
         self._session = session
         self._owns_session = session is None
         self._pipe: Pipeline | None = None
+        self._home: Home = (forks(), None)  # where the session was opened
+        self._sentinel: AsyncGenerator[None, None] | None = None  # closes it as its loop ends
         self._stats = CallStats()
         self._events = event_stream(hooks, self.budget, self.base_url)
         self._closed = False
@@ -295,14 +272,19 @@ class GetBillClient:
             return self._root._pipeline()
         pipe = self._pipe
         if pipe is not None:
-            return pipe
+            if self._home == home():
+                return pipe
+            self._move()
         if self._closed:
             raise ConfigurationError("the client is closed")
-        if self._session is None:
+        self._home = home()
+        if self._session is None or (self._owns_session and self._session.closed):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections),
                 request_class=SentAwareRequest,
             )
+            self._sentinel = at_loop_end(self._end_session)
+            in_child(self._leave_parent)  # a child after fork() drops the parent's at once
         # aiohttp silently resends GET/PUT once when a kept-alive connection drops; the
         # budget would not see that second request, so the pipeline's retries do it instead.
         if hasattr(self._session, "_retry_connection"):
@@ -318,6 +300,43 @@ class GetBillClient:
             events=self._events,
         )
         return pipe
+
+    def _move(self, closing: bool = False) -> None:
+        """The session was opened in the parent process or on another loop: leave it, so that
+        the caller opens one here. If that loop is open, raise (or, ``closing``, have the
+        session closed there when it runs next)."""
+        born, loop = self._home
+        forked, open_elsewhere = born != forks(), loop is not None and not loop.is_closed()
+        if not forked and loop is not None and open_elsewhere and closing:
+            if self._sentinel is not None:
+                loop.call_soon_threadsafe(asyncio.ensure_future, self._sentinel.aclose())
+            self._pipe = self._sentinel = None
+        elif not self._owns_session:
+            where = "the parent process" if forked else "another event loop"
+            raise EventLoopError(
+                f"the aiohttp session given to GetBillClient belongs to {where}: pass one "
+                "made here, or let the client open its own"
+            )
+        elif not forked and open_elsewhere:
+            raise EventLoopError(
+                "this GetBillClient works on another event loop, which is still open: a client "
+                "serves one loop at a time. Create the client inside the loop that uses it "
+                "(async with GetBillClient() as client, in the coroutine the loop runs), or "
+                "use getbill_async.sync.GetBillClient, which any thread may share"
+            )
+        else:
+            self._leave_parent()  # a child's inheritance, or a loop closed without its end
+
+    def _leave_parent(self) -> None:
+        orphan((self._session, self._pipe, self._sentinel))
+        self._pipe = self._sentinel = None
+        self._session = None if self._owns_session else self._session
+
+    async def _end_session(self) -> None:
+        """Close the session on its own loop (as that loop ends, or on ``close()``)."""
+        session, self._pipe, self._sentinel = self._session, None, None
+        if session is not None and not session.closed:
+            await session.close()
 
     @property
     def client_id(self) -> str | None:
@@ -346,8 +365,13 @@ class GetBillClient:
         if self._root is not self:
             return
         self._closed = True
+        if self._pipe is not None and self._home != home() and self._owns_session:
+            self._move(closing=True)
         self._pipe = None
-        if self._owns_session and self._session is not None and not self._session.closed:
+        sentinel = self._sentinel
+        if sentinel is not None:
+            await sentinel.aclose()  # closes the session
+        elif self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
 
     async def __aenter__(self) -> GetBillClient:

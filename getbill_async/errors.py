@@ -20,6 +20,8 @@ GetBillError
  ├── BudgetExhaustedError        the rate budget would make a request wait too long
  ├── BudgetUnavailableError      a shared budget's store cannot be reached
  ├── FileInUseError              another process is writing the same output file
+ ├── EventLoopError              a call its event loop or thread cannot serve (it would
+ │                               deadlock, or another open loop holds the client); a RuntimeError
  └── MissingExtraError           a feature's optional dependency is not installed
 ```
 
@@ -43,6 +45,7 @@ __all__ = [
     "BudgetUnavailableError",
     "ConfigurationError",
     "DecodeError",
+    "EventLoopError",
     "FileInUseError",
     "GetBillError",
     "MissingExtraError",
@@ -257,6 +260,15 @@ class BudgetExhaustedError(GetBillError):
 
 class BudgetUnavailableError(GetBillError):
     """A shared budget's store (Redis) cannot be reached."""
+
+
+class EventLoopError(GetBillError, RuntimeError):
+    """A call that its event loop or thread cannot serve, refused before it could hang or
+    fail on a dead loop: a blocking call of ``getbill_async.sync`` made on that face's own
+    loop thread (it would wait for itself), or an async client, session or budget used from
+    an event loop while the loop it works on is still open elsewhere. The message says what
+    to do instead. It is a ``RuntimeError`` too, like asyncio's own loop errors.
+    """
 
 
 class MissingExtraError(GetBillError, ImportError):

@@ -2,7 +2,7 @@
 reaches into another's private names; no import circle; modules and functions stay small.
 
 The layers, top to bottom (docs/development.md draws them):
-cli → package face → outbox → client → resources → export/bulk/webhooks → transport →
+cli, dlt, sync → package face → outbox → client → resources → export/bulk/webhooks → transport →
 telemetry → budget → support → errors/models → constants/redaction.
 The sandbox stands apart: it imports nothing of the SDK, and only the top layer imports it.
 """
@@ -21,6 +21,8 @@ ROOT = "getbill_async"
 LAYERS: dict[str, float] = {
     "cli": 10,
     "dlt": 10,
+    # The blocking face drives the async client and outbox from above, as the CLI does.
+    "sync": 10,
     "pytest_plugin": 10,
     "": 9,  # the package face, getbill_async/__init__.py
     # The outbox drives a whole client (its creates, updates and lookups by call_id): a

@@ -3,10 +3,11 @@
 Sybil finds the blocks (```` ```python ```` fences, and ``<!-- skip: next -->`` before a block
 that must not run); the evaluator here compiles each with top-level ``await`` allowed and runs
 it on the page's event loop. The blocks of one page share one namespace, in order, like a
-reader typing them into ``python -m asyncio``. Each page gets a fresh sandbox, reached the way
-a real program reaches the API: ``GETBILL_TOKEN`` and ``GETBILL_BASE_URL`` in the environment
-(and ``REDIS_URL``, ``REDIS_CLUSTER_URL`` for the fleet examples), in a fresh working
-directory. The convention is written down in docs/development.md.
+reader typing them into ``python -m asyncio``. Each page gets a fresh sandbox (served on a
+thread of its own, so that blocking code reaches it too), reached the way a real program
+reaches the API: ``GETBILL_TOKEN`` and ``GETBILL_BASE_URL`` in the environment (and
+``REDIS_URL``, ``REDIS_CLUSTER_URL`` for the fleet examples), in a fresh working directory.
+The convention is written down in docs/development.md.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sybil.parsers.markdown import CodeBlockParser, SkipParser
 from getbill_async import GetBillClient
 from getbill_async.sandbox import Sandbox
 from tests.redis_fixtures import RedisCluster, RedisServer
+from tests.sync_helpers import ThreadedSandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -76,19 +78,19 @@ def snippet_env(
     redis_server: RedisServer,
     redis_cluster: RedisCluster,
 ) -> Iterator[asyncio.AbstractEventLoop]:
+    # The sandbox has a loop of its own, on a thread, so that a block of sync code (which
+    # blocks this thread while it waits) reaches it too.
     loop = asyncio.new_event_loop()
-    sandbox = Sandbox(followups=1000, seed=7)
-    loop.run_until_complete(sandbox.start())
-    for name in ("GETBILL_CLIENT_ID", "GETBILL_CLIENT_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("GETBILL_TOKEN", sandbox.token)
-    monkeypatch.setenv("GETBILL_BASE_URL", sandbox.base_url)
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    monkeypatch.setenv("REDIS_CLUSTER_URL", redis_cluster.url)
-    monkeypatch.chdir(tmp_path)
-    yield loop
-    loop.run_until_complete(sandbox.stop())
-    loop.close()
+    with ThreadedSandbox(followups=1000, seed=7) as sandbox:
+        for name in ("GETBILL_CLIENT_ID", "GETBILL_CLIENT_SECRET"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("GETBILL_TOKEN", sandbox.token)
+        monkeypatch.setenv("GETBILL_BASE_URL", sandbox.base_url)
+        monkeypatch.setenv("REDIS_URL", redis_server.url)
+        monkeypatch.setenv("REDIS_CLUSTER_URL", redis_cluster.url)
+        monkeypatch.chdir(tmp_path)
+        yield loop
+        loop.close()
 
 
 @pytest.mark.timeout(60)

@@ -21,6 +21,15 @@ def test_every_public_error_and_model_is_exported() -> None:
                     assert name in getbill_async.__all__, name
 
 
+def test_the_sync_face_exports_its_names() -> None:
+    import getbill_async.sync as sync
+
+    for name in sync.__all__:
+        assert getattr(sync, name) is not None, name
+    assert sync.GetBillClient.__name__ == getbill_async.GetBillClient.__name__
+    assert sync.Outbox.__name__ == getbill_async.Outbox.__name__
+
+
 def test_error_tree() -> None:
     e = errors
     for cls in (
@@ -41,8 +50,10 @@ def test_error_tree() -> None:
         e.BudgetExhaustedError,
         e.BudgetUnavailableError,
         e.ConfigurationError,
+        e.EventLoopError,
     ):
         assert issubclass(base, e.GetBillError)
+    assert issubclass(e.EventLoopError, RuntimeError)
 
 
 def test_api_error_message_names_what_was_being_done() -> None:

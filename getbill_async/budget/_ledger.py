@@ -9,6 +9,12 @@ interactive requests, ``limit x (1 - reserve)`` for bulk ones). Two rules guard 
   first answer instead of from a burst of 429s;
 - order: waiting interactive requests go ahead of waiting bulk ones; within a lane, first come
   first served (an ``asyncio.Lock`` per lane is FIFO).
+
+Those locks and the change event belong to the event loop that first waits on them. Used from
+another loop (once the first is closed: ``asyncio.run`` per task) or in a child after
+``fork()``, the ledger makes them again; in a child, the parent's requests in flight count as
+answered at the fork (their slots free a window later). Waiters on a loop that is still open
+elsewhere make that an ``EventLoopError``: one ledger serves one loop at a time.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from collections.abc import Mapping
 from aiolimiter import AsyncLimiter
 
 from .._constants import LOGGER_NAME
-from ..errors import BudgetExhaustedError
+from ..errors import BudgetExhaustedError, EventLoopError
+from ..support import Home, forks, home
 from ._others import Readings
 from ._types import (
     LANES,
@@ -66,6 +73,7 @@ class Ledger:
         "_queued",
         "_cold",
         "_warned",
+        "_home",
     )
 
     def __init__(self, kind: Kind, rate: RateLimit, clock: Clock) -> None:
@@ -86,6 +94,7 @@ class Ledger:
         self._queued: dict[str, int] = dict.fromkeys(LANES, 0)  # tasks in the slow path
         self._cold = True
         self._warned: set[str] = set()  # headers already warned about as out of range
+        self._home: Home = (forks(), None)  # where the locks, event and pacer belong
 
     def in_flight(self) -> int:
         return self._flying["interactive"] + self._flying["bulk"]
@@ -140,6 +149,10 @@ class Ledger:
             # and the count, so no other task can come in between.
             self._flying[lane] += 1
             return 0.0
+        here = home()
+        if here != self._home:
+            self._move(here)
+            queued = self._queued
         queued[lane] += 1
         try:
             if max_wait is None:
@@ -149,6 +162,31 @@ class Ledger:
             queued[lane] -= 1
             if lane == "interactive" and not queued[lane]:
                 self._notify()  # waiting bulk requests let interactive ones pass: look again
+
+    def _move(self, here: Home) -> None:
+        """Make the loop-bound parts again for ``here`` (another loop, or a child process)."""
+        born, loop = self._home
+        waiting = self._queued["interactive"] + self._queued["bulk"]
+        if here[0] == born and loop is not None and not loop.is_closed() and waiting:
+            raise EventLoopError(
+                f"the {self.kind} budget has requests waiting on another event loop, which is "
+                "still open: one budget serves one loop at a time. Give each loop its own "
+                "client and budget, or share one getbill_async.sync.GetBillClient between threads"
+            )
+        if here[0] != born:
+            # The parent's requests in flight: their answers come to the parent, so count
+            # them as answered now (the server may count them for a window from now).
+            now = self._clock.now()
+            for lane in LANES:
+                for _ in range(self._flying[lane]):
+                    self._take(now, lane)
+                self._flying[lane] = 0
+        self._queued = dict.fromkeys(LANES, 0)
+        self._locks = {lane: asyncio.Lock() for lane in LANES}
+        self._changed = asyncio.Event()
+        if self._pacer is not None:
+            self._pacer = AsyncLimiter(1, self.window / self.limit)
+        self._home = here
 
     async def _acquire_in_turn(self, lane: Lane, max_wait: float | None) -> float:
         clock = self._clock

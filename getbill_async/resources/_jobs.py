@@ -42,6 +42,7 @@ class FollowupJobs:
 
     async def export(
         self,
+        /,
         path: str | os.PathLike[str],
         *,
         options: ExportOptions | None = None,

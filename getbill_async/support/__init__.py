@@ -1,11 +1,14 @@
 """Small helpers that every layer above the models uses: input checks that name the field
 (``_validate``), optional extras imported on demand (``_extras``), one async-with mixin
-(``_closing``), an exclusive lock on an output file (``_lock``), and a bounded wait for an
-event that never swallows a cancellation (``_waiting``)."""
+(``_closing``), an exclusive lock on an output file (``_lock``), a bounded wait for an event
+that never swallows a cancellation (``_waiting``), and where loop-bound parts live (``_home``:
+the process after ``fork()``, the running event loop)."""
 
 from ._closing import AsyncClosing
 from ._extras import available, missing_extra_class, require
+from ._home import Home, at_loop_end, forks, home, in_child, orphan
 from ._lock import FileLock
+from ._urls import check_url
 from ._validate import (
     build_create,
     build_update,
@@ -20,14 +23,21 @@ from ._waiting import wait_event
 __all__ = [
     "AsyncClosing",
     "FileLock",
+    "Home",
+    "at_loop_end",
     "available",
     "build_create",
     "build_update",
     "check_id",
     "check_int",
+    "check_url",
     "fail",
+    "forks",
+    "home",
+    "in_child",
     "list_params",
     "missing_extra_class",
+    "orphan",
     "page_params",
     "require",
     "wait_event",

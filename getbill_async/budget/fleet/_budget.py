@@ -23,7 +23,8 @@ in case a message was lost).
 
 The keys are ``_scripts``'s. Redis's clock must run at the server's rate (any
 NTP-disciplined host does); only a step *forward* of the Redis host's clock could free slots
-early.
+early. An owned client is closed as its loop ends, and made again on the next loop or after
+``fork()``.
 
 Redis restarted, or failed over to an empty replica: the ledger is gone, and with it what the
 server had counted. Until an answer is seen again, the scripts admit one request per class at a
@@ -49,7 +50,7 @@ try:
 
     from ._calls import PendingReleases
     from ._checks import check_options
-    from ._conn import RedisClient, Wakeups, connect
+    from ._conn import LoopHome, RedisClient, Wakeups, connect
     from ._scripts import ACQUIRING, READING, RELEASING, Scripts
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisBudget needs redis-py: pip install 'getbill-async[redis]'") from exc
@@ -134,20 +135,32 @@ class RedisBudget(AsyncClosing):
         self.expected_workers = expected_workers
         self.fallback_retry = float(fallback_retry)
         self.accept_eviction = accept_eviction
-        self._redis: RedisClient
-        if isinstance(url_or_client, str):
-            self._redis = connect(url_or_client, cluster=cluster, timeout=self.timeout)
-            self._owns_client = True
-        else:
-            self._redis = url_or_client
-            self._owns_client = False
-        self._ledger = Scripts(self._redis, key, self.timeout, accept_eviction=accept_eviction)
+        self._url = url_or_client if isinstance(url_or_client, str) else None
+        self._owns_client, self._cluster = self._url is not None, cluster
+        self._redis: RedisClient = url_or_client  # type: ignore[assignment]
+        self._fallback = Fallback(self.rate_limit, expected_workers, self.fallback_retry)
+        parts = lambda: (self._redis, self._wakeups, self._pending, self._forgetting)  # noqa: E731
+        self._home = LoopHome(self._connect, self._disconnect, parts, self._owns_client)
+        self._connect()
+        self._closed = False
+
+    def _connect(self) -> None:
+        """The parts bound to a loop and a process: made again on another (``LoopHome``)."""
+        if self._url is not None:
+            self._redis = connect(self._url, cluster=self._cluster, timeout=self.timeout)
+        evicting = self.accept_eviction
+        self._ledger = Scripts(self._redis, self.key, self.timeout, accept_eviction=evicting)
         self._locks = {(kind, lane): asyncio.Lock() for kind in KINDS for lane in LANES}
         self._wakeups = Wakeups(self._redis, [self._ledger.channel(k) for k in KINDS])
-        self._fallback = Fallback(self.rate_limit, expected_workers, self.fallback_retry)
         self._pending = PendingReleases(self.lease)
         self._forgetting: set[asyncio.Task[Any]] = set()
-        self._closed = False
+
+    async def _disconnect(self) -> None:
+        await self._pending.aclose(self.timeout)
+        await self._wakeups.aclose(self.timeout)
+        await asyncio.gather(*self._forgetting, return_exceptions=True)
+        if self._owns_client:
+            await self._redis.aclose()
 
     @property
     def is_cluster(self) -> bool:
@@ -185,6 +198,7 @@ class RedisBudget(AsyncClosing):
         if self._closed:
             raise ConfigurationError("the RedisBudget is closed")
         check_lane(lane)
+        self._home.enter()
         fallback = self._fallback
         if fallback.active():
             return await fallback.local.acquire(kind, lane=lane, max_wait=max_wait)
@@ -292,6 +306,7 @@ class RedisBudget(AsyncClosing):
             slot: What ``acquire`` gave.
             outcome: The request's outcome (status, headers, whether it was sent).
         """
+        self._home.enter()
         kind = slot.kind
         if not slot.token:
             await self._fallback.local.release(slot, self._fallback.fair_share(outcome))
@@ -336,6 +351,7 @@ class RedisBudget(AsyncClosing):
         Raises:
             BudgetUnavailableError: Redis failed, and ``fallback`` is off.
         """
+        self._home.enter()
         if self._fallback.active():
             return await self._fallback.local.status()
         try:
@@ -359,21 +375,13 @@ class RedisBudget(AsyncClosing):
         if self._closed:
             return
         self._closed = True
-        await self._pending.aclose(self.timeout)
-        await self._wakeups.aclose(self.timeout)
-        if self._forgetting:
-            await asyncio.gather(*self._forgetting, return_exceptions=True)
-        if self._owns_client:
-            await self._redis.aclose()
+        await self._home.leave()
 
     def __repr__(self) -> str:
-        r = self.rate_limit
-        kind = ", cluster" if self.is_cluster else ""
+        r, kind = self.rate_limit, ", cluster" if self.is_cluster else ""
         reserve = f", reserve={r.reserve:g}" if r.reserve else ""
-        return (
-            f"RedisBudget(key={self.key!r}{kind}, reads={r.reads}, writes={r.writes}, "
-            f"window={r.window:g}{reserve})"
-        )
+        limits = f"reads={r.reads}, writes={r.writes}, window={r.window:g}{reserve}"
+        return f"RedisBudget(key={self.key!r}{kind}, {limits})"
 
 
 def budget_from_url(

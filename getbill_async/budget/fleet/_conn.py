@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeAlias
 
 import redis
@@ -24,10 +25,10 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from ..._constants import LOGGER_NAME
-from ...errors import ConfigurationError
-from ...support import wait_event
+from ...errors import ConfigurationError, EventLoopError
+from ...support import Home, at_loop_end, forks, home, orphan, wait_event
 
-__all__ = ["RedisClient", "Wakeups", "connect", "hash_tag", "tagged", "where"]
+__all__ = ["LoopHome", "RedisClient", "Wakeups", "connect", "hash_tag", "tagged", "where"]
 
 #: The clients a ``RedisBudget`` accepts: one node (or a proxy in front of many), or a cluster.
 RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
@@ -109,6 +110,74 @@ def where(client: RedisClient, key: str) -> str:
     kw = client.connection_pool.connection_kwargs
     place = kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}"
     return f"Redis at {place} (db {kw.get('db', 0)}, key {key!r})"
+
+
+class LoopHome:
+    """Where a budget's Redis connections live (a process and an event loop), and their moves.
+
+    The first ``enter()`` makes the running loop home; an owned client is then closed as
+    that loop ends (``asyncio.run``). Entered from a child after ``fork()``, the parent's
+    connections are left alone there (``orphan``) and new ones made; from another loop, new
+    ones once the home loop is closed, and ``EventLoopError`` while it is open.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], None],
+        disconnect: Callable[[], Awaitable[None]],
+        parts: Callable[[], object],
+        owned: bool,
+    ) -> None:
+        self._connect, self._disconnect, self._parts = connect, disconnect, parts
+        self._owned = owned
+        self._home: Home = (forks(), None)
+        self._sentinel: AsyncGenerator[None, None] | None = None
+        self._ended = False  # the connections were closed as their loop ended
+
+    def enter(self) -> None:
+        here = home()
+        if here == self._home:
+            return
+        born, loop = self._home
+        if loop is not None or born != here[0]:
+            self._check_move(born != here[0], loop)
+            if not self._ended:
+                orphan((self._parts(), self._sentinel))
+            self._connect()
+        self._home, self._ended, self._sentinel = here, False, None
+        if self._owned and here[1] is not None:
+            self._sentinel = at_loop_end(self._end)
+
+    def _check_move(self, forked: bool, loop: asyncio.AbstractEventLoop | None) -> None:
+        if not forked and loop is not None and not loop.is_closed():
+            raise EventLoopError(
+                "this RedisBudget works on another event loop, which is still open: give each "
+                "loop its own budget (on the same key), or share one getbill_async.sync client"
+            )
+        if not self._owned:
+            where = "the parent process" if forked else "an event loop that is closed"
+            raise EventLoopError(
+                f"the Redis client given to RedisBudget belongs to {where}: pass a redis:// "
+                "URL instead, and the budget connects again by itself"
+            )
+
+    async def _end(self) -> None:
+        self._ended, self._sentinel = True, None
+        await self._disconnect()
+
+    async def leave(self) -> None:
+        """Close the connections (``aclose``): on their loop, or leave them if elsewhere."""
+        born, loop = self._home
+        if self._ended:
+            return
+        if born != forks() or (loop is not None and loop is not home()[1] and loop.is_closed()):
+            orphan((self._parts(), self._sentinel))
+            return
+        sentinel, self._sentinel = self._sentinel, None
+        if sentinel is not None:
+            await sentinel.aclose()
+        else:
+            await self._disconnect()
 
 
 class Wakeups:
