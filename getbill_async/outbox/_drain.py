@@ -265,6 +265,9 @@ class Drainer:
         return self._held_from[seq] + self.lease - self.margin
 
     async def _settle(self, entry: Claimed) -> None:
+        if time.monotonic() >= self._cut_at:  # cut off before it began: nothing was sent
+            await self._record(entry, cut_off(entry, False))
+            return
         record = SentRecord()
         SENT.set(record)  # this task's context: the client notes there whether a write left
         sending = asyncio.ensure_future(self._attempt(entry, record))
