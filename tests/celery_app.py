@@ -24,9 +24,10 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 
-client = GetBillClient()
-# A short lease: entries a killed process had in flight are taken over within seconds.
-outbox = Outbox(client, os.environ["OUTBOX_PATH"], lease=2.0, poll=0.1)
+client = GetBillClient(timeout=0.8)
+# A short lease: entries a killed process had in flight are taken over within seconds. It
+# must exceed one try's deadline + lease_margin + grace.
+outbox = Outbox(client, os.environ["OUTBOX_PATH"], lease=2.0, lease_margin=0.4, grace=0.5, poll=0.1)
 _opened: list[int] = []
 
 

@@ -20,7 +20,8 @@ from tests.sync_helpers import ThreadedSandbox
 
 #: Async names the sync face leaves out, and why: aiohttp objects of the private loop, and
 #: the pipeline's own entry point (resources call it; users call the resources).
-NOT_MIRRORED = {"send", "http_session", "session", "drainer"}
+# aclose: what `async with` calls; the sync face's `with` calls close().
+NOT_MIRRORED = {"send", "http_session", "session", "drainer", "aclose"}
 
 
 @pytest.fixture

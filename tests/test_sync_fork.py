@@ -123,9 +123,10 @@ def test_a_sync_outbox_made_before_fork_stores_from_the_child(
     # A SQLite outbox is opened after the fork, in each process (its writer thread may hold
     # SQLite's own locks at the moment of a fork); a Redis one may be open across it.
     open_across = kind == "redis"
-    with GetBillClient(sb.token, base_url=sb.base_url) as client:
+    # A 2 s lease must exceed one try's deadline + lease_margin + grace.
+    with GetBillClient(sb.token, base_url=sb.base_url, timeout=0.8) as client:
         debt = client.followups.list(limit=1).data[0].debt_id
-        outbox = Outbox(client, store, name=name, lease=2.0, poll=0.1)
+        outbox = Outbox(client, store, name=name, lease=2.0, lease_margin=0.4, grace=0.5, poll=0.1)
         if open_across:
             outbox.open()
             outbox.create(debt_id=debt, type="call", call_id="parent-1")

@@ -136,6 +136,11 @@ class GetBillClient(Face[AsyncClient]):
         return self._target.base_url
 
     @property
+    def client_id(self) -> str | None:
+        """The OAuth client's id (not a secret); None with a static token."""
+        return self._target.client_id
+
+    @property
     def budget(self) -> Budget:
         """The rate budget every call of this client (and its views) goes through."""
         return self._target.budget

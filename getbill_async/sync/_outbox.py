@@ -48,12 +48,15 @@ class Outbox(Face[AsyncOutbox]):
         concurrency: int = 4,
         max_pending: int = 100_000,
         when_full: Literal["wait", "raise"] = "wait",
-        lease: float = 30.0,
+        lease: float | None = None,
+        lease_margin: float = 5.0,
+        grace: float = 10.0,
         retention: float = 7 * 86_400.0,
         name: str | None = None,
         poll: float = 0.5,
         on_event: Callable[[EntryEvent], None] | None = None,
         give_up_after: int | None = None,
+        account: str | None = None,
     ) -> None:
         self._make = functools.partial(
             AsyncOutbox,
@@ -64,11 +67,14 @@ class Outbox(Face[AsyncOutbox]):
             max_pending=max_pending,
             when_full=when_full,
             lease=lease,
+            lease_margin=lease_margin,
+            grace=grace,
             retention=retention,
             name=name,
             poll=poll,
             on_event=on_event,
             give_up_after=give_up_after,
+            account=account,
         )
         self._outbox = self._make()
         self._born = forks()
@@ -103,8 +109,9 @@ class Outbox(Face[AsyncOutbox]):
         self._opened = True
         self._portal.keep(self, self._outbox.close)
 
-    def close(self, grace: float = 10.0) -> None:
-        """Stop claiming, wait up to ``grace`` seconds for the writes in flight, close."""
+    def close(self, grace: float | None = None) -> None:
+        """Stop claiming, wait up to ``grace`` seconds (None: the outbox's own) for the
+        writes in flight, cancel the rest, close."""
         self._portal.release(self)
         self._opened = False
         self._portal.run(self._target.close(grace))

@@ -1,30 +1,25 @@
 """A rate budget shared by every process and host that uses one OAuth client: ``RedisBudget``.
 
 GetBill counts requests per OAuth client, so ten workers on one client share one sliding
-window. Each keeps a ``LocalBudget``-style ledger in Redis instead of in memory: per class
-(read, write) a sorted set of counted slots scored by when each frees, and a sorted set of slots
-in flight scored by when their lease ends. Admission is one Lua script, so it is atomic, and it
-reads ``TIME`` on the Redis server: one clock decides for the whole fleet, and a worker whose
-clock is seconds off (or whose monotonic clock started elsewhere) cannot break the window. The
-worker only measures durations (how long to sleep), never instants.
+window, kept in Redis as ``LocalBudget``'s ledger is in memory: per class a sorted set of
+counted slots scored by when each frees, and one of slots in flight scored by when their lease
+ends. Admission is one Lua script (atomic) reading Redis's ``TIME``: one clock decides for the
+whole fleet; a worker only measures durations (how long to sleep), never instants.
 
-The rules are ``LocalBudget``'s: a slot counts from the answer's time (Redis's ``TIME`` when the
-release runs); a request in flight holds a slot; ``Outcome(sent=False)`` gives the slot back;
-what of an ``X-RateLimit-Remaining`` the fleet cannot prove its own bounds other programs'
-requests until a window after that answer (``budget/_others.py``);
-a 429 pauses the class, here for every worker. A full budget costs no polling: the script says
-when the next slot frees, the worker sleeps that long plus a little jitter, and wakes early
-when another worker's release is published on the class's channel (or after ``poll`` seconds,
-in case a message was lost).
+The rules are ``LocalBudget``'s: a slot counts from the answer's time; a request in flight
+holds a slot; ``Outcome(sent=False)`` gives it back; what of an ``X-RateLimit-Remaining`` the
+fleet cannot prove its own bounds other programs' requests until a window after that answer
+(``budget/_others.py``); a 429 pauses the class for every worker. A full budget costs no
+polling: the worker sleeps until the next slot frees (plus jitter), woken early by another
+worker's release on the class's channel, or after ``poll`` seconds if a message was lost.
 
     budget = RedisBudget("redis://localhost:6379/0", "getbill:acme", RateLimit(reads=1000))
     async with budget, GetBillClient(token, rate_limit=budget) as client:
         ...
 
-The keys are ``_scripts``'s. Redis's clock must run at the server's rate (any
-NTP-disciplined host does); only a step *forward* of the Redis host's clock could free slots
-early. An owned client is closed as its loop ends, and made again on the next loop or after
-``fork()``.
+The keys are ``_scripts``'s. Redis's clock must run at the server's rate (NTP does); only a
+step *forward* of its clock could free slots early. An owned client is closed as its loop
+ends, and made again on the next loop or after ``fork()``.
 
 Redis restarted, or failed over to an empty replica: the ledger is gone, and with it what the
 server had counted. Until an answer is seen again, the scripts admit one request per class at a
