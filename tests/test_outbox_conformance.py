@@ -172,11 +172,24 @@ async def test_a_lease_that_ends_gives_entries_back_to_be_looked_up_or_held(
 async def test_a_renewed_lease_holds(make: Make, store: Store) -> None:
     await create(store, "r-1")
     [taken] = await store.claim("a", 10, 0.5, time.time())
-    await store.renew("a", [taken.seq], time.time() + 30)
+    assert await store.renew("a", [taken.seq], time.time() + 30) == [taken.seq]
     await asyncio.sleep(0.7)
     other = make()
     await other.open()
     assert await other.claim("b", 10, 30.0, time.time()) == []
+
+
+async def test_a_lease_taken_over_is_not_renewed(make: Make, store: Store) -> None:
+    # A drainer that stood still past its lease (SIGSTOP) renews nothing another took over:
+    # its own clock's deadline for the entry stays lapsed, so it never sends it.
+    await create(store, "t-1")
+    [taken] = await store.claim("a", 10, 0.2, time.time())
+    await asyncio.sleep(0.4)
+    other = make()
+    await other.open()
+    assert [e.seq for e in await other.claim("b", 10, 30.0, time.time())] == [taken.seq]
+    assert await store.renew("a", [taken.seq], time.time() + 30) == []
+    assert await other.renew("b", [taken.seq], time.time() + 30) == [taken.seq]
 
 
 async def test_a_dead_create_takes_its_waiting_updates_and_requeue_brings_them_back(

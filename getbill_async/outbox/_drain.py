@@ -251,11 +251,13 @@ class Drainer:
                 continue
             started = time.monotonic()
             try:
-                await self._store.renew(self._owner, seqs, time.time() + self.lease)
+                renewed = await self._store.renew(self._owner, seqs, time.time() + self.lease)
             except Exception as exc:  # any failure: the next beat tries again
                 log.warning("outbox lease renewal failed: %s: %s", type(exc).__name__, exc)
                 continue
-            for seq in seqs:
+            # Only what the store renewed: an entry taken over while this process stood
+            # still (SIGSTOP, a long pause) keeps its lapsed deadline, so it is never sent.
+            for seq in renewed:
                 if seq in self._held_from:
                     self._held_from[seq] = max(self._held_from[seq], started)
 

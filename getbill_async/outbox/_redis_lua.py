@@ -208,6 +208,7 @@ RENEW = (
     COMMON
     + """
 local owner, lease = ARGV[1], tonumber(ARGV[2])
+local renewed = {}
 for i = 3, #ARGV do
   local raw = redis.call('HGET', entries, ARGV[i])
   if raw then
@@ -216,10 +217,11 @@ for i = 3, #ARGV do
       e.lease_until = now + lease
       redis.call('ZADD', inflight, e.lease_until, e.seq)
       put(e)
+      renewed[#renewed + 1] = tonumber(ARGV[i])
     end
   end
 end
-return 1
+return renewed
 """
 )
 

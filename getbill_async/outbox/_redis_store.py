@@ -254,8 +254,9 @@ class RedisStore(RedisVerifyMixin):
             )
         return events
 
-    async def renew(self, owner: str, seqs: list[int], until: float) -> None:
-        await self._run("RENEW", owner, max(0.0, until - time.time()), *seqs)
+    async def renew(self, owner: str, seqs: list[int], until: float) -> list[int]:
+        renewed = await self._run("RENEW", owner, max(0.0, until - time.time()), *seqs)
+        return [int(seq) for seq in renewed]
 
     async def finish(self, seq: int, owner: str, outcome: Outcome, *, now: float) -> None:
         next_try = outcome.next_try

@@ -227,15 +227,16 @@ class SQLiteStore(SQLiteVerifyMixin):
         """Take back the entries in flight whose drainer is gone (see the module docstring)."""
         await self.writer.run(lambda conn, batch: _reclaim(conn, now, self.owners))
 
-    async def renew(self, owner: str, seqs: list[int], until: float) -> None:
-        def op(conn: sqlite3.Connection, batch: Batch) -> None:
-            conn.executemany(
-                "UPDATE entries SET lease_until = ? WHERE seq = ? AND owner = ? "
-                "AND state = 'in_flight'",
-                [(until, seq, owner) for seq in seqs],
-            )
+    async def renew(self, owner: str, seqs: list[int], until: float) -> list[int]:
+        sql = (
+            "UPDATE entries SET lease_until = ? WHERE seq = ? AND owner = ? AND state = 'in_flight'"
+        )
 
-        await self.writer.run(op)
+        def op(conn: sqlite3.Connection, batch: Batch) -> list[int]:
+            return [seq for seq in seqs if conn.execute(sql, (until, seq, owner)).rowcount]
+
+        result: list[int] = await self.writer.run(op)
+        return result
 
     async def finish(self, seq: int, owner: str, outcome: Outcome, *, now: float) -> None:
         error_text = None if outcome.error is None else json.dumps(outcome.error)

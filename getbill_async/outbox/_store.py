@@ -96,7 +96,9 @@ class Store(Protocol):
 
     async def claim(self, owner: str, n: int, lease: float, now: float) -> list[Claimed]: ...
 
-    async def renew(self, owner: str, seqs: list[int], until: float) -> None: ...
+    async def renew(self, owner: str, seqs: list[int], until: float) -> list[int]:
+        """Extend to ``until`` the leases ``owner`` still holds among ``seqs``; the seqs it
+        extended (an entry taken over, or finished, meanwhile is not among them)."""
 
     async def finish(self, seq: int, owner: str, outcome: Outcome, *, now: float) -> None:
         """Record ``outcome`` for an entry ``owner`` holds in flight (nothing, if it no longer
