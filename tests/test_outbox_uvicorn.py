@@ -10,7 +10,10 @@ is posted again, as a dialer would, except a keyless one (posted twice, it would
 calls). Meanwhile the test, in a seeded order: kills a worker with SIGKILL (uvicorn starts
 another), and the whole service (the test starts it again); sends a worker SIGTERM (its
 outbox closes with a 0.5 s grace), and the whole service; freezes a worker with SIGSTOP past
-its 2 s lease while its writes wait on the budget, then lets it go on with SIGCONT.
+its 2 s lease, three times, then lets it go on with SIGCONT. Each worker's client believes in
+a larger budget than the sandbox's, so its writes wait on 429s: a worker frozen then holds
+writes not yet sent, which the other takes over (a drainer that sent them on waking, past its
+lease, would create a call twice: with the lease's deadline left out, this test fails).
 
 At the end (the service drained, then stopped) the sandbox holds every keyed call exactly
 once, with the status of its ended post; no keyless create twice; and every keyless create
@@ -41,10 +44,11 @@ from .redis_fixtures import RedisServer, free_port
 ROOT = Path(__file__).resolve().parent.parent
 CALLS, CLIENTS, SEED = 150, 20, 30
 WRITES, WINDOW, LATENCY = 8, 1.0, 0.2  # the sandbox's budget: 8 writes in a sliding 1 s
+BELIEVED = 100  # each worker's client believes in 100 a second: its writes wait on 429s
 PACE = 0.2  # a call starts every 0.2 s: the dialing lasts about as long as the faults
-STOPPED = 3.0  # a frozen worker's stop: past its lease (2 s), within uvicorn's 5 s health check
-FAULTS = ["kill_worker", "term_worker", "stop_worker", "kill_service", "stop_worker",
-          "term_service", "kill_worker", "term_worker"]  # fmt: skip
+STOPPED = 3.5  # a frozen worker's stop: past its lease (2 s), within uvicorn's 5 s health check
+FAULTS = ["kill_worker", "stop_worker", "term_worker", "stop_worker", "kill_service",
+          "stop_worker", "term_service", "kill_worker", "term_worker"]  # fmt: skip
 STATUSES = ("deal_found", "no_answer", "deal_not_found")
 
 
@@ -296,7 +300,7 @@ async def test_a_service_under_kills_sigterm_and_sigstop_logs_each_call_once(
         env = {
             **os.environ, "GETBILL_TOKEN": token, "GETBILL_BASE_URL": base,
             "SERVICE_STORE": str(tmp_path / "calls.db"), "SERVICE_NAME": "",
-            "SERVICE_WRITES": str(WRITES), "SERVICE_WINDOW": str(WINDOW),
+            "SERVICE_WRITES": str(BELIEVED), "SERVICE_WINDOW": str(WINDOW),
             "SERVICE_RECORD": str(tmp_path / "record"),
         }  # fmt: skip
         if store == "redis":
