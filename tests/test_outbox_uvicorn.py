@@ -290,7 +290,7 @@ async def serve_and_dial(service: Service, debts: list[str]) -> Outcome:
     return dialer, status, faults, held
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
 async def test_a_service_under_kills_sigterm_and_sigstop_logs_each_call_once(
     store: str, tmp_path: Path, request: pytest.FixtureRequest
