@@ -4,7 +4,7 @@
 that never swallows a cancellation (``_waiting``), and where loop-bound parts live (``_home``:
 the process after ``fork()``, the running event loop)."""
 
-from ._closing import AsyncClosing
+from ._closing import AsyncClosing, Closing
 from ._extras import available, missing_extra_class, require
 from ._home import Home, at_loop_end, forks, home, in_child, orphan
 from ._lock import FileLock
@@ -22,6 +22,7 @@ from ._waiting import wait_event
 
 __all__ = [
     "AsyncClosing",
+    "Closing",
     "FileLock",
     "Home",
     "at_loop_end",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Concatenate, ParamSpec
 
 from .. import GetBillClient as AsyncClient
@@ -11,6 +10,7 @@ from .._constants import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
 from ..budget import Budget, Lane, RateLimit
 from ..resources import Debts as AsyncDebts
 from ..resources import Followups as AsyncFollowups
+from ..support import Closing
 from ..telemetry import Hooks
 from ..transport import CallStats, ClientCredentials, RetryPolicy
 from ._portal import Portal, portal
@@ -62,7 +62,7 @@ def viewing(
     return Method(method.__name__, _view)
 
 
-class GetBillClient(Face[AsyncClient]):
+class GetBillClient(Closing, Face[AsyncClient]):
     """A blocking client for GetBill's external API, for code that does not use asyncio
     (scripts, threads, Django, Celery, notebooks).
 
@@ -177,17 +177,6 @@ class GetBillClient(Face[AsyncClient]):
         self._closed = True
         self._portal.release(self)
         self._portal.run(self._target.close())
-
-    def __enter__(self) -> GetBillClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         # Dropped unclosed: closed in the background on the loop, quietly (the loop is ours).

@@ -12,19 +12,18 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from types import TracebackType
 from typing import Literal
 
 from .. import Outbox as AsyncOutbox
 from ..outbox import EntryEvent
-from ..support import forks, orphan
+from ..support import Closing, forks, orphan
 from ._client import GetBillClient
 from ._proxy import Face, blocking
 
 __all__ = ["Outbox"]
 
 
-class Outbox(Face[AsyncOutbox]):
+class Outbox(Closing, Face[AsyncOutbox]):
     """Durable, merging, budget-aware followup writes, blocking: each ``create()`` or
     ``update()`` returns once the entry is stored; a drainer sends them in the background
     on the sync face's loop while the outbox is open.
@@ -132,14 +131,6 @@ class Outbox(Face[AsyncOutbox]):
     def __enter__(self) -> Outbox:
         self.open()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"sync.{self._outbox!r}"

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ..bulk import CreateBatch, CreateResult
+from ..support import Closing
 from ..transport import ItemWalk, WalkStats
 from ._portal import Portal
 
@@ -98,7 +98,7 @@ class AsyncWalk(Protocol[T_co]):
     def stats(self) -> WalkStats: ...
 
 
-class _Iterating(Generic[T]):
+class _Iterating(Closing, Generic[T]):
     """A plain iterator over an async one whose steps run on the portal's loop. Leaving
     ``with`` (or ``close()``) closes what is in flight; a dropped one is closed in the
     background."""
@@ -137,17 +137,6 @@ class _Iterating(Generic[T]):
         """Stop: cancel what is in flight (safe to call twice)."""
         self._closed = True
         self._portal.run(self._target.aclose())
-
-    def __enter__(self: _It) -> _It:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         if getattr(self, "_steps", None) is not None and not self._closed:
