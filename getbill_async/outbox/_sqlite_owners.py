@@ -22,6 +22,8 @@ import logging
 import os
 from pathlib import Path
 
+from ..support import names_file
+
 try:
     import fcntl
 except ImportError:  # no flock here: leases alone decide
@@ -75,7 +77,7 @@ class OwnerLocks:
             except BaseException:
                 os.close(fd)
                 raise
-            if _names(path, fd):
+            if names_file(path, fd):
                 self._held[owner] = fd
             else:  # swept away between open and lock: a lock on a name no one can ask
                 os.close(fd)
@@ -141,16 +143,6 @@ class OwnerLocks:
                     self._file(owner).unlink(missing_ok=True)
             finally:
                 os.close(fd)
-
-
-def _names(path: Path, fd: int) -> bool:
-    """Whether ``path`` still names the file open as ``fd``."""
-    try:
-        named = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _granted_twice(path: Path) -> bool:

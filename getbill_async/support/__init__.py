@@ -7,7 +7,7 @@ the process after ``fork()``, the running event loop)."""
 from ._closing import AsyncClosing, Closing
 from ._extras import available, missing_extra_class, require
 from ._home import Home, at_loop_end, forks, home, in_child, orphan
-from ._lock import FileLock
+from ._lock import FileLock, names_file
 from ._urls import check_url
 from ._validate import (
     build_create,
@@ -38,6 +38,7 @@ __all__ = [
     "in_child",
     "list_params",
     "missing_extra_class",
+    "names_file",
     "orphan",
     "page_params",
     "require",

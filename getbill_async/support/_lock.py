@@ -21,7 +21,7 @@ from types import TracebackType
 
 from ..errors import FileInUseError
 
-__all__ = ["FileLock"]
+__all__ = ["FileLock", "names_file"]
 
 
 class FileLock:
@@ -63,7 +63,7 @@ class FileLock:
             except BaseException:
                 os.close(fd)
                 raise
-            if _same_file(fd, self.lock_path):
+            if names_file(self.lock_path, fd):
                 self._fd = fd
             else:  # the holder removed the name after we opened it: open it again
                 os.close(fd)
@@ -91,7 +91,8 @@ class FileLock:
         self.release()
 
 
-def _same_file(fd: int, path: Path) -> bool:
+def names_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not removed, not replaced)."""
     try:
         named = os.stat(path)
     except FileNotFoundError:
