@@ -4,23 +4,25 @@ Every operation runs on one writer thread that owns the connection. The thread t
 the operations queued while it was busy, runs them in one transaction, commits once (one
 fsync), and only then answers each caller. So ``create()`` returns only once its row is on
 disk, and 64 concurrent producers cost a handful of fsyncs, not 64 (in two halves that take
-turns: see ``_serve``). Operations queued one after another for the same ``Grouped``
-operation (creates) reach it as one list, so it looks up their keys and inserts their rows
-with one statement each. Should anything fail, the transaction rolls back whole and each
-operation runs again in a transaction of its own: only the failing one fails, and nothing
-is ever written twice.
+turns: see ``_serve``). A batch of creates alone (the busy case) is one statement that is
+its own transaction (``Grouped.alone``): the thread then needs the GIL only before and
+after it, and the event loop's producers run meanwhile. Any other batch is one transaction
+in which the creates queued one after another reach their operation as one list. Should
+anything fail, the transaction rolls back whole and each operation runs again in a
+transaction of its own: only the failing one fails, and nothing is ever written twice.
 
 Several processes may open one file: each has its own writer; ``BEGIN IMMEDIATE`` and a busy
 timeout serialise their transactions. A file that is not an outbox (corrupt, or another
 program's database) is refused with an ``OutboxStoreError`` naming it, before anything is
 written to it.
 
-The file must stay where it was opened. Before and after each batch that adds entries the
-writer checks that its path still names the file it has open (device and inode): a file
-deleted (or replaced) while the service runs would take every later entry with it at the
-next restart. From then on entries are refused with ``OutboxStoreError`` (a batch that found
-out only after its commit is refused all the same), and one error is logged; entries
-acknowledged before are still drained from the open file.
+The file must stay where it was opened: a file deleted (or replaced) while the service runs
+would take every later entry with it at the next restart. Before the entries queued in a
+turn of the event loop go to the writer, the loop checks that the path still names the
+file open here (device and inode; one ``stat``, on the loop, where it costs the writer
+nothing). From then on entries are refused with ``OutboxStoreError`` before anything is
+written, and one error is logged. Entries acknowledged before are still drained from the
+open file, as are those already queued (a batch or two: the check and the deletion race).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Grouped:
     """
 
     run: Callable[[sqlite3.Connection, Batch, list[Any]], Answers]
+    alone: Callable[[sqlite3.Connection, list[Any]], Answers | None] | None = None
 
 
 class SQLiteWriter:
@@ -129,7 +132,15 @@ class SQLiteWriter:
         return future
 
     def _hand_over(self) -> None:
+        """What this turn of the loop queued goes to the writer thread, once the path is
+        checked (see the module docstring) if any of it adds entries."""
         gathered, self._gathered = self._gathered, []
+        if any(item[4] for item in gathered) and self._file_lost():
+            error = self._lost_error()
+            for item in gathered:
+                if item[4] and not item[2].done():
+                    item[2].set_exception(error)
+            gathered = [item for item in gathered if not item[4]]
         if gathered:  # close() may have handed this turn's operations over already
             self._queue.put(gathered)
 
@@ -180,19 +191,8 @@ class SQLiteWriter:
             batch, waiting = waiting[:cut], waiting[cut:]
             self._commit(conn, batch)
 
-    def _commit(self, conn: sqlite3.Connection, whole: list[_Item]) -> None:
-        adds = any(item[4] for item in whole)
-        refused = [item for item in whole if item[4]] if adds and self._file_lost() else []
-        batch = [item for item in whole if not item[4]] if refused else whole
-        self._answer(refused, [(None, self._lost_error())] * len(refused))
-        if not batch:
-            return
-        answers = self._transaction(conn, batch)
-        if adds and not refused and self._file_lost():
-            lost = (None, self._lost_error())
-            pairs = zip(batch, answers, strict=True)
-            answers = [lost if item[4] else answer for item, answer in pairs]
-        self._answer(batch, answers)
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        self._answer(batch, self._transaction(conn, batch))
 
     def _file_lost(self) -> bool:
         """Whether the path no longer names the file open here (logged once, loudly)."""
@@ -235,6 +235,10 @@ class SQLiteWriter:
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[_Item]) -> Answers:
         """The batch in one transaction; if anything fails, each operation in its own."""
+        answers = _alone(conn, batch)
+        if answers is not None:
+            self.commits += 1
+            return answers
         try:
             answers = _transaction(conn, batch)
         except Exception as exc:
@@ -254,6 +258,21 @@ class SQLiteWriter:
         error = OutboxStoreError(f"{self.path}: {exc}")
         error.__cause__ = exc
         return error
+
+
+def _alone(conn: sqlite3.Connection, batch: list[_Item]) -> Answers | None:
+    """A batch of one grouped operation with an ``alone`` form, run as that form's single
+    statement (its own transaction); None if the batch is anything else, or if the
+    statement wrote nothing (it refused, or failed and was rolled back whole)."""
+    op = batch[0][0]
+    if not isinstance(op, Grouped) or op.alone is None:
+        return None
+    if any(item[0] is not op for item in batch):
+        return None
+    try:
+        return op.alone(conn, [item[1] for item in batch])
+    except sqlite3.Error:
+        return None  # nothing written: the batch's transaction tries it, and reports
 
 
 def _transaction(conn: sqlite3.Connection, batch: list[_Item]) -> Answers:

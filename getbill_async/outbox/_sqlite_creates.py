@@ -9,12 +9,15 @@ answered exactly as if each had run alone, in order:
   refused with ``StoreFull``, unless its key has any create (tagged ones too): then it is a
   replay, a ``duplicate``, even when full.
 
-One statement looks up every key of the list, one inserts every row: two statements however
-long the list, each prepared once.
+A list that is the whole batch goes first as one statement in a transaction of its own
+(``_alone``), which adds every create or none; when it adds none (a duplicate, no room, a
+failure), the batch's transaction answers each create: one statement looks up every key
+of the list, one inserts every row.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 
@@ -79,6 +82,44 @@ def _add(conn: sqlite3.Connection, batch: Batch, creates: list[_Create]) -> Answ
     return answers
 
 
+# Every create of the list, all or none: none when the backlog bound leaves no room for
+# them all, and none when any of them is a duplicate (a key with an untagged create, in the
+# file or twice in the list): the unique index refuses it, and the statement is rolled back
+# whole. One statement per list length up to ``ALONE_MAX``, made of constants and
+# placeholders only, each prepared once and cached by the connection.
+ALONE_MAX = 128
+# A statement that fails midway is rolled back whole (SQLite's ABORT), unless a trigger
+# fails it with RAISE(FAIL), which keeps the rows before: the file has no trigger of ours,
+# and with one (someone else's) the statement adds nothing and the transaction decides.
+_TRIGGERS = "SELECT 1 FROM sqlite_master WHERE type = 'trigger'"
+_NO_LIMIT = 2**62
+
+
+# Made of the constants above and, per length, ``?`` placeholders: never input.
+_ADD_ALL = (
+    "INSERT INTO entries (key, op, state, debt_id, fields, enqueued) "  # nosec B608
+    "SELECT column1, 'create', 'pending', column2, column3, column4 FROM (VALUES {rows}) "
+    f"WHERE ({_BACKLOG_BOUND}) <= ? AND NOT EXISTS ({_TRIGGERS})"
+)
+
+
+@functools.cache
+def _add_all(n: int) -> str:
+    return _ADD_ALL.format(rows=", ".join(["(?, ?, ?, ?)"] * n))
+
+
+def _alone(conn: sqlite3.Connection, creates: list[_Create]) -> Answers | None:
+    """The creates as one statement in a transaction of its own, so that the writer thread
+    needs the GIL only before and after it: every one added, or None (nothing written)."""
+    room = min(c[4] or _NO_LIMIT for c in creates) - len(creates)
+    if room < 0 or len(creates) > ALONE_MAX:
+        return None
+    values = [value for create in creates for value in create[:4]]
+    values.append(room)
+    added = conn.execute(_add_all(len(creates)), values).rowcount
+    return [("added", None)] * added if added else None
+
+
 def _surely_room(conn: sqlite3.Connection, batch: Batch, adding: int, limit: int) -> bool:
     """Whether ``adding`` more entries surely keep the backlog within ``limit``."""
     counted = batch.get("backlog")
@@ -87,4 +128,4 @@ def _surely_room(conn: sqlite3.Connection, batch: Batch, adding: int, limit: int
     return int(counted) + adding <= limit
 
 
-CREATES = Grouped(_add)
+CREATES = Grouped(_add, alone=_alone)

@@ -175,7 +175,10 @@ def connect(path: str, account: str | None = None) -> sqlite3.Connection:
         with open(path, "rb") as fh:
             if fh.read(16) != b"SQLite format 3\x00":
                 raise _refuse(path, "no SQLite header")
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # Room for a statement per length of a batch of creates (``_sqlite_creates``).
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, cached_statements=256
+    )
     try:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous=FULL")
