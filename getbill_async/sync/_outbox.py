@@ -106,7 +106,7 @@ class Outbox(Closing, Face[AsyncOutbox]):
         """Open the store and start draining (``with`` does it)."""
         self._portal.run(self._target.open())
         self._opened = True
-        self._portal.keep(self, self._outbox.close)
+        self._portal.keep(self, self._outbox.close, background=True)
 
     def close(self, grace: float | None = None) -> None:
         """Stop claiming, wait up to ``grace`` seconds (None: the outbox's own) for the

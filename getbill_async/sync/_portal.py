@@ -1,19 +1,33 @@
-"""The sync face's event loop: one per process, on a daemon thread, started on first use.
+"""The sync face's event loop: one per process, driven by whichever thread needs it.
 
-A blocking call hands its coroutine to that loop (a task made there) and waits in
-the caller's thread; the result or the exception comes back there, so a traceback shows the
-caller's frames above the SDK's. Every sync client of the process shares the loop, so one
-client used by many threads has one connection pool and one budget, whose bookkeeping only
-ever runs on this one thread: exact, with no lock of its own.
+A blocking call made while no thread drives the loop drives it itself, in the caller's
+thread, for as long as its call lasts (``run_until_complete``): no thread hop, and an
+overhead over the awaited call of a few tens of µs. A call made while the loop is driven
+(by another caller, or by the daemon thread) hands its coroutine over (a task made there)
+and waits; so does a call from a thread that runs an event loop of its own (a notebook
+cell), which never runs ours. Either way the result or the exception comes back in the
+caller's thread, so a traceback shows the caller's frames above the SDK's. Every sync
+client of the process shares the loop: one client used by many threads has one connection
+pool and one budget, whose bookkeeping runs on one thread at a time: exact, with no lock of
+its own.
+
+The daemon thread drives the loop while anything needs it between calls: calls handed over
+that have not ended, a cleanup started by a finalizer, a task left running (a walk's
+fetches ahead), or an owner kept with ``background=True`` (an open outbox, whose drainer
+runs on). Once none is left it lets go, and the next call drives again.
 
 Invariants:
 - never ``asyncio.run`` or ``run_until_complete`` on a caller's loop: a caller inside a
-  running loop (a notebook cell) just waits, as any blocking call would;
-- a blocking call made on the loop's own thread would wait for itself: ``EventLoopError``;
+  running loop just waits, as any blocking call would;
+- one thread drives the loop at a time (``_driver``);
+- a blocking call made by the thread driving the loop would wait for itself:
+  ``EventLoopError``;
+- Ctrl-C during a call the main thread drives cancels that call (as ``asyncio.run`` does),
+  then raises ``KeyboardInterrupt``;
 - after ``fork()``, the child starts its own loop on first use; the parent's loop, thread and
   sockets are left alone in the child (``support.orphan``), never closed or used there;
 - at interpreter exit, what is still open is closed on the loop, within ``EXIT_GRACE``
-  seconds, and the loop stops: a program that forgets ``close()`` neither hangs nor warns.
+  seconds, and the loop is closed: a program that forgets ``close()`` neither hangs nor warns.
 """
 
 from __future__ import annotations
@@ -21,13 +35,22 @@ from __future__ import annotations
 import _thread
 import asyncio
 import atexit
+import importlib
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..errors import EventLoopError
 from ..support import orphan
+
+# signal's C half: the same functions, without the enum conversions (~10 µs a call).
+signal: Any
+try:
+    signal = importlib.import_module("_signal")
+except ImportError:  # pragma: no cover - an interpreter without it
+    signal = importlib.import_module("signal")
 
 __all__ = ["EXIT_GRACE", "Portal", "portal"]
 
@@ -35,137 +58,340 @@ T = TypeVar("T")
 
 #: Seconds the exit waits for open clients and outboxes to close.
 EXIT_GRACE = 5.0
+POLL = 0.1  # seconds between the daemon's looks for whether the loop is still needed
+# A call that finds the loop undriven for longer first lets it hear its sockets: see
+# ``_then_stop``.
+SETTLE_AFTER = 0.05
 
 _DEADLOCK = (
-    "a blocking getbill_async.sync call was made on the sync face's own event loop thread "
-    "(from a hook, an on_event callback, a progress callback or a create_many input): it "
-    "would wait for itself forever. Call it from another thread, or use the async face there"
+    "a blocking getbill_async.sync call was made on the thread that drives the sync face's "
+    "event loop (from a hook, an on_event callback, a progress callback or a create_many "
+    "input): it would wait for itself forever. Call it from another thread, or use the "
+    "async face there"
 )
+_EXITED = "the sync face's event loop has stopped: exiting"
+_DAEMON, _STOPPING = "daemon", "stopping"  # who drives, besides a caller's thread ident
+
+
+def _running() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any (without raising: cheaper)."""
+    return asyncio._get_running_loop()
 
 
 class Portal:
-    """The process's private event loop, on a daemon thread.
+    """The process's private event loop.
 
     result = portal().run(client.followups.list(limit=1))   # blocks, in any thread
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        # Reentrant: a finalizer (``spawn``) may run while this thread holds it.
+        self._lock = threading.RLock()
+        self._wanted = threading.Condition(self._lock)  # the daemon waits here to drive
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        # What to close at exit: closers by id, so that close() can take one back.
+        self._daemon: threading.Thread | None = None
+        self._driver: object = None  # None, _DAEMON, _STOPPING, or a caller's thread ident
+        self._pending = 0  # calls handed over and cleanups spawned that have not ended
+        self._poll: asyncio.Handle | None = None
+        self._driven = 0.0  # when a call last drove the loop (time.monotonic())
+        self._exited = False
+        # What to close at exit: closers by id, so that close() can take one back; and
+        # the ids of those that need the loop driven between calls.
         self._closers: dict[int, Callable[[], Awaitable[None]]] = {}
+        self._background: set[int] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The loop, started on first use."""
+        """The loop, made on first use."""
         loop = self._loop
         if loop is None:
             with self._lock:
-                loop = self._loop or self._start()
-        return loop
-
-    def _start(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.new_event_loop()
-        started = threading.Event()
-        thread = threading.Thread(
-            target=_serve, args=(loop, started), name="getbill-sync-loop", daemon=True
-        )
-        thread.start()
-        started.wait()
-        self._thread, self._loop = thread, loop
+                if self._exited:
+                    raise EventLoopError(_EXITED)
+                loop = self._loop = self._loop or asyncio.new_event_loop()
         return loop
 
     def on_loop_thread(self) -> bool:
-        """Whether the caller is the loop's own thread."""
-        return self._thread is not None and threading.current_thread() is self._thread
+        """Whether the caller is the thread driving the loop now."""
+        return self._loop is not None and _running() is self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for it in this thread.
 
         Raises:
-            EventLoopError: called on the loop's own thread (it would deadlock), or after the
-                loop stopped (the interpreter is exiting).
+            EventLoopError: called by the thread driving the loop (it would deadlock), or
+                after the loop stopped (the interpreter is exiting).
         """
-        loop = self.loop
-        if self.on_loop_thread():
+        try:
+            loop = self.loop
+        except EventLoopError:
+            coro.close()
+            raise
+        running = _running()
+        if running is loop:
             coro.close()
             raise EventLoopError(_DEADLOCK)
-        # A bare lock and a task, not run_coroutine_threadsafe's two chained futures: the
-        # hop costs two thread wake-ups and little else. The lock is let go inside the task,
-        # not by a done callback, which would cost the loop one more turn.
-        done = _thread.allocate_lock()
-        done.acquire()
-        box: list[asyncio.Task[None]] = []
-        outcome: list[tuple[bool, Any]] = []  # (True, the result) or (False, the exception)
+        with self._lock:
+            if self._exited:
+                coro.close()
+                raise EventLoopError(_EXITED)
+            drive = running is None and self._driver is None
+            if drive:
+                self._driver = threading.get_ident()
+            else:
+                self._hand_over()
+        if drive:
+            return self._drive(loop, coro)
+        return _hop(loop, coro, self._ended)
 
-        async def call() -> None:
+    def _hand_over(self) -> None:
+        """(Lock held.) One more call or cleanup for the loop: see that someone drives."""
+        self._pending += 1
+        if self._driver is None:
+            self._to_daemon()
+
+    def _drive(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+        idle = time.monotonic() - self._driven > SETTLE_AFTER
+        task = loop.create_task(_then_stop(loop, coro, settle=idle))
+        try:
+            return _until_done(loop, task)
+        finally:
+            self._driven = time.monotonic()
+            with self._lock:
+                if not task.done():  # interrupted inside the loop: ends in the background
+                    task.cancel()
+                    self._pending += 1
+                    task.add_done_callback(lambda _: self._ended())
+                if self._pending or self._background or _busy(loop):
+                    self._to_daemon()
+                else:
+                    self._driver = None
+
+    def _to_daemon(self) -> None:
+        """(Lock held.) The daemon drives from now on (started on first need)."""
+        self._driver = _DAEMON
+        if self._daemon is None:
+            self._daemon = threading.Thread(
+                target=self._serve, name="getbill-sync-loop", daemon=True
+            )
+            self._daemon.start()
+        self._wanted.notify_all()
+
+    def _ended(self) -> None:
+        """A call or cleanup handed over has ended (on the loop)."""
+        with self._lock:
+            self._pending -= 1
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            if _running() is loop:
+                loop.call_soon(self._let_go_if_idle)
+            else:
+                loop.call_soon_threadsafe(self._let_go_if_idle)
+
+    def _let_go_if_idle(self) -> None:
+        """On the loop: the daemon stops driving once nothing needs it."""
+        loop = self._loop
+        with self._lock:
+            if self._driver is not _DAEMON or loop is None:
+                return
+            if self._pending or self._background or self._exited or _busy(loop):
+                return
+            self._driver = _STOPPING
+            loop.stop()
+
+    def _look(self) -> None:
+        self._let_go_if_idle()
+        if self._loop is not None and self._driver is _DAEMON:
+            self._poll = self._loop.call_later(POLL, self._look)
+
+    def _serve(self) -> None:
+        """The daemon thread: drive the loop whenever it is handed over."""
+        loop = self.loop
+        while True:
+            with self._lock:
+                while self._driver is not _DAEMON and not self._exited:
+                    self._wanted.wait()
+                if self._exited and self._driver is not _DAEMON:
+                    return
+            self._poll = loop.call_soon(self._look)
             try:
-                outcome.append((True, await coro))
-            except BaseException as exc:  # handed to the caller's thread, raised there
-                outcome.append((False, exc))
+                loop.run_forever()
             finally:
-                done.release()
-
-        def start() -> None:
-            box.append(loop.create_task(call()))
-
-        try:
-            loop.call_soon_threadsafe(start)
-        except RuntimeError:
-            coro.close()
-            raise EventLoopError("the sync face's event loop has stopped: exiting") from None
-        try:
-            done.acquire()
-        except BaseException:
-            # Interrupted while waiting (KeyboardInterrupt): the call stops too.
-            loop.call_soon_threadsafe(_cancel, box)
-            raise
-        ok, value = outcome[0]
-        if ok:
-            return value  # type: ignore[no-any-return]
-        raise value
+                if self._poll is not None:
+                    self._poll.cancel()
+            with self._lock:
+                if self._exited:
+                    self._driver = threading.get_ident()
+                    break
+                if self._driver is _STOPPING:  # work may have come while it stopped
+                    self._driver = _DAEMON if self._pending or self._background else None
+        _finish(loop, EXIT_GRACE)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Start ``coro`` on the loop without waiting (a finalizer's cleanup)."""
         loop = self._loop
-        if loop is None or loop.is_closed():
-            coro.close()
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(coro, loop)
-        except RuntimeError:  # the loop is stopping at exit
-            coro.close()
+        with self._lock:
+            if loop is None or loop.is_closed() or self._exited:
+                coro.close()
+                return
+            self._hand_over()
 
-    def keep(self, owner: object, closer: Callable[[], Awaitable[None]]) -> None:
-        """Close ``owner`` with ``closer()`` at exit unless ``release(owner)`` comes first."""
-        self._closers[id(owner)] = closer
+        async def cleanup() -> None:
+            try:
+                await coro
+            finally:
+                self._ended()
+
+        loop.call_soon_threadsafe(loop.create_task, cleanup())
+
+    def keep(
+        self, owner: object, closer: Callable[[], Awaitable[None]], *, background: bool = False
+    ) -> None:
+        """Close ``owner`` with ``closer()`` at exit unless ``release(owner)`` comes first.
+        ``background``: it needs the loop driven between calls until then (a drainer)."""
+        with self._lock:
+            self._closers[id(owner)] = closer
+            if background:
+                self._background.add(id(owner))
+                if self._driver is None:
+                    self._to_daemon()
 
     def release(self, owner: object) -> None:
-        self._closers.pop(id(owner), None)
+        with self._lock:
+            self._closers.pop(id(owner), None)
+            if id(owner) in self._background:
+                self._background.discard(id(owner))
+                if self._driver is _DAEMON and self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._let_go_if_idle)
 
     def after_fork_in_child(self) -> None:
         """In a child: forget the parent's loop and thread (left alone); start anew on use."""
-        orphan((self._loop, self._thread, self._closers))
-        self._lock = threading.Lock()
-        self._loop = self._thread = None
-        self._closers = {}
+        orphan((self._loop, self._daemon, self._closers))
+        self._reset()
 
     def shutdown(self, grace: float = EXIT_GRACE) -> None:
-        """Close what is open, within ``grace`` seconds, then stop the loop (at exit)."""
-        loop, closers = self._loop, list(self._closers.values())
-        self._closers.clear()
-        if loop is None or loop.is_closed() or self.on_loop_thread():
+        """Close what is open, within ``grace`` seconds, then close the loop (at exit)."""
+        with self._lock:
+            loop, closers = self._loop, list(self._closers.values())
+            self._closers.clear()
+            self._background.clear()
+        if loop is None or loop.is_closed() or _running() is loop:
             return
         if closers:
-            future = asyncio.run_coroutine_threadsafe(_close_all(closers), loop)
             try:
-                future.result(grace)
+                self.run(asyncio.wait_for(_close_all(closers), grace))
             except BaseException:  # noqa: S110 - exiting anyway: never hang or fail here
-                future.cancel()
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(grace)
+                pass
+        with self._lock:
+            self._exited, driver = True, self._driver
+            if driver is None:
+                self._driver = threading.get_ident()
+            self._wanted.notify_all()
+        if driver is None:
+            _finish(loop, grace)
+        elif driver in (_DAEMON, _STOPPING) and self._daemon is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            self._daemon.join(grace)
+
+
+def _busy(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a task is left running on the loop (a walk's fetches ahead, a release)."""
+    return any(not task.done() for task in asyncio.all_tasks(loop))
+
+
+async def _then_stop(loop: asyncio.AbstractEventLoop, coro: Awaitable[T], *, settle: bool) -> T:
+    """``coro``, then the loop stops in the same turn (``run_until_complete`` would take one
+    more). ``settle``: one turn first, so that what the sockets said while no one drove the
+    loop (a keep-alive connection the server closed) is heard before the call picks a
+    connection."""
+    try:
+        if settle:
+            await asyncio.sleep(0)
+        return await coro
+    finally:
+        loop.stop()
+
+
+def _hop(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, T],
+    ended: Callable[[], None],
+) -> T:
+    """Hand ``coro`` to the loop another thread drives, and wait for it here."""
+    # A bare lock and a task, not run_coroutine_threadsafe's two chained futures: the
+    # hop costs two thread wake-ups and little else.
+    done = _thread.allocate_lock()
+    done.acquire()
+    box: list[asyncio.Task[None]] = []
+    outcome: list[tuple[bool, Any]] = []  # (True, the result) or (False, the exception)
+
+    async def call() -> None:
+        try:
+            outcome.append((True, await coro))
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            outcome.append((False, exc))
+        finally:
+            done.release()
+            ended()
+
+    def start() -> None:
+        box.append(loop.create_task(call()))
+
+    try:
+        loop.call_soon_threadsafe(start)
+    except RuntimeError:
+        coro.close()
+        ended()
+        raise EventLoopError(_EXITED) from None
+    try:
+        done.acquire()
+    except BaseException:
+        # Interrupted while waiting (KeyboardInterrupt): the call stops too.
+        loop.call_soon_threadsafe(_cancel, box)
+        raise
+    ok, value = outcome[0]
+    if ok:
+        return value  # type: ignore[no-any-return]
+    raise value
+
+
+def _until_done(loop: asyncio.AbstractEventLoop, task: asyncio.Task[T]) -> T:
+    """Drive the loop until ``task`` is done; its result. On the main thread, with Python's
+    own Ctrl-C handler in place (another of the program's own is left alone): Ctrl-C
+    cancels the call (its request stops cleanly, on the loop), then ``KeyboardInterrupt``
+    is raised; a second Ctrl-C raises at once."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        while not task.done():
+            loop.run_forever()
+        return task.result()
+    hit: list[bool] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if hit or task.done():
+            raise KeyboardInterrupt
+        hit.append(True)
+        task.cancel()
+        loop.call_soon_threadsafe(_nothing)  # wake the loop if it waits
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        while not task.done():
+            loop.run_forever()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hit:
+        raise KeyboardInterrupt
+    return task.result()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _cancel(box: list[asyncio.Task[Any]]) -> None:
@@ -177,19 +403,16 @@ async def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> None:
     await asyncio.gather(*(closer() for closer in closers), return_exceptions=True)
 
 
-def _serve(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
-    asyncio.set_event_loop(loop)
-    loop.call_soon(started.set)
+def _finish(loop: asyncio.AbstractEventLoop, grace: float) -> None:
+    """Cancel what is left on the loop, within ``grace`` seconds, and close it."""
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
     try:
-        loop.run_forever()
-    finally:
-        # Stopped at exit: what is left is cancelled and the loop closed, on its own thread.
-        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in tasks:
-            task.cancel()
         if tasks:
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(asyncio.wait(tasks, timeout=grace))
         loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
         loop.close()
 
 
