@@ -102,6 +102,7 @@ class Portal:
         # the ids of those that need the loop driven between calls.
         self._closers: dict[int, Callable[[], Awaitable[None]]] = {}
         self._background: set[int] = set()
+        self._live: set[asyncio.Task[Any]] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -111,8 +112,28 @@ class Portal:
             with self._lock:
                 if self._exited:
                     raise EventLoopError(_EXITED)
-                loop = self._loop = self._loop or asyncio.new_event_loop()
+                loop = self._loop or self._new_loop()
         return loop
+
+    def _new_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop = asyncio.new_event_loop()
+        loop.set_task_factory(self._track)
+        return loop
+
+    def _track(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        """The loop's task factory: every task is kept in ``_live`` until it is done (a
+        plain set: cheaper to look through than ``asyncio.all_tasks``)."""
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        self._live.add(task)
+        task.add_done_callback(self._live.discard)
+        return task
+
+    def _busy(self) -> bool:
+        """Whether a task is left running on the loop (a walk's fetches ahead, a release)."""
+        for task in self._live:
+            if not task.done():
+                return True
+        return False
 
     def on_loop_thread(self) -> bool:
         """Whether the caller is the thread driving the loop now."""
@@ -165,7 +186,7 @@ class Portal:
                     task.cancel()
                     self._pending += 1
                     task.add_done_callback(lambda _: self._ended())
-                if self._pending or self._background or _busy(loop):
+                if self._pending or self._background or self._busy():
                     self._to_daemon()
                 else:
                     self._driver = None
@@ -197,7 +218,7 @@ class Portal:
         with self._lock:
             if self._driver is not _DAEMON or loop is None:
                 return
-            if self._pending or self._background or self._exited or _busy(loop):
+            if self._pending or self._background or self._exited or self._busy():
                 return
             self._driver = _STOPPING
             loop.stop()
@@ -295,11 +316,6 @@ class Portal:
         elif driver in (_DAEMON, _STOPPING) and self._daemon is not None:
             loop.call_soon_threadsafe(loop.stop)
             self._daemon.join(grace)
-
-
-def _busy(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether a task is left running on the loop (a walk's fetches ahead, a release)."""
-    return any(not task.done() for task in asyncio.all_tasks(loop))
 
 
 async def _then_stop(loop: asyncio.AbstractEventLoop, coro: Awaitable[T], *, settle: bool) -> T:
