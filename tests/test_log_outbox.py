@@ -78,6 +78,22 @@ async def test_a_leftover_outbox_needs_resume_and_a_foreign_one_is_refused(
     assert code != 0 and "is not an outbox database" in err and "Traceback" not in err
 
 
+async def test_a_run_resumed_as_another_account_is_refused_before_any_write(
+    tmp_path: Path,
+) -> None:
+    async with Sandbox(followups=20) as sb:
+        calls = csv_calls(tmp_path / "calls.csv", sb.debt_ids()[0], ["n1", "n2"])
+        results = tmp_path / "r.jsonl"
+        code, out, err = await log(sb, calls, results, "--account", "sales")
+        assert code == 0 and "created 2" in out, err
+        before = sb.stats.requests
+        code, _, err = await log(sb, calls, results, "--resume", "--account", "support")
+        assert code != 0 and "account sales" in err and "Traceback" not in err
+        code, out, err = await log(sb, calls, results, "--resume", "--account", "sales")
+        assert code == 0 and "already done 2" in out, err
+        assert sb.stats.requests == before
+
+
 async def test_resend_ambiguous_after_a_kill_sends_the_rows_held_in_flight(
     tmp_path: Path,
 ) -> None:

@@ -81,3 +81,30 @@ async def test_the_store_flags_go_before_or_after_the_action(tmp_path: Path) -> 
     after = await cli("status", "--db", db, "--writes", "50")
     assert before == after and before[0] == 0 and "pending: 0" in before[1]
     assert (await cli("status"))[0] == 2  # no --db on either side
+
+
+async def test_drain_and_verify_open_the_outbox_as_the_account_named(
+    sandbox: Sandbox,
+    client: GetBillClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = str(tmp_path / "acct.db")
+    async with Outbox(client, db, drain=False, account="sales") as outbox:
+        await outbox.create(debt_id=sandbox.debt_ids()[0], type="call", call_id="acct-1")
+    monkeypatch.setenv("GETBILL_TOKEN", sandbox.token)
+    base = ("--base-url", sandbox.base_url)
+    for named in (("--account", "support"), ()):  # another account; none (the file has one)
+        code, out = await cli("--db", db, "drain", *base, *named, "--timeout", "5")
+        assert (code, out) == (1, "")
+        assert "belongs to 'http" in capsys.readouterr().err
+    assert sandbox.created_per_call_id() == {}
+    code, out = await cli("--db", db, "drain", *base, "--account", "sales", "--timeout", "5")
+    assert (code, out) == (0, "sent 1 writes, looked up 0, dead 0, held 0\n")
+    assert sandbox.created_per_call_id() == {"acct-1": 1}
+    monkeypatch.setenv("GETBILL_ACCOUNT", "support")
+    code, _ = await cli("--db", db, "verify", *base, "--no-progress")
+    assert code == 1 and "belongs to" in capsys.readouterr().err
+    code, out = await cli("--db", db, "verify", *base, "--account", "sales", "--no-progress")
+    assert code == 0, out

@@ -29,7 +29,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..outbox import Outbox
+from ..outbox import Outbox, add_account_argument
 from ._log_options import LogOptions
 from ._log_outbox import GIVE_UP_AFTER, RETENTION, Report, catch_up, enqueue_rows, outbox_path
 from ._log_results import ResultsFile, ResultsMismatch, RowResult, earlier_results
@@ -68,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="read back the rows a run created (--results): missing, doubled, diverged",
     )
     parser.add_argument("--json", action="store_true", help="with --verify: the report as JSON")
+    add_account_argument(parser)
 
 
 class _Stop:
@@ -221,6 +222,7 @@ async def _log_rows(
         give_up_after=GIVE_UP_AFTER,
         on_event=report,
         grace=options.grace,
+        account=options.account,
     )
     async with outbox:
         await outbox.reclaim()  # what a killed run had in flight: to look up, or held

@@ -32,6 +32,7 @@ class LogOptions:
     grace: float = 30.0
     plan: bool = False
     concurrency: int = DEFAULT_CONCURRENCY
+    account: str | None = None  # the run's outbox is bound to it (``Outbox(account=...)``)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.grace) and self.grace >= 0):
@@ -64,4 +65,5 @@ class LogOptions:
             grace=args.grace,
             plan=args.plan,
             concurrency=args.concurrency,
+            account=args.account,
         )

@@ -40,7 +40,8 @@ async def verify_log(args: argparse.Namespace, client: GetBillClient) -> int:
     if not path.exists():
         print(f"getbill log: {path} not found: no run wrote {args.results}", file=sys.stderr)
         return 2
-    async with Outbox(client, path, drain=False, retention=RETENTION) as outbox:
+    box = Outbox(client, path, drain=False, retention=RETENTION, account=args.account)
+    async with box as outbox:
         progress = make_progress("verify", enabled=not args.no_progress)
         report = await outbox.verify(concurrency=args.concurrency, progress=progress)
     return print_report(report, str(args.results), sys.stdout, as_json=args.json)

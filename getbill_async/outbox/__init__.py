@@ -11,7 +11,7 @@ keeping what the API refuses as dead letters. See the guide "Logging from a serv
         await outbox.join()
 """
 
-from ._cli import add_parser, run
+from ._cli import add_account_argument, add_parser, run
 from ._outbox import Outbox
 from ._types import DeadEntry, EntryEvent, OutboxFullError, OutboxStatus, OutboxStoreError
 from ._verify_cli import print_report
@@ -28,6 +28,7 @@ __all__ = [
     "OutboxStatus",
     "OutboxStoreError",
     "VerifyPlan",
+    "add_account_argument",
     "add_parser",
     "print_report",
     "run",

@@ -28,7 +28,17 @@ from ._store import Store
 from ._types import OutboxStatus
 from ._verify_cli import add_verify_arguments, requeue_missing, run_verify
 
-__all__ = ["add_parser", "dead", "drain", "requeue", "run", "run_async", "status", "watch"]
+__all__ = [
+    "add_account_argument",
+    "add_parser",
+    "dead",
+    "drain",
+    "requeue",
+    "run",
+    "run_async",
+    "status",
+    "watch",
+]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -73,10 +83,21 @@ def add_parser(subparsers: Any) -> None:
             default=os.environ.get("GETBILL_BASE_URL", DEFAULT_BASE_URL),
             help="API base URL (env GETBILL_BASE_URL)",
         )
+        add_account_argument(made[command])
     parser.set_defaults(handler=run)
 
 
 _STORE_DEFAULTS = {"name": "default", "writes": DEFAULT_WRITES, "window": DEFAULT_WINDOW}
+
+
+def add_account_argument(parser: argparse.ArgumentParser) -> None:
+    """``--account NAME``: the account an outbox is bound to (see ``Outbox(account=...)``)."""
+    parser.add_argument(
+        "--account",
+        default=os.environ.get("GETBILL_ACCOUNT"),
+        help="a name for the GetBill account the outbox belongs to; needed to tell two "
+        "accounts apart with a static token (env GETBILL_ACCOUNT)",
+    )
 
 
 def _store_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -230,7 +251,9 @@ async def drain(args: argparse.Namespace, out: TextIO) -> int:
 
     rate = RateLimit(writes=args.writes, window=args.window)
     async with GetBillClient(base_url=args.base_url, rate_limit=rate) as client:
-        box = Outbox(client, args.db, name=args.name, concurrency=args.concurrency)
+        box = Outbox(
+            client, args.db, name=args.name, concurrency=args.concurrency, account=args.account
+        )
         async with box:
             await box.join(timeout=args.timeout)
             left = await box.status()

@@ -97,7 +97,8 @@ async def run_verify(args: argparse.Namespace, out: TextIO) -> int:
         return 2
     rate = RateLimit(reads=reads, writes=args.writes, window=args.window)
     async with GetBillClient(base_url=args.base_url, rate_limit=rate) as client:
-        async with Outbox(client, args.db, name=args.name, drain=False) as outbox:
+        box = Outbox(client, args.db, name=args.name, drain=False, account=args.account)
+        async with box as outbox:
             if args.plan:
                 plan = await outbox.plan_verify(args.since, until=args.until)
                 print(plan.describe(), file=out)
