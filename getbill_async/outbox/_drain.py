@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BudgetExhaustedError, GetBillError
-from ..support import wait_event
+from ..support import RepeatedFailure, wait_event
 from ..transport import SENT, SentRecord
 from ._outcomes import applied, backoff, cut_off, judge
 from ._store import Store
@@ -94,6 +94,10 @@ class Drainer:
         self._run: asyncio.Task[None] | None = None
         self._slot_in: float | None = None  # the budget is full: its next slot, in seconds
         self.metrics: Any = None  # an OutboxMetrics with the otel extra (see _metrics)
+        # A store that is down fails every poll: logged once, then once a minute.
+        self._claims = RepeatedFailure(log, "outbox drainer")
+        self._prunes = RepeatedFailure(log, "outbox pruning")
+        self._renewals = RepeatedFailure(log, "outbox lease renewal")
 
     @property
     def client_timeout(self) -> float:
@@ -162,9 +166,10 @@ class Drainer:
                     await self._sample()
                 claimed = await self._claim()
             except Exception as exc:  # the drain goes on; what failed is logged
-                log.warning("outbox drainer: %s: %s; going on", type(exc).__name__, exc)
-                log.debug("outbox drainer failure", exc_info=True)
+                self._claims.failed(exc)
                 claimed = []
+            else:
+                self._claims.ok()
             if not self._stopping and (not claimed or len(self._tasks) >= self._concurrency):
                 await self._idle()
 
@@ -172,7 +177,9 @@ class Drainer:
         try:
             await self._store.prune(time.time() - self._retention)
         except Exception as exc:
-            log.warning("outbox pruning failed: %s: %s", type(exc).__name__, exc)
+            self._prunes.failed(exc)
+        else:
+            self._prunes.ok()
 
     async def _sample(self) -> None:
         self.metrics.sampled_at = time.monotonic()  # at most once a second, even failing
@@ -253,8 +260,9 @@ class Drainer:
             try:
                 renewed = await self._store.renew(self._owner, seqs, time.time() + self.lease)
             except Exception as exc:  # any failure: the next beat tries again
-                log.warning("outbox lease renewal failed: %s: %s", type(exc).__name__, exc)
+                self._renewals.failed(exc)
                 continue
+            self._renewals.ok()
             # Only what the store renewed: an entry taken over while this process stood
             # still (SIGSTOP, a long pause) keeps its lapsed deadline, so it is never sent.
             for seq in renewed:
