@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from getbill_async import GetBillClient, Outbox, RetryPolicy
 from getbill_async.errors import ValidationError
+from getbill_async.outbox import OutboxStoreError
+from getbill_async.outbox._redis_store import RedisStore
 from getbill_async.outbox._sqlite_store import SQLiteStore
 from getbill_async.sandbox import Sandbox
 from tests.outbox_faults import FaultyStore
 from tests.outbox_helpers import fast_client
+from tests.redis_fixtures import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -163,3 +167,29 @@ async def test_the_heartbeat_outlives_any_failure_and_an_entry_is_never_held_twi
                 await box.join(timeout=15)
         assert store.calls["renew"] >= 1  # it went on after the failure
         assert sb.created_per_call_id() == {"hb-1": 1}
+
+
+async def test_an_entry_taken_back_while_its_outcome_is_being_recorded_is_not_sent_again(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Renewals fail and the outcome's record is slow (three failures, then it lands 1.25 s
+    # on): the lease lapses meanwhile, and the next claim hands the entry (a keyed create, to
+    # be looked up) back to the same drainer, which still holds it. It is left alone: sent
+    # once, never looked up, and done when its outcome lands.
+    async with Sandbox(followups=20) as sb:
+        client = GetBillClient(
+            sb.token, base_url=sb.base_url, timeout=0.5, retry=RetryPolicy(base=0.01, cap=0.05)
+        )
+        store = FaultyStore(RedisStore(redis_server.url, name=f"held-{uuid.uuid4().hex[:8]}"))
+        lost = OutboxStoreError("a reply lost")
+        store.before["renew"] = [lost] * 100
+        store.before["finish"] = [lost] * 3
+        async with client:
+            options = {"lease": 1.2, "lease_margin": 0.3, "grace": 0.2, "poll": 0.02}
+            async with Outbox(client, store, **options) as box:  # type: ignore[arg-type]
+                await box.create(debt_id=sb.debt_ids()[0], type="call", call_id="back-1")
+                await box.join(timeout=10)
+                assert (await box.status()).done == 1
+        assert sb.created_per_call_id() == {"back-1": 1}
+        assert sb.requests_made("read") == 0  # no second task looked it up either
+    assert any("claimed again while held; left alone" in m for m in caplog.messages)

@@ -155,3 +155,13 @@ async def test_a_create_whose_answer_was_lost_is_enqueued_once(
     assert proxy.swallowed == 1
     assert answer == "added"
     assert (await store.counts()).pending == 1
+
+
+async def test_a_keyless_create_whose_answers_all_were_lost_says_a_retry_may_double_it(
+    proxy: LossyProxy, store: RedisStore
+) -> None:
+    proxy.arm(sha(lua.ENQUEUE_CREATE), times=len(RETRIES) + 1)
+    with pytest.raises(OutboxStoreError, match="may have been enqueued .*give creates a call_id"):
+        await store.enqueue_create(None, "debt-1", "{}", time.time(), 0)
+    assert proxy.swallowed == len(RETRIES) + 1
+    assert (await store.counts()).pending == 1  # its own retries did not enqueue it again

@@ -181,7 +181,17 @@ class RedisStore(RedisVerifyMixin):
     ) -> Enqueued:
         record = f"{self.prefix}:enqueue:{secrets.token_hex(12)}"
         args = (key or "", debt_id, fields, limit, ENQUEUE_MEMORY_MS)
-        return self._enqueued(await self._run_again("ENQUEUE_CREATE", *args, key=record))
+        try:
+            return self._enqueued(await self._run_again("ENQUEUE_CREATE", *args, key=record))
+        except OutboxStoreError as exc:
+            if key is not None or not isinstance(exc.__cause__, _LOST):
+                raise
+            # Its own retries are over: a retry by the caller is a new create, and without a
+            # call_id nothing tells the two apart.
+            raise OutboxStoreError(
+                f"{exc}; this create (no call_id) may have been enqueued before the answer "
+                "was lost: enqueuing it again may send it twice (give creates a call_id)"
+            ) from exc.__cause__
 
     async def enqueue_update(
         self, key: str, fields: dict[str, Any], now: float, limit: int
