@@ -1,5 +1,6 @@
 """The outbox's SQLite file: foreign or corrupt files are refused untouched; two drainers
-sharing one file never send an entry twice."""
+sharing one file never send an entry twice; processes that open one new file at once all
+get it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import socket
 import sqlite3
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from getbill_async import GetBillClient, Outbox
 from getbill_async.outbox import OutboxStoreError
+from getbill_async.outbox._sqlite_schema import connect
 from getbill_async.sandbox import Sandbox
 from tests.outbox_helpers import fast_client, indexes
 
@@ -208,3 +211,29 @@ async def test_a_file_with_two_key_indexes_gets_one_and_keeps_its_rules(
         "status": "deal_found",
         "duration_ms": 5,
     }
+
+
+
+def test_openers_of_one_new_file_at_once_all_get_it(tmp_path: Path) -> None:
+    # The loser of the race to make a new file an outbox (a WAL file) hears "database is
+    # locked" at once, without a wait: it tries again instead of failing, or of calling the
+    # file foreign. Six connections (each as a process of its own would open it) at once,
+    # on 80 new files: before, some 6% of the files failed an opener.
+    failures: list[str] = []
+    for round_ in range(80):
+        path = str(tmp_path / f"new-{round_}.db")
+        barrier = threading.Barrier(6)
+
+        def open_it(path: str = path, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                connect(path).close()
+            except OutboxStoreError as exc:
+                failures.append(str(exc))
+
+        openers = [threading.Thread(target=open_it) for _ in range(6)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+    assert failures == []

@@ -13,8 +13,10 @@ first enqueue), and binds it to one account: the first opener records its accoun
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 
 from ._store import check_account
@@ -133,6 +135,8 @@ def _check_or_create(conn: sqlite3.Connection, path: str) -> None:
     try:
         tables = _names(conn)
     except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and _locked(exc):
+            raise  # busy, not foreign: opening tries again
         raise _refuse(path, str(exc)) from exc
     if not tables:
         _create(conn)
@@ -170,11 +174,38 @@ def _bind(conn: sqlite3.Connection, path: str, account: str | None) -> None:
 
 def connect(path: str, account: str | None = None) -> sqlite3.Connection:
     """A connection to the outbox file at ``path`` (made if absent or empty), up to date,
-    writable, and bound to ``account`` (None: whatever account it has)."""
+    writable, and bound to ``account`` (None: whatever account it has).
+
+    Processes that open one new file at once race to make it an outbox (a WAL file): SQLite
+    answers the loser "database is locked" at once, without waiting. Opening is then tried
+    again, for as long as the busy timeout; only a file still locked then is an error, and
+    never one that calls the file "not an outbox"."""
     if os.path.exists(path) and os.path.getsize(path) > 0:
         with open(path, "rb") as fh:
             if fh.read(16) != b"SQLite format 3\x00":
                 raise _refuse(path, "no SQLite header")
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return _open(path, account)
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                raise _refuse(path, str(exc)) from exc
+            if time.monotonic() >= deadline:
+                raise OutboxStoreError(
+                    f"{path}: {exc} (still, after {BUSY_TIMEOUT_MS // 1000} s)"
+                ) from exc
+            time.sleep(0.02)
+        except sqlite3.DatabaseError as exc:
+            raise _refuse(path, str(exc)) from exc
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "database is locked" in text or "database table is locked" in text
+
+
+def _open(path: str, account: str | None) -> sqlite3.Connection:
     # Room for a statement per length of a batch of creates (``_sqlite_creates``).
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, cached_statements=256
@@ -184,10 +215,10 @@ def connect(path: str, account: str | None = None) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=FULL")
         _check_or_create(conn, path)
         _bind(conn, path, account)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise _refuse(path, str(exc)) from exc
     except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
         conn.close()
         raise
     return conn

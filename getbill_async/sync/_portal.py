@@ -32,10 +32,8 @@ Invariants:
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import atexit
-import importlib
 import os
 import threading
 import time
@@ -44,13 +42,7 @@ from typing import Any, TypeVar
 
 from ..errors import EventLoopError
 from ..support import orphan
-
-# signal's C half: the same functions, without the enum conversions (~10 µs a call).
-signal: Any
-try:
-    signal = importlib.import_module("_signal")
-except ImportError:  # pragma: no cover - an interpreter without it
-    signal = importlib.import_module("signal")
+from ._driving import EXITED, close_all, finish, hop, then_stop, until_done
 
 __all__ = ["EXIT_GRACE", "Portal", "portal"]
 
@@ -60,7 +52,7 @@ T = TypeVar("T")
 EXIT_GRACE = 5.0
 POLL = 0.1  # seconds between the daemon's looks for whether the loop is still needed
 # A call that finds the loop undriven for longer first lets it hear its sockets: see
-# ``_then_stop``.
+# ``_driving.then_stop``.
 SETTLE_AFTER = 0.05
 
 _DEADLOCK = (
@@ -69,7 +61,6 @@ _DEADLOCK = (
     "input): it would wait for itself forever. Call it from another thread, or use the "
     "async face there"
 )
-_EXITED = "the sync face's event loop has stopped: exiting"
 _DAEMON, _STOPPING = "daemon", "stopping"  # who drives, besides a caller's thread ident
 
 
@@ -111,7 +102,7 @@ class Portal:
         if loop is None:
             with self._lock:
                 if self._exited:
-                    raise EventLoopError(_EXITED)
+                    raise EventLoopError(EXITED)
                 loop = self._loop or self._new_loop()
         return loop
 
@@ -158,7 +149,7 @@ class Portal:
         with self._lock:
             if self._exited:
                 coro.close()
-                raise EventLoopError(_EXITED)
+                raise EventLoopError(EXITED)
             drive = running is None and self._driver is None
             if drive:
                 self._driver = threading.get_ident()
@@ -166,7 +157,7 @@ class Portal:
                 self._hand_over()
         if drive:
             return self._drive(loop, coro)
-        return _hop(loop, coro, self._ended)
+        return hop(loop, coro, self._ended)
 
     def _hand_over(self) -> None:
         """(Lock held.) One more call or cleanup for the loop: see that someone drives."""
@@ -176,9 +167,9 @@ class Portal:
 
     def _drive(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
         idle = time.monotonic() - self._driven > SETTLE_AFTER
-        task = loop.create_task(_then_stop(loop, coro, settle=idle))
+        task = loop.create_task(then_stop(loop, coro, settle=idle))
         try:
-            return _until_done(loop, task)
+            return until_done(loop, task)
         finally:
             self._driven = time.monotonic()
             with self._lock:
@@ -249,7 +240,7 @@ class Portal:
                     break
                 if self._driver is _STOPPING:  # work may have come while it stopped
                     self._driver = _DAEMON if self._pending or self._background else None
-        _finish(loop, EXIT_GRACE)
+        finish(loop, EXIT_GRACE)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Start ``coro`` on the loop without waiting (a finalizer's cleanup)."""
@@ -303,7 +294,7 @@ class Portal:
             return
         if closers:
             try:
-                self.run(asyncio.wait_for(_close_all(closers), grace))
+                self.run(asyncio.wait_for(close_all(closers), grace))
             except BaseException:  # noqa: S110 - exiting anyway: never hang or fail here
                 pass
         with self._lock:
@@ -312,124 +303,10 @@ class Portal:
                 self._driver = threading.get_ident()
             self._wanted.notify_all()
         if driver is None:
-            _finish(loop, grace)
+            finish(loop, grace)
         elif driver in (_DAEMON, _STOPPING) and self._daemon is not None:
             loop.call_soon_threadsafe(loop.stop)
             self._daemon.join(grace)
-
-
-async def _then_stop(loop: asyncio.AbstractEventLoop, coro: Awaitable[T], *, settle: bool) -> T:
-    """``coro``, then the loop stops in the same turn (``run_until_complete`` would take one
-    more). ``settle``: one turn first, so that what the sockets said while no one drove the
-    loop (a keep-alive connection the server closed) is heard before the call picks a
-    connection."""
-    try:
-        if settle:
-            await asyncio.sleep(0)
-        return await coro
-    finally:
-        loop.stop()
-
-
-def _hop(
-    loop: asyncio.AbstractEventLoop,
-    coro: Coroutine[Any, Any, T],
-    ended: Callable[[], None],
-) -> T:
-    """Hand ``coro`` to the loop another thread drives, and wait for it here."""
-    # A bare lock and a task, not run_coroutine_threadsafe's two chained futures: the
-    # hop costs two thread wake-ups and little else.
-    done = _thread.allocate_lock()
-    done.acquire()
-    box: list[asyncio.Task[None]] = []
-    outcome: list[tuple[bool, Any]] = []  # (True, the result) or (False, the exception)
-
-    async def call() -> None:
-        try:
-            outcome.append((True, await coro))
-        except BaseException as exc:  # handed to the caller's thread, raised there
-            outcome.append((False, exc))
-        finally:
-            done.release()
-            ended()
-
-    def start() -> None:
-        box.append(loop.create_task(call()))
-
-    try:
-        loop.call_soon_threadsafe(start)
-    except RuntimeError:
-        coro.close()
-        ended()
-        raise EventLoopError(_EXITED) from None
-    try:
-        done.acquire()
-    except BaseException:
-        # Interrupted while waiting (KeyboardInterrupt): the call stops too.
-        loop.call_soon_threadsafe(_cancel, box)
-        raise
-    ok, value = outcome[0]
-    if ok:
-        return value  # type: ignore[no-any-return]
-    raise value
-
-
-def _until_done(loop: asyncio.AbstractEventLoop, task: asyncio.Task[T]) -> T:
-    """Drive the loop until ``task`` is done; its result. On the main thread, with Python's
-    own Ctrl-C handler in place (another of the program's own is left alone): Ctrl-C
-    cancels the call (its request stops cleanly, on the loop), then ``KeyboardInterrupt``
-    is raised; a second Ctrl-C raises at once."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        while not task.done():
-            loop.run_forever()
-        return task.result()
-    hit: list[bool] = []
-
-    def on_sigint(signum: int, frame: object) -> None:
-        if hit or task.done():
-            raise KeyboardInterrupt
-        hit.append(True)
-        task.cancel()
-        loop.call_soon_threadsafe(_nothing)  # wake the loop if it waits
-
-    signal.signal(signal.SIGINT, on_sigint)
-    try:
-        while not task.done():
-            loop.run_forever()
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if hit:
-        raise KeyboardInterrupt
-    return task.result()
-
-
-def _nothing() -> None:
-    pass
-
-
-def _cancel(box: list[asyncio.Task[Any]]) -> None:
-    for task in box:
-        task.cancel()
-
-
-async def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> None:
-    await asyncio.gather(*(closer() for closer in closers), return_exceptions=True)
-
-
-def _finish(loop: asyncio.AbstractEventLoop, grace: float) -> None:
-    """Cancel what is left on the loop, within ``grace`` seconds, and close it."""
-    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in tasks:
-        task.cancel()
-    try:
-        if tasks:
-            loop.run_until_complete(asyncio.wait(tasks, timeout=grace))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        loop.close()
 
 
 _PORTAL = Portal()
