@@ -213,7 +213,6 @@ async def test_a_file_with_two_key_indexes_gets_one_and_keeps_its_rules(
     }
 
 
-
 def test_openers_of_one_new_file_at_once_all_get_it(tmp_path: Path) -> None:
     # The loser of the race to make a new file an outbox (a WAL file) hears "database is
     # locked" at once, without a wait: it tries again instead of failing, or of calling the
