@@ -393,7 +393,11 @@ def fleet(sb: Sandbox, redis_url: str, n: int, **extra: Any) -> list[dict[str, A
     return [{**base, **extra} for _ in range(n)]
 
 
-async def check_fleet(sb: Sandbox, redis_url: str, skews: list[float]) -> None:
+async def check_fleet(
+    sb: Sandbox, redis_url: str, skews: list[float], *, late: float | None = None
+) -> None:
+    """Four workers share the window; ``late``: seconds past the ideal the last page may
+    come (None: a quarter of the ideal)."""
     configs = fleet(sb, redis_url, 4)
     for config, skew in zip(configs, skews, strict=True):
         config["skew"] = skew
@@ -409,7 +413,7 @@ async def check_fleet(sb: Sandbox, redis_url: str, skews: list[float]) -> None:
     assert total == len(arrivals) == 120
     assert sb.stats.by_status.get(429, 0) == 0
     assert max_in_window(arrivals, 4.0) <= 40
-    assert elapsed <= 1.25 * ideal
+    assert elapsed <= ideal + (0.25 * ideal if late is None else late)
     for result, skew in zip(results, skews, strict=True):
         assert result["clock_offset"] == pytest.approx(skew, abs=0.5)  # the skew was real
     # Every slot still counted frees within a window of Redis's *now*: none was written from the
@@ -437,7 +441,10 @@ async def test_four_worker_processes_share_one_window(redis_url: str) -> None:
 @pytest.mark.timeout(45)
 async def test_skewed_worker_clocks_do_not_matter(redis_url: str) -> None:
     async with Sandbox(followups=600, reads=40, window=4.0) as sb:
-        await check_fleet(sb, redis_url, [7.5, 0.0, -3.5, 0.0])
+        # What proves the skews harmless is the ledger, read on Redis's clock below. The time
+        # only has to rule out the 7.5 s skew holding slots that long: a loaded machine can
+        # add a window's worth of its own, so the bound is one and a half windows.
+        await check_fleet(sb, redis_url, [7.5, 0.0, -3.5, 0.0], late=6.0)
 
 
 @pytest.mark.timeout(45)
