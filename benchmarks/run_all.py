@@ -8,7 +8,7 @@ prints its own markdown table and, given ``--json PATH``, writes its ratios ther
 table, writes ``benchmarks/results.md`` (that table, then each benchmark's own output) and
 ``benchmarks/results.png`` (each ratio against its goal).
 
-    python benchmarks/run_all.py [NAME ...] [--timeout 240] [--total 570]
+    python benchmarks/run_all.py [NAME ...] [--timeout 240] [--total 1200]
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", help="run only these (e.g. decode pipeline)")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per benchmark")
-    parser.add_argument("--total", type=float, default=570.0, help="seconds for all of them")
+    parser.add_argument("--total", type=float, default=1200.0, help="seconds for all of them")
     parser.add_argument("--out", type=Path, default=HERE, help="where results.md/png go")
     args = parser.parse_args()
 
