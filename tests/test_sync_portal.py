@@ -17,7 +17,7 @@ from getbill_async import Hooks
 from getbill_async.sync import GetBillClient, Outbox
 from getbill_async.sync._portal import portal
 from tests.hostile_server import _followup
-from tests.sync_helpers import ThreadedSandbox
+from tests.sync_helpers import LoopThread, ThreadedSandbox, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,14 +26,6 @@ pytestmark = pytest.mark.timeout(30)
 def sb() -> Iterator[ThreadedSandbox]:
     with ThreadedSandbox(followups=50, seed=3) as sandbox:
         yield sandbox
-
-
-def _wait_for(what: str, check: Any, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_a_lone_caller_drives_the_loop_in_its_own_thread(sb: ThreadedSandbox) -> None:
@@ -63,7 +55,7 @@ async def test_a_caller_with_a_running_loop_is_served_by_the_daemon(
         client.followups.list(limit=1)  # a notebook cell: our loop never runs on this one
         daemon = portal()._daemon
         assert daemon is not None and threads == [daemon.ident]
-    _wait_for("the daemon to let go", lambda: portal()._driver is None)
+    wait_for("the daemon to let go", lambda: portal()._driver is None)
 
 
 def test_an_open_outbox_drains_between_calls(sb: ThreadedSandbox, tmp_path: Any) -> None:
@@ -73,8 +65,8 @@ def test_an_open_outbox_drains_between_calls(sb: ThreadedSandbox, tmp_path: Any)
             outbox.create(debt_id=debt, type="call", call_id="between")
             # No call drives the loop from here on: the daemon does, for the drainer.
             made = lambda: sb.read(lambda s: s.created_followups(call_id="between"))  # noqa: E731
-            _wait_for("the drainer to send it", made)
-        _wait_for("the daemon to let go", lambda: portal()._driver is None)
+            wait_for("the drainer to send it", made)
+        wait_for("the daemon to let go", lambda: portal()._driver is None)
 
 
 def test_a_walk_dropped_midway_is_closed_in_the_background_then_the_loop_is_let_go(
@@ -85,45 +77,31 @@ def test_a_walk_dropped_midway_is_closed_in_the_background_then_the_loop_is_let_
         next(walk)
         assert portal()._driver is not None  # its fetches ahead go on
         del walk
-        _wait_for("the daemon to let go", lambda: portal()._driver is None)
+        wait_for("the daemon to let go", lambda: portal()._driver is None)
         loop = portal().loop
         assert not [t for t in asyncio.all_tasks(loop) if not t.done()]
         assert client.followups.list(limit=1).pagination.total == 50
 
 
-class KeepAliveServer:
+class KeepAliveServer(LoopThread):
     """A server that closes an idle keep-alive connection after 0.1 s."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.connections = 0
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.base_url = ""
+    base_url = ""
 
-    async def _start(self) -> web.AppRunner:
+    async def start(self) -> None:
         async def one(request: web.Request) -> web.Response:
             fid = request.match_info["fid"]
             return web.json_response({"data": _followup(fid, "debt-1", None)})
 
         app = web.Application()
         app.router.add_get("/v1/followups/{fid}", one)
-        runner = web.AppRunner(app, access_log=None, keepalive_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-        return runner
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
 
-    def __enter__(self) -> KeepAliveServer:
-        self._thread.start()
-        self._runner = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
+    async def stop(self) -> None:
+        await self._runner.cleanup()
 
 
 def test_a_keep_alive_connection_closed_while_no_one_drove_is_not_used() -> None:

@@ -22,7 +22,7 @@ import pytest
 from getbill_async import RateLimit
 from getbill_async.sync import GetBillClient
 from tests.redis_fixtures import RedisServer
-from tests.sync_helpers import ThreadedSandbox
+from tests.sync_helpers import ThreadedSandbox, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = 200
@@ -36,14 +36,6 @@ def _pool_children(pid: int) -> list[int]:
 def _dead(pid: int) -> bool:
     stat = Path(f"/proc/{pid}/stat")
     return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def _wait_for(what: str, check: object, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -92,10 +84,10 @@ def test_celery_prefork_tasks_log_every_call_exactly_once_despite_a_killed_worke
         def made() -> int:
             return len(sb.read(lambda s: s.created_per_call_id()))
 
-        _wait_for("the pool to log a quarter of the calls", lambda: made() >= TASKS // 4, 30)
+        wait_for("the pool to log a quarter of the calls", lambda: made() >= TASKS // 4, 30)
         victim = _pool_children(worker.pid)[0]
         os.kill(victim, signal.SIGKILL)
-        _wait_for("every call", lambda: made() >= TASKS, 40)
+        wait_for("every call", lambda: made() >= TASKS, 40)
         time.sleep(0.5)  # a duplicate, if any, would show by now: the lease is 2 s
         per_call = sb.read(lambda s: s.created_per_call_id())
         assert {k: v for k, v in per_call.items() if v != 1} == {}

@@ -62,6 +62,8 @@ class Grouped:
     """An operation many callers share (``run_grouped``): the arguments queued for it one
     after another reach ``run`` as one list, in order, inside the batch's transaction, and
     it answers each (an argument it refuses, with ``StoreFull``, must have written nothing).
+    ``alone``, for a batch made of this operation only: one statement that is its own
+    transaction, adding all of the list or nothing (None: nothing, and ``run`` decides).
     """
 
     run: Callable[[sqlite3.Connection, Batch, list[Any]], Answers]
@@ -189,10 +191,7 @@ class SQLiteWriter:
                 waiting += more or []
             cut = (len(waiting) + 1) // 2 if idle and len(waiting) >= HALVE_FROM else len(waiting)
             batch, waiting = waiting[:cut], waiting[cut:]
-            self._commit(conn, batch)
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        self._answer(batch, self._transaction(conn, batch))
+            self._answer(batch, self._transaction(conn, batch))
 
     def _file_lost(self) -> bool:
         """Whether the path no longer names the file open here (logged once, loudly)."""

@@ -126,10 +126,6 @@ class Portal:
                 return True
         return False
 
-    def on_loop_thread(self) -> bool:
-        """Whether the caller is the thread driving the loop now."""
-        return self._loop is not None and _running() is self._loop
-
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for it in this thread.
 
