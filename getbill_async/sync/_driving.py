@@ -7,6 +7,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import importlib
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ try:
 except ImportError:  # pragma: no cover - an interpreter without it
     signal = importlib.import_module("signal")
 
-__all__ = ["EXITED", "close_all", "finish", "hop", "then_stop", "until_done"]
+__all__ = ["EXITED", "close_all", "finish", "hop", "then_stop", "turns", "until_done"]
 
 T = TypeVar("T")
 
@@ -83,18 +84,61 @@ def hop(
     raise value
 
 
-def until_done(loop: asyncio.AbstractEventLoop, task: asyncio.Task[T]) -> T:
-    """Drive the loop until ``task`` is done; its result. On the main thread, with Python's
-    own Ctrl-C handler in place (another of the program's own is left alone): Ctrl-C
-    cancels the call (its request stops cleanly, on the loop), then ``KeyboardInterrupt``
-    is raised; a second Ctrl-C raises at once."""
+def turns(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """What runs ``loop`` until it is stopped, in the calling thread: ``loop.run_forever``,
+    or, for a plain asyncio loop outside debug mode, the same steps without the checks
+    that ``run_forever`` repeats each time (the loop is open, and runs in no other thread:
+    the portal sees to both). A call pays these steps once on the way in and once on the
+    way out, after its thread waited on the network with its caches gone cold; the checks
+    are a tenth of a driven call's overhead there (``benchmarks/sync.py``). The steps are
+    those of ``BaseEventLoop.run_forever`` in Python 3.10 to 3.13; any other loop (uvloop,
+    a subclass with a ``run_forever`` of its own, debug mode) is run by its own."""
+    base: Any = asyncio.BaseEventLoop
+    inner: Any = loop
     if (
-        threading.current_thread() is not threading.main_thread()
+        type(loop).run_forever is not base.run_forever
+        or loop.get_debug()
+        or not all(
+            hasattr(inner, name)
+            for name in ("_run_once", "_stopping", "_thread_id", "_asyncgen_firstiter_hook")
+        )
+    ):
+        return loop.run_forever
+    run_once, firstiter = inner._run_once, inner._asyncgen_firstiter_hook
+    finalizer, set_running = inner._asyncgen_finalizer_hook, asyncio.events._set_running_loop
+
+    def run() -> None:
+        hooks = sys.get_asyncgen_hooks()
+        inner._thread_id = _thread.get_ident()
+        sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)
+        set_running(loop)
+        try:
+            while True:
+                run_once()
+                if inner._stopping:
+                    break
+        finally:
+            inner._stopping = False
+            inner._thread_id = None
+            set_running(None)
+            sys.set_asyncgen_hooks(*hooks)
+
+    return run
+
+
+def until_done(task: asyncio.Task[T], run: Callable[[], None]) -> T:
+    """Drive the loop (``run``: see ``turns``) until ``task`` is done; its result. On the
+    main thread, with Python's own Ctrl-C handler in place (another of the program's own
+    is left alone): Ctrl-C cancels the call (its request stops cleanly, on the loop), then
+    ``KeyboardInterrupt`` is raised; a second Ctrl-C raises at once."""
+    if (
+        _thread.get_ident() != threading.main_thread().ident
         or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
     ):
         while not task.done():
-            loop.run_forever()
+            run()
         return task.result()
+    loop = task.get_loop()
     hit: list[bool] = []
 
     def on_sigint(signum: int, frame: object) -> None:
@@ -107,7 +151,7 @@ def until_done(loop: asyncio.AbstractEventLoop, task: asyncio.Task[T]) -> T:
     signal.signal(signal.SIGINT, on_sigint)
     try:
         while not task.done():
-            loop.run_forever()
+            run()
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if hit:

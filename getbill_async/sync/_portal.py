@@ -1,15 +1,15 @@
 """The sync face's event loop: one per process, driven by whichever thread needs it.
 
 A blocking call made while no thread drives the loop drives it itself, in the caller's
-thread, for as long as its call lasts (``run_until_complete``): no thread hop, and an
-overhead over the awaited call of a few tens of µs. A call made while the loop is driven
-(by another caller, or by the daemon thread) hands its coroutine over (a task made there)
-and waits; so does a call from a thread that runs an event loop of its own (a notebook
-cell), which never runs ours. Either way the result or the exception comes back in the
-caller's thread, so a traceback shows the caller's frames above the SDK's. Every sync
-client of the process shares the loop: one client used by many threads has one connection
-pool and one budget, whose bookkeeping runs on one thread at a time: exact, with no lock of
-its own.
+thread, for as long as its call lasts (``_driving.until_done``, with ``run_forever``'s steps:
+``_driving.turns``): no thread hop, and an overhead over the awaited call of a few tens of
+µs. A call made while the loop is driven (by another caller, or by the daemon thread) hands
+its coroutine over (a task made there) and waits; so does a call from a thread that runs an
+event loop of its own (a notebook cell), which never runs ours. Either way the result or the
+exception comes back in the caller's thread, so a traceback shows the caller's frames above
+the SDK's. Every sync client of the process shares the loop: one client used by many
+threads has one connection pool and one budget, whose bookkeeping runs on one thread at a
+time: exact, with no lock of its own.
 
 The daemon thread drives the loop while anything needs it between calls: calls handed over
 that have not ended, a cleanup started by a finalizer, a task left running (a walk's
@@ -42,11 +42,13 @@ from typing import Any, TypeVar
 
 from ..errors import EventLoopError
 from ..support import orphan
-from ._driving import EXITED, close_all, finish, hop, then_stop, until_done
+from ._driving import EXITED, close_all, finish, hop, then_stop, turns, until_done
 
 __all__ = ["EXIT_GRACE", "Portal", "portal"]
 
 T = TypeVar("T")
+
+_get_ident, _monotonic = threading.get_ident, time.monotonic
 
 #: Seconds the exit waits for open clients and outboxes to close.
 EXIT_GRACE = 5.0
@@ -83,6 +85,7 @@ class Portal:
         self._lock = threading.RLock()
         self._wanted = threading.Condition(self._lock)  # the daemon waits here to drive
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._turns: Callable[[], None] = _never  # runs the loop in the caller's thread
         self._daemon: threading.Thread | None = None
         self._driver: object = None  # None, _DAEMON, _STOPPING, or a caller's thread ident
         self._pending = 0  # calls handed over and cleanups spawned that have not ended
@@ -107,8 +110,10 @@ class Portal:
         return loop
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop = asyncio.new_event_loop()
+        loop = asyncio.new_event_loop()
         loop.set_task_factory(self._track)
+        self._turns = turns(loop)
+        self._loop = loop
         return loop
 
     def _track(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
@@ -133,12 +138,29 @@ class Portal:
             EventLoopError: called by the thread driving the loop (it would deadlock), or
                 after the loop stopped (the interpreter is exiting).
         """
+        # The common case first, in as few steps as it takes: every step here is paid per
+        # call, and paid several times over after the thread waited on the network (its
+        # caches gone cold; see docs/performance.md).
+        loop, running, lock = self._loop, _running(), self._lock
+        if loop is not None and running is None:
+            lock.acquire()
+            if self._driver is None and not self._exited:
+                self._driver = _get_ident()
+                lock.release()
+                return self._drive(loop, coro)
+            lock.release()
+        return self._run_otherwise(coro, running)
+
+    def _run_otherwise(
+        self, coro: Coroutine[Any, Any, T], running: asyncio.AbstractEventLoop | None
+    ) -> T:
+        """``run`` when this thread cannot drive the loop at once: the first call, a call
+        while another thread drives, a call from inside a running loop, or too late."""
         try:
             loop = self.loop
         except EventLoopError:
             coro.close()
             raise
-        running = _running()
         if running is loop:
             coro.close()
             raise EventLoopError(_DEADLOCK)
@@ -148,7 +170,7 @@ class Portal:
                 raise EventLoopError(EXITED)
             drive = running is None and self._driver is None
             if drive:
-                self._driver = threading.get_ident()
+                self._driver = _get_ident()
             else:
                 self._hand_over()
         if drive:
@@ -162,18 +184,20 @@ class Portal:
             self._to_daemon()
 
     def _drive(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
-        idle = time.monotonic() - self._driven > SETTLE_AFTER
-        task = loop.create_task(then_stop(loop, coro, settle=idle))
+        idle = _monotonic() - self._driven > SETTLE_AFTER
+        # Made here rather than by the task factory: the call's own task is never one left
+        # running (``_live``), and it saves the factory's step and its done callback.
+        task = asyncio.Task(then_stop(loop, coro, settle=idle), loop=loop)
         try:
-            return until_done(loop, task)
+            return until_done(task, self._turns)
         finally:
-            self._driven = time.monotonic()
+            self._driven = _monotonic()
             with self._lock:
                 if not task.done():  # interrupted inside the loop: ends in the background
                     task.cancel()
                     self._pending += 1
                     task.add_done_callback(lambda _: self._ended())
-                if self._pending or self._background or self._busy():
+                if self._pending or self._background or (self._live and self._busy()):
                     self._to_daemon()
                 else:
                     self._driver = None
@@ -303,6 +327,10 @@ class Portal:
         elif driver in (_DAEMON, _STOPPING) and self._daemon is not None:
             loop.call_soon_threadsafe(loop.stop)
             self._daemon.join(grace)
+
+
+def _never() -> None:  # pragma: no cover - the loop is made before it is driven
+    raise EventLoopError(EXITED)
 
 
 _PORTAL = Portal()
