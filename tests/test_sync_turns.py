@@ -112,21 +112,35 @@ def test_a_loop_in_debug_mode_is_run_by_its_own_run_forever(
     assert turns(loop) == loop.run_forever
 
 
-def test_a_loop_with_a_run_forever_of_its_own_is_run_by_it() -> None:
+class _OwnRun(asyncio.SelectorEventLoop):
     calls: list[str] = []
 
-    class Custom(asyncio.SelectorEventLoop):
-        def run_forever(self) -> None:
-            calls.append("run_forever")
-            super().run_forever()
+    def run_forever(self) -> None:
+        self.calls.append("run_forever")
+        super().run_forever()
 
-    loop = Custom()
+
+class _OwnSetup(asyncio.SelectorEventLoop):  # how 3.13's loops change what run_forever does
+    def _run_forever_setup(self) -> None:
+        getattr(super(), "_run_forever_setup", lambda: None)()
+
+
+def test_a_loop_with_a_run_forever_of_its_own_is_run_by_it() -> None:
+    loop = _OwnRun()
     try:
         run = turns(loop)
         assert run == loop.run_forever
         loop.call_soon(loop.stop)
         run()
-        assert calls == ["run_forever"]
+        assert loop.calls == ["run_forever"]
+    finally:
+        loop.close()
+
+
+def test_a_loop_with_its_own_run_forever_setup_is_run_by_its_run_forever() -> None:
+    loop = _OwnSetup()
+    try:
+        assert turns(loop) == loop.run_forever
     finally:
         loop.close()
 

@@ -84,6 +84,11 @@ def hop(
     raise value
 
 
+_BASE: Any = asyncio.BaseEventLoop
+_OWN = ("run_forever", "_run_forever_setup", "_run_forever_cleanup")  # a subclass's own: not lean
+_USED = ("_run_once", "_stopping", "_thread_id", "_asyncgen_firstiter_hook")
+
+
 def turns(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     """What runs ``loop`` until it is stopped, in the calling thread: ``loop.run_forever``,
     or, for a plain asyncio loop outside debug mode, the same steps without the checks
@@ -91,17 +96,14 @@ def turns(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     the portal sees to both). A call pays these steps once on the way in and once on the
     way out, after its thread waited on the network with its caches gone cold; the checks
     are a tenth of a driven call's overhead there (``benchmarks/sync.py``). The steps are
-    those of ``BaseEventLoop.run_forever`` in Python 3.10 to 3.13; any other loop (uvloop,
-    a subclass with a ``run_forever`` of its own, debug mode) is run by its own."""
-    base: Any = asyncio.BaseEventLoop
+    those of ``BaseEventLoop.run_forever`` from Python 3.10 on (3.13 moved them into
+    ``_run_forever_setup`` and ``_run_forever_cleanup``); any other loop (uvloop, a subclass
+    with its own of any of the three, debug mode) is run by its own ``run_forever``."""
     inner: Any = loop
     if (
-        type(loop).run_forever is not base.run_forever
-        or loop.get_debug()
-        or not all(
-            hasattr(inner, name)
-            for name in ("_run_once", "_stopping", "_thread_id", "_asyncgen_firstiter_hook")
-        )
+        loop.get_debug()
+        or any(getattr(type(loop), name, None) is not getattr(_BASE, name, None) for name in _OWN)
+        or not all(hasattr(inner, name) for name in _USED)
     ):
         return loop.run_forever
     run_once, firstiter = inner._run_once, inner._asyncgen_firstiter_hook

@@ -66,13 +66,18 @@ class Method(Generic[P, R]):
     ) -> Method[P, R] | Callable[P, R]:
         if face is None:
             return self
-        name, adapt = self._name, self._adapt
+        name = self._name
+        # A blocking method hands its coroutine to the portal's ``run`` itself: one step
+        # less per call, where every step counts (see ``Portal.run``).
+        finish: Callable[[Any], R] = (
+            face._portal.run if self._adapt is _run else functools.partial(self._adapt, face)
+        )
 
         # The async method is looked up at each call: a face may change its target (an
         # outbox in a child after fork()).
         @functools.wraps(getattr(face._target, name))
         def call(*args: P.args, **kwargs: P.kwargs) -> R:
-            return adapt(face, getattr(face._target, name)(*args, **kwargs))
+            return finish(getattr(face._target, name)(*args, **kwargs))
 
         face.__dict__[name] = call
         return call
